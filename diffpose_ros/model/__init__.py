@@ -1,0 +1,1 @@
+"""DiffPose network (PyTorch): backbone, STRL, LMSFI denoiser, weights I/O."""

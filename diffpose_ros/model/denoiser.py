@@ -1,0 +1,112 @@
+"""Pose decoder f_theta(x_t, F_t, t) with Lookup-based MultiScale Feature Interaction (Sec. 3.3).
+
+Split in two so the condition side runs once per window:
+- ``ConditionPyramid``: STRL condition (N, C, h, w) -> F1 (h, w), F2 (2h, 2w), F3 (4h, 4w) by
+  deconvolutions; depends only on the window, so it is computed once and reused by every step
+  and every hypothesis.
+- ``LMSFIDenoiser``: one denoising step. Noisy heatmaps are rescaled by the timestep embedding
+  (FiLM), downsampled to three scales, and at each scale only *look up* features: a one-channel
+  spatial mask A = sigmoid(max_c(refined heatmap features)) gates F_j, and the gated and plain
+  features are fused (Transformer at 1/16, convolutions at 1/8 and 1/4). The three scales are
+  summed at 1/4 resolution and a 3x3 conv predicts x0 (K heatmaps).
+
+Shapes: N persons, B = rows of a step (persons x hypotheses), K keypoints, heatmaps (H, W) =
+(4h, 4w).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffpose_ros.config import ModelConfig
+from diffpose_ros.model.layers import SeparableConvBlock, TransformerBlock, sinusoidal_embedding
+
+
+def _deconv(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
+        nn.GroupNorm(min(8, out_channels), out_channels), nn.SiLU())
+
+
+class ConditionPyramid(nn.Module):
+    """Condition (N, C, h, w) -> (F1 (N, d1, h, w), F2 (N, d2, 2h, 2w), F3 (N, d3, 4h, 4w))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d1, d2, d3 = config.decoder_dims
+        self.level1 = nn.Sequential(nn.Conv2d(config.cond_channels, d1, 1), nn.SiLU())
+        self.level2 = _deconv(config.cond_channels, d2)
+        self.level3 = _deconv(d2, d3)
+
+    def forward(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f2 = self.level2(cond)
+        return self.level1(cond), f2, self.level3(f2)
+
+
+def _spatial_mask(heatmap_features: torch.Tensor) -> torch.Tensor:
+    """Sq + Sigmoid: max over channels -> (B, 1, h, w) mask in (0, 1)."""
+    return torch.sigmoid(heatmap_features.amax(dim=1, keepdim=True))
+
+
+class LMSFIDenoiser(nn.Module):
+    """One step: (x_t in [0, 1], t, per-row condition pyramid) -> predicted x0 heatmaps."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        k = config.num_keypoints
+        d1, d2, d3 = config.decoder_dims
+        e = config.time_embed_dim
+        self.time_embed_dim = e
+        self.time_mlp = nn.Sequential(nn.Linear(e, 4 * e), nn.GELU(), nn.Linear(4 * e, 4 * e))
+        self.time_film = nn.Sequential(nn.SiLU(), nn.Linear(4 * e, 2 * k))
+        # noisy heatmap pyramid x̄3 (1/4), x̄2 (1/8), x̄1 (1/16)
+        self.down3 = SeparableConvBlock(k, d3)
+        self.down2 = SeparableConvBlock(d3, d2, stride=2)
+        self.down1 = SeparableConvBlock(d2, d1, stride=2)
+        # scale 1: SeRef (token self-attention refinement) and Trans over [F̄1 ; F1]
+        self.seref = TransformerBlock(d1, config.decoder_heads)
+        self.trans_in = nn.Linear(2 * d1, d1)
+        self.trans = TransformerBlock(d1, config.decoder_heads)
+        self.out1 = nn.Conv2d(d1, d3, 1)
+        # scales 2 and 3: convolutional refinement and fusion
+        self.refine2 = SeparableConvBlock(d2, d2)
+        self.fuse2 = SeparableConvBlock(2 * d2, d2)
+        self.out2 = nn.Conv2d(d2, d3, 1)
+        self.refine3 = SeparableConvBlock(d3, d3)
+        self.fuse3 = SeparableConvBlock(2 * d3, d3)
+        self.head = nn.Conv2d(d3, k, 3, padding=1)
+        nn.init.zeros_(self.time_film[1].weight)
+        nn.init.zeros_(self.time_film[1].bias)
+
+    @staticmethod
+    def _tokens(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).transpose(1, 2)
+
+    def forward(self, model_input: torch.Tensor, t: torch.Tensor, person_index: torch.Tensor,
+                f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
+        """model_input (B, K, H, W) in [0, 1]; t (B,) int64; person_index (B,) int64 row -> person;
+        f1/f2/f3 (N, d, ...) from ConditionPyramid. Returns x0 heatmaps (B, K, H, W)."""
+        f1, f2, f3 = f1[person_index], f2[person_index], f3[person_index]
+        scale, shift = self.time_film(
+            self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim))).chunk(2, dim=1)
+        x = model_input * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        x3 = self.down3(x)
+        x2 = self.down2(x3)
+        x1 = self.down1(x2)
+        b, d1, h, w = x1.shape
+        # scale 1 (Transformer)
+        refined1 = self.seref(self._tokens(x1)).transpose(1, 2).reshape(b, d1, h, w)
+        gated1 = _spatial_mask(refined1) * f1
+        z1 = self.trans(self.trans_in(self._tokens(torch.cat([gated1, f1], dim=1))))
+        z1 = self.out1(z1.transpose(1, 2).reshape(b, d1, h, w))
+        # scale 2 (convolutional)
+        gated2 = _spatial_mask(self.refine2(x2)) * f2
+        z2 = self.out2(self.fuse2(torch.cat([gated2, f2], dim=1)))
+        # scale 3 (convolutional, heatmap resolution)
+        gated3 = _spatial_mask(self.refine3(x3)) * f3
+        z3 = self.fuse3(torch.cat([gated3, f3], dim=1))
+        size = z3.shape[-2:]
+        fused = z3 + F.interpolate(z2, size=size, mode='bilinear', align_corners=False) \
+            + F.interpolate(z1, size=size, mode='bilinear', align_corners=False)
+        return self.head(fused)

@@ -1,0 +1,308 @@
+"""The pose pipeline: image + stamp + camera id in, tracked COCO-17 poses out.
+
+Per frame and camera: detect persons (every ``detect_every_n`` frames; boxes propagated by the
+tracker in between) -> track -> crop each person with its own tracked box -> backbone features
+(once per person-frame, cached in the track's ring buffer) -> per key frame, the window's cached
+features -> STRL -> DDIM sampling (``steps`` x ``hypotheses``, all persons of all cameras
+batched) -> sub-pixel decoding -> image pixels.
+
+Window modes: ``causal`` -- the key frame is the newest frame (no delay); ``centered`` -- the key
+frame is ``window_size // 2`` frames old, so results come out that many frames late, stamped with
+the key frame's stamp; ``flush()`` emits the last ones at the end of a stream.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+
+import cv2
+import numpy as np
+
+from diffpose_ros.buffers import FrameRecord, TrackBuffers, window_offsets
+from diffpose_ros.codec import CropTransform, decode_heatmaps
+from diffpose_ros.config import PipelineConfig
+from diffpose_ros.detection import PersonDetector
+from diffpose_ros.diffusion import DiffusionSchedule
+from diffpose_ros.runtime.base import PoseRuntime
+from diffpose_ros.sampler import sample_heatmaps
+from diffpose_ros.tracking import CameraTracker, TrackerConfig
+
+LOGGER = logging.getLogger(__name__)
+STAGES = ('detector', 'tracking', 'crop', 'backbone', 'strl', 'denoise', 'decode')
+
+
+class InvalidImageError(ValueError):
+    """The image cannot be processed (empty, wrong dtype or channels, absurd size)."""
+
+
+@dataclasses.dataclass
+class PersonPose:
+    track_id: int
+    box_xyxy: np.ndarray             # (4,) image px
+    score: float                     # detection score
+    keypoints: np.ndarray            # (K, 3): x, y [image px], confidence [0, 1]
+    detector_keypoints: np.ndarray | None   # (K, 3) the detector's single-frame estimate
+    is_predicted: bool               # box propagated (no detection in the key frame)
+
+
+@dataclasses.dataclass
+class FrameResult:
+    camera_id: str
+    stamp_ns: int                    # stamp of the key frame the poses refer to
+    frame_index: int                 # the camera's counter of the key frame
+    persons: list[PersonPose]
+    steps: int
+    hypotheses: int
+    window_size: int
+    window_mode: str
+    timings_ms: dict[str, float]     # per stage, for the whole call (shared across cameras)
+
+
+@dataclasses.dataclass
+class _PendingKey:
+    frame_index: int
+    stamp_ns: int
+
+
+class _CameraState:
+    def __init__(self, config: PipelineConfig):
+        self.tracker = CameraTracker(TrackerConfig(max_age_s=config.track_max_age_s))
+        self.buffers = TrackBuffers(horizon_frames=2 * config.window_size + 1)
+        self.pending: collections.deque[_PendingKey] = collections.deque()
+        self.frame_index = -1
+        self.last_stamp_ns: int | None = None
+        self.time_jumps = 0
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self.buffers.reset()
+        self.pending.clear()
+        self.last_stamp_ns = None
+
+
+def validate_image(image: np.ndarray, max_pixels: int) -> None:
+    if not isinstance(image, np.ndarray):
+        raise InvalidImageError(f'image must be a numpy array, got {type(image).__name__}')
+    if image.dtype != np.uint8:
+        raise InvalidImageError(f'image must be uint8 BGR, got dtype {image.dtype}')
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidImageError(f'image must be H x W x 3 (BGR), got shape {image.shape}')
+    height, width = image.shape[:2]
+    if height < 16 or width < 16:
+        raise InvalidImageError(f'image is too small: {width}x{height} (min 16x16)')
+    if height * width > max_pixels:
+        raise InvalidImageError(f'image is too large: {width}x{height} > {max_pixels} pixels '
+                                '(max_image_pixels)')
+
+
+class PosePipeline:
+    """Stateful multi-camera pipeline (one tracker and one set of buffers per camera)."""
+
+    def __init__(self, config: PipelineConfig, runtime: PoseRuntime, detector: PersonDetector):
+        self.config = config
+        self.runtime = runtime
+        self.detector = detector
+        model_config = runtime.model_config
+        self.model_config = model_config
+        self.schedule = DiffusionSchedule.from_config(model_config)
+        self.crop_hw = (model_config.crop_height, model_config.crop_width)
+        self.heatmap_shape = (model_config.num_keypoints, model_config.heatmap_height,
+                              model_config.heatmap_width)
+        self.offsets = window_offsets(config.window_mode, config.window_size)
+        self.delay_frames = int(self.offsets.max())
+        self.cameras: dict[str, _CameraState] = {}
+        self.backbone_crops = 0        # backbone passes, for "passes per person-frame"
+        self.person_frames = 0
+
+    # ------------------------------------------------------------------ run-time settings
+    def set_sampling(self, steps: int | None = None, hypotheses: int | None = None) -> None:
+        """Change steps / hypotheses between frames (validated; no retraining needed)."""
+        self.config = self.config.replace(steps=steps or self.config.steps,
+                                          hypotheses=hypotheses or self.config.hypotheses)
+
+    def reset(self, camera_id: str | None = None) -> None:
+        for cid, state in self.cameras.items():
+            if camera_id is None or cid == camera_id:
+                state.reset()
+
+    # ------------------------------------------------------------------ main entry points
+    def process(self, image_bgr: np.ndarray, stamp_ns: int,
+                camera_id: str = 'camera') -> FrameResult | None:
+        """One frame of one camera; None while a centred window is still filling."""
+        results = self.process_batch([(image_bgr, stamp_ns, camera_id)])
+        return results[0] if results else None
+
+    def process_batch(self, frames: list[tuple[np.ndarray, int, str]]) -> list[FrameResult]:
+        """Frames of several cameras (at most one per camera), persons batched in one inference."""
+        cameras = [cid for _, _, cid in frames]
+        if len(set(cameras)) != len(cameras):
+            raise ValueError(f'at most one frame per camera per batch, got {cameras}')
+        timings = dict.fromkeys(STAGES, 0.0)
+        keys: list[tuple[str, _PendingKey]] = []
+        for image, stamp_ns, camera_id in frames:
+            validate_image(image, self.config.max_image_pixels)
+            state = self.cameras.setdefault(camera_id, _CameraState(self.config))
+            key = self._ingest(state, image, int(stamp_ns), timings)
+            if key is not None:
+                keys.append((camera_id, key))
+        return self._estimate(keys, timings)
+
+    def flush(self, camera_id: str | None = None) -> list[FrameResult]:
+        """Emit the key frames a centred window still holds back (end of a stream)."""
+        keys = []
+        for cid, state in self.cameras.items():
+            if camera_id is None or cid == camera_id:
+                keys.extend((cid, key) for key in state.pending)
+                state.pending.clear()
+        return self._estimate(keys, dict.fromkeys(STAGES, 0.0))
+
+    # ------------------------------------------------------------------ stages
+    def _ingest(self, state: _CameraState, image: np.ndarray, stamp_ns: int,
+                timings: dict[str, float]) -> _PendingKey | None:
+        if state.last_stamp_ns is not None and stamp_ns < state.last_stamp_ns:
+            LOGGER.warning('time jumped back (%d ns -> %d ns): resetting tracks and buffers',
+                           state.last_stamp_ns, stamp_ns)
+            state.reset()
+            state.time_jumps += 1
+        state.last_stamp_ns = stamp_ns
+        state.frame_index += 1
+        start = time.perf_counter()
+        if state.frame_index % self.config.detect_every_n == 0:
+            detections = self.detector.detect(image)
+            timings['detector'] += _ms_since(start)
+            start = time.perf_counter()
+            tracked = state.tracker.update(detections, stamp_ns)
+        else:
+            tracked = state.tracker.propagate(stamp_ns)
+        tracked = sorted(tracked, key=lambda p: -p.score)[:self.config.max_persons]
+        timings['tracking'] += _ms_since(start)
+
+        start = time.perf_counter()
+        crops, transforms, kept = [], [], []
+        for person in tracked:
+            try:
+                transform = CropTransform.from_box(person.box_xyxy, crop_hw=self.crop_hw,
+                                                   enlarge=self.model_config.box_enlarge)
+            except ValueError:
+                continue    # degenerate box (e.g. propagated off-image): skip this person-frame
+            crops.append(transform.warp(image))
+            transforms.append(transform)
+            kept.append(person)
+        timings['crop'] += _ms_since(start)
+        if crops:
+            start = time.perf_counter()
+            batch = np.stack(crops)[..., ::-1].transpose(0, 3, 1, 2)   # BGR HWC -> RGB CHW
+            features = self.runtime.extract_features(
+                np.ascontiguousarray(batch, dtype=np.float32) * np.float32(1 / 255))
+            timings['backbone'] += _ms_since(start)
+            self.backbone_crops += len(crops)
+            for person, transform, feature in zip(kept, transforms, features):
+                state.buffers.push(person.track_id, FrameRecord(
+                    frame_index=state.frame_index, stamp_ns=stamp_ns, features=feature,
+                    transform=transform, box_xyxy=np.asarray(person.box_xyxy, np.float32),
+                    score=float(person.score), detector_keypoints=person.keypoints,
+                    is_predicted=bool(person.is_predicted)))
+        state.buffers.prune(state.frame_index - (len(self.offsets) + self.delay_frames))
+        state.pending.append(_PendingKey(state.frame_index, stamp_ns))
+        if len(state.pending) > self.delay_frames:
+            return state.pending.popleft()
+        return None
+
+    def _estimate(self, keys: list[tuple[str, _PendingKey]],
+                  timings: dict[str, float]) -> list[FrameResult]:
+        cfg = self.config
+        rows: list[tuple[int, int, FrameRecord]] = []     # (key list index, track id, key record)
+        windows: list[np.ndarray] = []
+        for key_number, (camera_id, key) in enumerate(keys):
+            buffers = self.cameras[camera_id].buffers
+            for track_id in buffers.tracks_at(key.frame_index):
+                records = buffers.window(track_id, key.frame_index, self.offsets)
+                windows.append(np.stack([r.features for r in records]))
+                rows.append((key_number, track_id, buffers.record_at(track_id, key.frame_index)))
+        persons_per_key: list[list[PersonPose]] = [[] for _ in keys]
+        if rows:
+            keypoints = self._pose_stage(np.stack(windows), [r for _, _, r in rows], timings)
+            for (key_number, track_id, record), kpts in zip(rows, keypoints):
+                persons_per_key[key_number].append(PersonPose(
+                    track_id=track_id, box_xyxy=record.box_xyxy, score=record.score,
+                    keypoints=kpts, detector_keypoints=record.detector_keypoints,
+                    is_predicted=record.is_predicted))
+            self.person_frames += len(rows)
+        return [FrameResult(camera_id=camera_id, stamp_ns=key.stamp_ns,
+                            frame_index=key.frame_index, persons=persons,
+                            steps=cfg.steps, hypotheses=cfg.hypotheses,
+                            window_size=cfg.window_size, window_mode=cfg.window_mode,
+                            timings_ms=dict(timings))
+                for (camera_id, key), persons in zip(keys, persons_per_key)]
+
+    def _pose_stage(self, windows: np.ndarray, key_records: list[FrameRecord],
+                    timings: dict[str, float]) -> np.ndarray:
+        """windows (N, T, C, h, w) -> keypoints (N, K, 3) in image px."""
+        cfg = self.config
+        start = time.perf_counter()
+        condition = self.runtime.encode_window(windows, self.offsets)
+        timings['strl'] += _ms_since(start)
+
+        start = time.perf_counter()
+
+        def denoise(model_input, t, person_index):
+            return self.runtime.denoise(model_input, t, person_index, condition)
+
+        sampled = sample_heatmaps(denoise, self.schedule, num_persons=len(key_records),
+                                  heatmap_shape=self.heatmap_shape, steps=cfg.steps,
+                                  hypotheses=cfg.hypotheses, seed=cfg.seed, eta=cfg.ddim_eta)
+        timings['denoise'] += _ms_since(start)
+
+        start = time.perf_counter()
+        coords_hm, scores = decode_heatmaps(sampled.heatmaps)          # (N, K, 2), (N, K)
+        stride = self.model_config.heatmap_stride
+        keypoints = np.empty(coords_hm.shape[:2] + (3,), np.float32)
+        for i, record in enumerate(key_records):
+            keypoints[i, :, :2] = record.transform.crop_to_image(coords_hm[i] * stride)
+        keypoints[..., 2] = np.clip(scores, 0.0, 1.0)
+        if cfg.keypoint_score_threshold > 0:
+            keypoints[keypoints[..., 2] < cfg.keypoint_score_threshold, 2] = 0.0
+        timings['decode'] += _ms_since(start)
+        return keypoints
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def draw_poses(image_bgr: np.ndarray, result: FrameResult, min_confidence: float = 0.2,
+               draw_detector: bool = False) -> np.ndarray:
+    """Annotated copy of the image: boxes, track ids and skeletons (colour per track id)."""
+    from diffpose_ros.skeleton import BONES
+
+    out = image_bgr.copy()
+    for person in result.persons:
+        colour = _track_colour(person.track_id)
+        x0, y0, x1, y1 = (int(round(v)) for v in person.box_xyxy)
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, 1)
+        cv2.putText(out, f'{person.track_id}', (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, colour, 1, cv2.LINE_AA)
+        sets = [(person.keypoints, colour)]
+        if draw_detector and person.detector_keypoints is not None:
+            sets.append((person.detector_keypoints, (200, 200, 200)))
+        for kpts, col in sets:
+            for a, b in BONES:
+                if kpts[a, 2] >= min_confidence and kpts[b, 2] >= min_confidence:
+                    cv2.line(out, _pt(kpts[a]), _pt(kpts[b]), col, 2, cv2.LINE_AA)
+            for kp in kpts:
+                if kp[2] >= min_confidence:
+                    cv2.circle(out, _pt(kp), 3, col, -1, cv2.LINE_AA)
+    return out
+
+
+def _pt(keypoint: np.ndarray) -> tuple[int, int]:
+    # keypoints use the pixel-corner convention; OpenCV draws at pixel centres
+    return int(round(float(keypoint[0]) - 0.5)), int(round(float(keypoint[1]) - 0.5))
+
+
+def _track_colour(track_id: int) -> tuple[int, int, int]:
+    hue = (track_id * 47) % 180
+    bgr = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    return int(bgr[0]), int(bgr[1]), int(bgr[2])

@@ -1,0 +1,1 @@
+"""Inference backends with one API: PyTorch (CPU/CUDA, optional fp16) and ONNX Runtime."""

@@ -1,0 +1,165 @@
+"""DiffPose network: shapes, config validation, weights I/O without pickle, ViT option."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffpose_ros.config import ModelConfig, PipelineConfig
+from diffpose_ros.model.backbone import ViTPoseBackbone
+from diffpose_ros.model.diffpose import DiffPoseNet
+from diffpose_ros.model.weights import WeightsError, load_model, save_weights
+
+
+@pytest.fixture(scope='module')
+def random_model():
+    model, trained = load_model(None, seed=0)
+    assert not trained
+    return model
+
+
+def test_config_round_trip_and_validation(tmp_path):
+    config = ModelConfig(strl_depth=5, decoder_dims=(96, 48, 24))
+    config.save(tmp_path / 'c.json')
+    assert ModelConfig.load(tmp_path / 'c.json') == config
+    for bad in ({'strl_dim': 250}, {'crop_height': 250}, {'backbone': 'resnet'},
+                {'heatmap_stride': 3}, {'signal_scale': 0.0}, {'strl_token_pool': 3}):
+        with pytest.raises(ValueError):
+            ModelConfig(**bad)
+    with pytest.raises(ValueError, match='unknown ModelConfig keys'):
+        ModelConfig.from_dict({'strl_dim': 256, 'bogus': 1})
+    for bad in ({'steps': 0}, {'hypotheses': 100}, {'window_mode': 'future'},
+                {'window_mode': 'centered', 'window_size': 4}, {'detector_imgsz': 650},
+                {'backend': 'tensorflow'}, {'ddim_eta': 2.0}):
+        with pytest.raises(ValueError):
+            PipelineConfig(**bad)
+
+
+def test_paper_defaults():
+    config = ModelConfig()
+    assert (config.crop_height, config.crop_width) == (256, 192)
+    assert (config.heatmap_height, config.heatmap_width) == (64, 48)
+    assert (config.feature_height, config.feature_width) == (16, 12)
+    assert config.strl_depth >= 4 and config.strl_dim >= 256
+    assert PipelineConfig().window_size == 3 and PipelineConfig().window_mode == 'causal'
+
+
+@torch.inference_mode()
+def test_shapes_for_causal_and_centred_windows(random_model):
+    crops = torch.rand(2 * 5, 3, 256, 192)
+    features = random_model.extract_features(crops)
+    assert features.shape == (10, 448, 16, 12)
+    features = features.reshape(2, 5, 448, 16, 12)
+    for offsets in ([-2, -1, 0], [-2, -1, 0, 1, 2]):
+        window = features[:, :len(offsets)]
+        f1, f2, f3 = random_model.encode_window(window, torch.tensor(offsets))
+        assert f1.shape == (2, 128, 16, 12) and f2.shape == (2, 64, 32, 24)
+        assert f3.shape == (2, 32, 64, 48)
+        rows = torch.tensor([0, 0, 1, 1, 1])
+        x0 = random_model.denoise(torch.rand(5, 17, 64, 48), torch.tensor([999, 10, 5, 0, 500]),
+                                  rows, f1, f2, f3)
+        assert x0.shape == (5, 17, 64, 48) and torch.isfinite(x0).all()
+
+
+@torch.inference_mode()
+def test_window_encoder_uses_frame_offsets_and_every_frame(random_model):
+    features = random_model.extract_features(torch.rand(3, 3, 256, 192)).unsqueeze(0)
+    base = random_model.encode_window(features, torch.tensor([-2, -1, 0]))[0]
+    other_key = random_model.encode_window(features, torch.tensor([-1, 0, 1]))[0]
+    changed = features.clone()
+    changed[:, 0] = 0.0            # a non-key frame changes -> the condition changes
+    moved = random_model.encode_window(changed, torch.tensor([-2, -1, 0]))[0]
+    assert not torch.allclose(base, other_key)
+    assert not torch.allclose(base, moved)
+
+
+def test_backbone_frozen_and_head_trainable(random_model):
+    assert all(not p.requires_grad for p in random_model.backbone.parameters())
+    random_model.train()
+    assert not random_model.backbone.training       # BatchNorm statistics stay frozen
+    random_model.eval()
+    assert all(p.requires_grad for p in random_model.window_encoder.parameters())
+    assert all(not k.startswith('backbone.') for k in random_model.head_state_dict())
+
+
+def test_weights_round_trip_without_pickle(random_model, tmp_path):
+    path = save_weights(random_model, tmp_path / 'head.safetensors', metadata={'note': 'test'})
+    assert (tmp_path / 'head.json').is_file()
+    assert path.read_bytes()[:1] != b'\x80'          # not a pickle
+    loaded, trained = load_model(path, seed=123)     # a different seed: weights must win
+    assert trained
+    inputs = (torch.rand(1, 3, 448, 16, 12), torch.tensor([-2, -1, 0]))
+    with torch.inference_mode():
+        for a, b in zip(random_model.encode_window(*inputs), loaded.encode_window(*inputs)):
+            torch.testing.assert_close(a, b)
+
+
+def test_bad_weights_files_name_the_file(random_model, tmp_path):
+    with pytest.raises(WeightsError, match='does not exist'):
+        load_model(tmp_path / 'nope.safetensors')
+    corrupt = tmp_path / 'corrupt.safetensors'
+    corrupt.write_bytes(b'\x00garbage' * 100)
+    ModelConfig().save(tmp_path / 'corrupt.json')
+    with pytest.raises(WeightsError, match='corrupt.safetensors'):
+        load_model(corrupt)
+    path = save_weights(random_model, tmp_path / 'ok.safetensors')
+    (tmp_path / 'ok.json').unlink()
+    with pytest.raises(WeightsError, match='ok.json'):
+        load_model(path)
+    save_weights(random_model, path)
+    (tmp_path / 'ok.json').write_text(json.dumps({'strl_dim': 384, 'strl_heads': 8}))
+    with pytest.raises(WeightsError, match='does not match'):
+        load_model(path)
+
+
+def _synthetic_vitpose_b_state_dict() -> dict[str, torch.Tensor]:
+    """Keys and shapes of a ViTPose-B (mmpose) checkpoint, random values."""
+    generator = torch.Generator().manual_seed(0)
+    dim, mlp = 768, 3072
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator) * 0.02
+
+    state = {'backbone.patch_embed.proj.weight': rand(dim, 3, 16, 16),
+             'backbone.patch_embed.proj.bias': rand(dim),
+             'backbone.pos_embed': rand(1, 16 * 12 + 1, dim),
+             'backbone.last_norm.weight': torch.ones(dim),
+             'backbone.last_norm.bias': torch.zeros(dim),
+             'keypoint_head.final_layer.weight': rand(17, 256, 1, 1),
+             'keypoint_head.final_layer.bias': rand(17)}
+    for i in range(12):
+        prefix = f'backbone.blocks.{i}.'
+        state.update({prefix + 'norm1.weight': torch.ones(dim), prefix + 'norm1.bias': rand(dim),
+                      prefix + 'attn.qkv.weight': rand(3 * dim, dim),
+                      prefix + 'attn.qkv.bias': rand(3 * dim),
+                      prefix + 'attn.proj.weight': rand(dim, dim),
+                      prefix + 'attn.proj.bias': rand(dim),
+                      prefix + 'norm2.weight': torch.ones(dim), prefix + 'norm2.bias': rand(dim),
+                      prefix + 'mlp.fc1.weight': rand(mlp, dim), prefix + 'mlp.fc1.bias': rand(mlp),
+                      prefix + 'mlp.fc2.weight': rand(dim, mlp), prefix + 'mlp.fc2.bias': rand(dim)})
+    return state
+
+
+def test_vit_option_loads_vitpose_b_state_dict():
+    state = _synthetic_vitpose_b_state_dict()
+    backbone = ViTPoseBackbone()
+    backbone.load_vitpose_state_dict(state)
+    torch.testing.assert_close(backbone.blocks[7].attn.qkv.weight,
+                               state['backbone.blocks.7.attn.qkv.weight'])
+    torch.testing.assert_close(backbone.pos_embed, state['backbone.pos_embed'])
+    config = ModelConfig(backbone='vit-b', backbone_channels=768)
+    model = DiffPoseNet(config, backbone=backbone).eval()
+    with torch.inference_mode():
+        features = model.extract_features(torch.rand(1, 3, 256, 192))
+        assert features.shape == (1, 768, 16, 12)
+        f1, _, _ = model.encode_window(features.unsqueeze(1), torch.tensor([0]))
+    assert np.isfinite(f1.numpy()).all()
+    broken = dict(state)
+    broken['backbone.blocks.0.attn.qkv.weight'] = torch.zeros(10, 10)
+    with pytest.raises((ValueError, RuntimeError)):
+        ViTPoseBackbone().load_vitpose_state_dict(broken)
+    del state['backbone.blocks.11.mlp.fc2.bias']
+    with pytest.raises(ValueError, match='missing'):
+        ViTPoseBackbone().load_vitpose_state_dict(state)
