@@ -134,7 +134,7 @@ class PipelineConfig:
 
     steps: int = 1                   # DDIM denoising steps per estimate
     hypotheses: int = 1              # noise seeds ensembled (heatmaps averaged)
-    seed: int = 0                    # base noise seed (hypothesis h uses seed + h)
+    seed: int = 0                    # base noise seed (hypothesis h draws from rng([seed, h]))
     ddim_eta: float = 1.0            # 0 = deterministic DDIM, 1 = DiffusionDet's default
     window_mode: str = 'causal'      # 'causal' (no delay) or 'centered' (window_size // 2 frames delay)
     window_size: int = 3

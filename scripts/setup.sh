@@ -83,5 +83,7 @@ cmake --install "$build" > "$root/build/cmake-install.log" 2>&1 \
 # --- 4. third-party assets (git-ignored cache, sha256-checked) ----------------------------
 if [ "${DIFFPOSE_SKIP_ASSETS:-0}" != "1" ]; then
   "$vpy" "$root/scripts/fetch_assets.py"
+  # unpickle the verified YOLO checkpoint once; everything later loads safetensors
+  (cd "$root" && "$vpy" -m diffpose_ros.model.backbone)
 fi
 log "done. Activate with: source .venv/bin/activate"

@@ -199,3 +199,15 @@ class ViTPoseBackbone(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.last_norm(x).transpose(1, 2).reshape(n, dim, h, w)
+
+
+def ensure_converted_backbone() -> Path:
+    """Convert the YOLO11n-pose checkpoint once (setup); later runs load safetensors only."""
+    path = cache_dir() / YOLO_BACKBONE_FILE
+    if not path.is_file():
+        convert_yolo_checkpoint(out_path=path)
+    return path
+
+
+if __name__ == '__main__':
+    print(f'[setup] backbone weights: {ensure_converted_backbone()}')

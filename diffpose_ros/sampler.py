@@ -1,0 +1,143 @@
+"""DDIM sampling loop over heatmaps, independent of the network backend (torch or ONNX Runtime).
+
+The backend computes each person's condition features once per window and exposes the denoiser
+f(x_t, F, t) as a :class:`DenoiseFn`; this module owns the loop so that the number of steps, the
+number of hypotheses (pose ensemble) and eta stay run-time choices.
+
+Conventions:
+    * Rows: all persons x hypotheses go through ONE denoiser call per step, person-major:
+      row ``b = n * hypotheses + h`` holds person n, hypothesis h, and ``person_index[b] = n``.
+    * Noise: hypothesis h (global index ``hypothesis_offset + h``) owns the generator
+      ``np.random.default_rng([seed, hypothesis_offset + h])``. Its first draw is x_T, a
+      (K, H, W) standard normal map in the signal domain; then, for step i = 0, 1, ... in order,
+      one (K, H, W) map z_i is drawn only for the steps that use noise (eta > 0 and t_next >= 0).
+      Every person shares its hypothesis' noise, so a person's result does not depend on which
+      other persons are in the batch, and a run with ``hypotheses=1, hypothesis_offset=h``
+      reproduces hypothesis h of a larger run exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import operator
+from typing import Protocol
+
+import numpy as np
+
+from diffpose_ros.diffusion import DiffusionSchedule
+
+
+class DenoiseFn(Protocol):
+    """Denoiser of a batch of rows, each conditioned on one person's features."""
+
+    def __call__(self, model_input: np.ndarray, t: np.ndarray,
+                 person_index: np.ndarray) -> np.ndarray:
+        """Predict the clean heatmaps.
+
+        Args:
+            model_input: (B, K, H, W) float32 in [0, 1],
+                ``schedule.signal_to_model_input(x_t)``.
+            t: (B,) int64 timesteps.
+            person_index: (B,) int64; row b uses the condition features of this person.
+
+        Returns:
+            (B, K, H, W) float32 x̂_0 in the heatmap domain [0, 1] (not the signal).
+        """
+        ...
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SampleResult:
+    """Output of :func:`sample_heatmaps`.
+
+    Attributes:
+        heatmaps: (N, K, H, W) float32 mean over hypotheses of the final x̂_0 heatmaps.
+        per_hypothesis: (N, Hy, K, H, W) float32 final x̂_0 of every hypothesis, or None when
+            not kept.
+    """
+
+    heatmaps: np.ndarray
+    per_hypothesis: np.ndarray | None = None
+
+
+def _check_int(value: int, name: str, low: int, high: int | None = None) -> int:
+    try:
+        result = operator.index(value)
+    except TypeError as exc:
+        raise ValueError(f'{name} must be an integer, got {value!r}') from exc
+    if isinstance(value, bool) or result < low or (high is not None and result > high):
+        bound = f'[{low}, {high}]' if high is not None else f'>= {low}'
+        raise ValueError(f'{name} must be {bound}, got {value!r}')
+    return result
+
+
+def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons: int,
+                    heatmap_shape: tuple[int, int, int], steps: int, hypotheses: int = 1,
+                    seed: int = 0, eta: float = 1.0, *, hypothesis_offset: int = 0,
+                    keep_per_hypothesis: bool = False) -> SampleResult:
+    """Run DDIM from pure noise to heatmaps for N persons and Hy hypotheses each.
+
+    For each (t, t_next) in ``schedule.time_pairs(steps)``: the denoiser gets
+    ``signal_to_model_input(x_t)`` and returns x̂_0 heatmaps; x_t is updated with
+    ``schedule.ddim_step`` on ``heatmaps_to_signal(x̂_0)``. The result of a hypothesis is the
+    last x̂_0 (heatmap domain). Row order and noise seeding: see the module docstring.
+
+    Args:
+        denoise: backend denoiser, called ``steps`` times with B = N * Hy rows.
+        schedule: diffusion schedule the weights were trained with.
+        num_persons: N >= 0 (0 returns empty arrays without calling the denoiser).
+        heatmap_shape: (K, H, W).
+        steps: denoising steps, 1 <= steps <= T.
+        hypotheses: Hy >= 1 noise seeds whose final heatmaps are averaged.
+        seed: base seed >= 0.
+        eta: DDIM eta in [0, 1].
+        hypothesis_offset: global index of the first hypothesis (>= 0).
+        keep_per_hypothesis: also return every hypothesis' heatmaps.
+
+    Returns:
+        A :class:`SampleResult`.
+
+    Raises:
+        ValueError: for bad arguments or a denoiser output of the wrong shape.
+    """
+    persons = _check_int(num_persons, 'num_persons', 0)
+    num_hyp = _check_int(hypotheses, 'hypotheses', 1)
+    seed = _check_int(seed, 'seed', 0)
+    offset = _check_int(hypothesis_offset, 'hypothesis_offset', 0)
+    if len(heatmap_shape) != 3:
+        raise ValueError(f'heatmap_shape must be (K, H, W), got {heatmap_shape!r}')
+    shape = tuple(_check_int(v, 'heatmap_shape entries', 1) for v in heatmap_shape)
+    if not (np.isfinite(eta) and 0 <= eta <= 1):
+        raise ValueError(f'eta must be in [0, 1], got {eta}')
+    pairs = schedule.time_pairs(steps)                       # validates steps
+
+    if persons == 0:
+        empty = np.zeros((0, *shape), dtype=np.float32)
+        per_hyp = np.zeros((0, num_hyp, *shape), dtype=np.float32)
+        return SampleResult(empty, per_hyp if keep_per_hypothesis else None)
+
+    rows = persons * num_hyp
+    rngs = [np.random.default_rng([seed, offset + h]) for h in range(num_hyp)]
+    x_t_hyp = np.stack([rng.standard_normal(shape) for rng in rngs])            # (Hy, K, H, W)
+    x_t = np.broadcast_to(x_t_hyp, (persons, num_hyp, *shape)).copy()           # (N, Hy, K, H, W)
+    person_index = np.repeat(np.arange(persons, dtype=np.int64), num_hyp)        # (B,)
+    x0_heatmaps = np.zeros(x_t.shape, dtype=np.float32)  # replaced at the first step
+    for t, t_next in pairs:
+        model_input = schedule.signal_to_model_input(x_t.astype(np.float32))
+        x0_rows = np.asarray(denoise(model_input.reshape(rows, *shape),
+                                     np.full(rows, t, dtype=np.int64), person_index.copy()))
+        if x0_rows.shape != (rows, *shape):
+            raise ValueError(f'denoiser returned shape {x0_rows.shape}, expected '
+                             f'{(rows, *shape)}')
+        x0_heatmaps = x0_rows.astype(np.float32, copy=False).reshape(x_t.shape)
+        if t_next < 0:
+            break
+        noise = None
+        if eta > 0:
+            z_hyp = np.stack([rng.standard_normal(shape) for rng in rngs])       # (Hy, K, H, W)
+            noise = np.broadcast_to(z_hyp, x_t.shape)
+        x0_signal = schedule.heatmaps_to_signal(x0_heatmaps.astype(np.float64))
+        x_t = schedule.ddim_step(x_t, x0_signal, t, t_next, eta, noise)
+
+    mean = x0_heatmaps.mean(axis=1, dtype=np.float64).astype(np.float32)         # (N, K, H, W)
+    per_hyp = x0_heatmaps.copy() if keep_per_hypothesis else None
+    return SampleResult(mean, per_hyp)
