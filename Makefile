@@ -10,7 +10,8 @@ setup:
 
 # Main job: the real pipeline over the bundled sample video (vtest.avi).
 demo: setup
-	$(PY) -m diffpose_ros.cli.video --out outputs/vtest_annotated.mp4 --json outputs/vtest_poses.json
+	$(PY) -m diffpose_ros.cli.video --detector-imgsz 1280 \
+	  --out outputs/vtest_annotated.mp4 --json outputs/vtest_poses.json
 
 test: setup
 	bash scripts/run_tests.sh

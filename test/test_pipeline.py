@@ -177,7 +177,7 @@ def test_bad_images_raise_and_the_pipeline_keeps_serving(torch_runtime, frames,
         'huge': np.zeros((700, 1000, 3), np.uint8),
         'list': [[1, 2, 3]],
     }
-    for name, image in bad_images.items():
+    for image in bad_images.values():
         with pytest.raises(InvalidImageError):
             pipeline.process(image, _stamp(0))
     result = pipeline.process(frames[0], _stamp(0))
