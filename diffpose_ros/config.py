@@ -3,6 +3,7 @@
 ``ModelConfig`` holds trained-in facts and is saved as JSON beside the weights; ``PipelineConfig``
 holds run-time choices (steps, hypotheses, window mode, thresholds, backend).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,18 +31,18 @@ class ModelConfig:
     num_keypoints: int = NUM_KEYPOINTS
     crop_height: int = 256
     crop_width: int = 192
-    heatmap_stride: int = 4          # crop px per heatmap px: 256x192 -> 64x48
-    feature_stride: int = 16         # crop px per STRL token: 256x192 -> 16x12
-    box_enlarge: float = 1.25        # person box enlargement before cropping (paper, DCPose lineage)
+    heatmap_stride: int = 4  # crop px per heatmap px: 256x192 -> 64x48
+    feature_stride: int = 16  # crop px per STRL token: 256x192 -> 16x12
+    box_enlarge: float = 1.25  # person box enlargement before cropping (paper, DCPose lineage)
     backbone: str = 'yolo11n-pose'
-    backbone_channels: int = 448     # yolo11n-pose neck P3+P4+P5 = 64+128+256 at 1/16
+    backbone_channels: int = 448  # yolo11n-pose neck P3+P4+P5 = 64+128+256 at 1/16
     # STRL: joint space-time attention over the window's tokens
-    max_window_offset: int = 4       # relative frame offsets -4..+4 have embeddings
+    max_window_offset: int = 4  # relative frame offsets -4..+4 have embeddings
     strl_dim: int = 256
     strl_depth: int = 4
     strl_heads: int = 8
     strl_mlp_ratio: float = 2.0
-    strl_token_pool: int = 2         # STRL attends over tokens pooled 2x2 (8x6 per frame): CPU budget
+    strl_token_pool: int = 2  # STRL attends over tokens pooled 2x2 (8x6 per frame): CPU budget
     cond_channels: int = 256
     # LMSFI denoiser widths at 1/16 (attention), 1/8 and 1/4 (convolutional) of the crop
     decoder_dims: tuple[int, int, int] = (128, 64, 32)
@@ -51,7 +52,7 @@ class ModelConfig:
     diffusion_timesteps: int = 1000
     noise_schedule: str = 'cosine'
     signal_scale: float = 2.0
-    heatmap_sigma: float = 2.0       # heatmap px
+    heatmap_sigma: float = 2.0  # heatmap px
 
     @property
     def heatmap_height(self) -> int:
@@ -72,36 +73,58 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, 'decoder_dims', tuple(int(d) for d in self.decoder_dims))
         _check(self.num_keypoints >= 1, f'num_keypoints must be >= 1, got {self.num_keypoints}')
-        _check(self.backbone in BACKBONES, f'backbone must be one of {BACKBONES}, got {self.backbone!r}')
+        _check(
+            self.backbone in BACKBONES,
+            f'backbone must be one of {BACKBONES}, got {self.backbone!r}',
+        )
         for name in ('crop_height', 'crop_width'):
             value = getattr(self, name)
-            _check(16 <= value <= 1024 and value % self.feature_stride == 0,
-                   f'{name} must be in [16, 1024] and a multiple of feature_stride '
-                   f'({self.feature_stride}), got {value}')
-        _check(self.feature_stride == 4 * self.heatmap_stride,
-               'the LMSFI denoiser upsamples the condition 4x: feature_stride must be '
-               f'4 * heatmap_stride, got {self.feature_stride} and {self.heatmap_stride}')
+            _check(
+                16 <= value <= 1024 and value % self.feature_stride == 0,
+                f'{name} must be in [16, 1024] and a multiple of feature_stride '
+                f'({self.feature_stride}), got {value}',
+            )
+        _check(
+            self.feature_stride == 4 * self.heatmap_stride,
+            'the LMSFI denoiser upsamples the condition 4x: feature_stride must be '
+            f'4 * heatmap_stride, got {self.feature_stride} and {self.heatmap_stride}',
+        )
         _check(self.box_enlarge >= 1.0, f'box_enlarge must be >= 1, got {self.box_enlarge}')
-        _check(1 <= self.max_window_offset <= 16,
-               f'max_window_offset must be in [1, 16], got {self.max_window_offset}')
-        _check(self.strl_dim % self.strl_heads == 0,
-               f'strl_dim ({self.strl_dim}) must be divisible by strl_heads ({self.strl_heads})')
-        _check(self.strl_token_pool in (1, 2, 4) and self.feature_height % self.strl_token_pool == 0
-               and self.feature_width % self.strl_token_pool == 0,
-               f'strl_token_pool must be 1, 2 or 4 and divide the feature grid, got '
-               f'{self.strl_token_pool}')
+        _check(
+            1 <= self.max_window_offset <= 16,
+            f'max_window_offset must be in [1, 16], got {self.max_window_offset}',
+        )
+        _check(
+            self.strl_dim % self.strl_heads == 0,
+            f'strl_dim ({self.strl_dim}) must be divisible by strl_heads ({self.strl_heads})',
+        )
+        _check(
+            self.strl_token_pool in (1, 2, 4)
+            and self.feature_height % self.strl_token_pool == 0
+            and self.feature_width % self.strl_token_pool == 0,
+            f'strl_token_pool must be 1, 2 or 4 and divide the feature grid, got '
+            f'{self.strl_token_pool}',
+        )
         _check(self.strl_depth >= 1, f'strl_depth must be >= 1, got {self.strl_depth}')
-        _check(len(self.decoder_dims) == 3 and min(self.decoder_dims) >= 4,
-               f'decoder_dims must be 3 widths >= 4, got {self.decoder_dims}')
-        _check(self.decoder_dims[0] % self.decoder_heads == 0,
-               f'decoder_dims[0] ({self.decoder_dims[0]}) must be divisible by decoder_heads')
+        _check(
+            len(self.decoder_dims) == 3 and min(self.decoder_dims) >= 4,
+            f'decoder_dims must be 3 widths >= 4, got {self.decoder_dims}',
+        )
+        _check(
+            self.decoder_dims[0] % self.decoder_heads == 0,
+            f'decoder_dims[0] ({self.decoder_dims[0]}) must be divisible by decoder_heads',
+        )
         _check(self.time_embed_dim % 2 == 0, 'time_embed_dim must be even')
-        _check(2 <= self.diffusion_timesteps <= 10000,
-               f'diffusion_timesteps must be in [2, 10000], got {self.diffusion_timesteps}')
-        _check(self.noise_schedule in ('cosine', 'linear'),
-               f"noise_schedule must be 'cosine' or 'linear', got {self.noise_schedule!r}")
+        _check(
+            2 <= self.diffusion_timesteps <= 10000,
+            f'diffusion_timesteps must be in [2, 10000], got {self.diffusion_timesteps}',
+        )
+        _check(
+            self.noise_schedule in ('cosine', 'linear'),
+            f"noise_schedule must be 'cosine' or 'linear', got {self.noise_schedule!r}",
+        )
         _check(self.signal_scale > 0, f'signal_scale must be > 0, got {self.signal_scale}')
-        _check(0.5 <= self.heatmap_sigma <= 10, f'heatmap_sigma must be in [0.5, 10]')
+        _check(0.5 <= self.heatmap_sigma <= 10, 'heatmap_sigma must be in [0.5, 10]')
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -109,7 +132,7 @@ class ModelConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> 'ModelConfig':
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         _check(not unknown, f'unknown ModelConfig keys: {unknown}')
@@ -119,7 +142,7 @@ class ModelConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + '\n')
 
     @classmethod
-    def load(cls, path: str | Path) -> 'ModelConfig':
+    def load(cls, path: str | Path) -> ModelConfig:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -132,26 +155,31 @@ class ModelConfig:
 class PipelineConfig:
     """Run-time choices; none of these require retraining."""
 
-    steps: int = 1                   # DDIM denoising steps per estimate
-    hypotheses: int = 1              # noise seeds ensembled (heatmaps averaged)
-    seed: int = 0                    # base noise seed (hypothesis h draws from rng([seed, h]))
-    ddim_eta: float = 1.0            # 0 = deterministic DDIM, 1 = DiffusionDet's default
-    window_mode: str = 'causal'      # 'causal' (no delay) or 'centered' (window_size // 2 frames delay)
+    steps: int = 1  # DDIM denoising steps per estimate
+    hypotheses: int = 1  # noise seeds ensembled (heatmaps averaged)
+    seed: int = 0  # base noise seed (hypothesis h draws from rng([seed, h]))
+    ddim_eta: float = 1.0  # 0 = deterministic DDIM, 1 = DiffusionDet's default
+    window_mode: str = (
+        'causal'  # 'causal' (no delay) or 'centered' (window_size // 2 frames delay)
+    )
     window_size: int = 3
     detector_imgsz: int = 640
-    detect_every_n: int = 1          # run the detector on every n-th frame, propagate boxes between
+    detect_every_n: int = 1  # run the detector on every n-th frame, propagate boxes between
     detection_score_threshold: float = 0.25
     max_persons: int = 16
     keypoint_score_threshold: float = 0.0
-    track_max_age_s: float = 1.0     # a track not matched for this long is removed
+    track_max_age_s: float = 1.0  # a track not matched for this long is removed
     backend: str = 'torch'
-    device: str = 'cpu'              # torch device: 'cpu', 'cuda', 'cuda:1'
-    fp16: bool = False               # torch CUDA / TensorRT only
-    onnx_dir: str = ''               # exported ONNX models (backend='onnxruntime')
-    providers: tuple[str, ...] = ('TensorrtExecutionProvider', 'CUDAExecutionProvider',
-                                  'CPUExecutionProvider')
+    device: str = 'cpu'  # torch device: 'cpu', 'cuda', 'cuda:1'
+    fp16: bool = False  # torch CUDA / TensorRT only
+    onnx_dir: str = ''  # exported ONNX models (backend='onnxruntime')
+    providers: tuple[str, ...] = (
+        'TensorrtExecutionProvider',
+        'CUDAExecutionProvider',
+        'CPUExecutionProvider',
+    )
     trt_engine_cache_dir: str = ''
-    intra_op_threads: int = 0        # 0 = ONNX Runtime / torch default
+    intra_op_threads: int = 0  # 0 = ONNX Runtime / torch default
     max_image_pixels: int = 4096 * 4096
 
     def __post_init__(self) -> None:
@@ -159,24 +187,44 @@ class PipelineConfig:
         _check(1 <= self.steps <= 1000, f'steps must be in [1, 1000], got {self.steps}')
         _check(1 <= self.hypotheses <= 64, f'hypotheses must be in [1, 64], got {self.hypotheses}')
         _check(0.0 <= self.ddim_eta <= 1.0, f'ddim_eta must be in [0, 1], got {self.ddim_eta}')
-        _check(self.window_mode in WINDOW_MODES,
-               f'window_mode must be one of {WINDOW_MODES}, got {self.window_mode!r}')
-        _check(1 <= self.window_size <= 9, f'window_size must be in [1, 9], got {self.window_size}')
+        _check(
+            self.window_mode in WINDOW_MODES,
+            f'window_mode must be one of {WINDOW_MODES}, got {self.window_mode!r}',
+        )
+        _check(
+            1 <= self.window_size <= 9, f'window_size must be in [1, 9], got {self.window_size}'
+        )
         if self.window_mode == 'centered':
-            _check(self.window_size % 2 == 1,
-                   f'centered windows need an odd window_size, got {self.window_size}')
-        _check(32 <= self.detector_imgsz <= 2048 and self.detector_imgsz % 32 == 0,
-               f'detector_imgsz must be a multiple of 32 in [32, 2048], got {self.detector_imgsz}')
-        _check(1 <= self.detect_every_n <= 100,
-               f'detect_every_n must be in [1, 100], got {self.detect_every_n}')
-        _check(0.0 <= self.detection_score_threshold <= 1.0,
-               'detection_score_threshold must be in [0, 1]')
-        _check(1 <= self.max_persons <= 256, f'max_persons must be in [1, 256], got {self.max_persons}')
-        _check(0.0 <= self.keypoint_score_threshold <= 1.0, 'keypoint_score_threshold must be in [0, 1]')
+            _check(
+                self.window_size % 2 == 1,
+                f'centered windows need an odd window_size, got {self.window_size}',
+            )
+        _check(
+            32 <= self.detector_imgsz <= 2048 and self.detector_imgsz % 32 == 0,
+            f'detector_imgsz must be a multiple of 32 in [32, 2048], got {self.detector_imgsz}',
+        )
+        _check(
+            1 <= self.detect_every_n <= 100,
+            f'detect_every_n must be in [1, 100], got {self.detect_every_n}',
+        )
+        _check(
+            0.0 <= self.detection_score_threshold <= 1.0,
+            'detection_score_threshold must be in [0, 1]',
+        )
+        _check(
+            1 <= self.max_persons <= 256,
+            f'max_persons must be in [1, 256], got {self.max_persons}',
+        )
+        _check(
+            0.0 <= self.keypoint_score_threshold <= 1.0,
+            'keypoint_score_threshold must be in [0, 1]',
+        )
         _check(0.0 < self.track_max_age_s <= 60.0, 'track_max_age_s must be in (0, 60]')
-        _check(self.backend in BACKENDS, f'backend must be one of {BACKENDS}, got {self.backend!r}')
+        _check(
+            self.backend in BACKENDS, f'backend must be one of {BACKENDS}, got {self.backend!r}'
+        )
         _check(self.intra_op_threads >= 0, 'intra_op_threads must be >= 0')
         _check(self.max_image_pixels >= 64 * 64, 'max_image_pixels must be >= 4096')
 
-    def replace(self, **changes: Any) -> 'PipelineConfig':
+    def replace(self, **changes: Any) -> PipelineConfig:
         return dataclasses.replace(self, **changes)

@@ -10,6 +10,7 @@ Window modes: ``causal`` -- the key frame is the newest frame (no delay); ``cent
 frame is ``window_size // 2`` frames old, so results come out that many frames late, stamped with
 the key frame's stamp; ``flush()`` emits the last ones at the end of a stream.
 """
+
 from __future__ import annotations
 
 import collections
@@ -40,24 +41,24 @@ class InvalidImageError(ValueError):
 @dataclasses.dataclass
 class PersonPose:
     track_id: int
-    box_xyxy: np.ndarray             # (4,) image px
-    score: float                     # detection score
-    keypoints: np.ndarray            # (K, 3): x, y [image px], confidence [0, 1]
-    detector_keypoints: np.ndarray | None   # (K, 3) the detector's single-frame estimate
-    is_predicted: bool               # box propagated (no detection in the key frame)
+    box_xyxy: np.ndarray  # (4,) image px
+    score: float  # detection score
+    keypoints: np.ndarray  # (K, 3): x, y [image px], confidence [0, 1]
+    detector_keypoints: np.ndarray | None  # (K, 3) the detector's single-frame estimate
+    is_predicted: bool  # box propagated (no detection in the key frame)
 
 
 @dataclasses.dataclass
 class FrameResult:
     camera_id: str
-    stamp_ns: int                    # stamp of the key frame the poses refer to
-    frame_index: int                 # the camera's counter of the key frame
+    stamp_ns: int  # stamp of the key frame the poses refer to
+    frame_index: int  # the camera's counter of the key frame
     persons: list[PersonPose]
     steps: int
     hypotheses: int
     window_size: int
     window_mode: str
-    timings_ms: dict[str, float]     # per stage, for the whole call (shared across cameras)
+    timings_ms: dict[str, float]  # per stage, for the whole call (shared across cameras)
 
 
 @dataclasses.dataclass
@@ -93,8 +94,9 @@ def validate_image(image: np.ndarray, max_pixels: int) -> None:
     if height < 16 or width < 16:
         raise InvalidImageError(f'image is too small: {width}x{height} (min 16x16)')
     if height * width > max_pixels:
-        raise InvalidImageError(f'image is too large: {width}x{height} > {max_pixels} pixels '
-                                '(max_image_pixels)')
+        raise InvalidImageError(
+            f'image is too large: {width}x{height} > {max_pixels} pixels (max_image_pixels)'
+        )
 
 
 class PosePipeline:
@@ -108,19 +110,23 @@ class PosePipeline:
         self.model_config = model_config
         self.schedule = DiffusionSchedule.from_config(model_config)
         self.crop_hw = (model_config.crop_height, model_config.crop_width)
-        self.heatmap_shape = (model_config.num_keypoints, model_config.heatmap_height,
-                              model_config.heatmap_width)
+        self.heatmap_shape = (
+            model_config.num_keypoints,
+            model_config.heatmap_height,
+            model_config.heatmap_width,
+        )
         self.offsets = window_offsets(config.window_mode, config.window_size)
         self.delay_frames = int(self.offsets.max())
         self.cameras: dict[str, _CameraState] = {}
-        self.backbone_crops = 0        # backbone passes, for "passes per person-frame"
+        self.backbone_crops = 0  # backbone passes, for "passes per person-frame"
         self.person_frames = 0
 
     # ------------------------------------------------------------------ run-time settings
     def set_sampling(self, steps: int | None = None, hypotheses: int | None = None) -> None:
         """Change steps / hypotheses between frames (validated; no retraining needed)."""
-        self.config = self.config.replace(steps=steps or self.config.steps,
-                                          hypotheses=hypotheses or self.config.hypotheses)
+        self.config = self.config.replace(
+            steps=steps or self.config.steps, hypotheses=hypotheses or self.config.hypotheses
+        )
 
     def reset(self, camera_id: str | None = None) -> None:
         for cid, state in self.cameras.items():
@@ -128,8 +134,9 @@ class PosePipeline:
                 state.reset()
 
     # ------------------------------------------------------------------ main entry points
-    def process(self, image_bgr: np.ndarray, stamp_ns: int,
-                camera_id: str = 'camera') -> FrameResult | None:
+    def process(
+        self, image_bgr: np.ndarray, stamp_ns: int, camera_id: str = 'camera'
+    ) -> FrameResult | None:
         """One frame of one camera; None while a centred window is still filling."""
         results = self.process_batch([(image_bgr, stamp_ns, camera_id)])
         return results[0] if results else None
@@ -159,11 +166,15 @@ class PosePipeline:
         return self._estimate(keys, dict.fromkeys(STAGES, 0.0))
 
     # ------------------------------------------------------------------ stages
-    def _ingest(self, state: _CameraState, image: np.ndarray, stamp_ns: int,
-                timings: dict[str, float]) -> _PendingKey | None:
+    def _ingest(
+        self, state: _CameraState, image: np.ndarray, stamp_ns: int, timings: dict[str, float]
+    ) -> _PendingKey | None:
         if state.last_stamp_ns is not None and stamp_ns < state.last_stamp_ns:
-            LOGGER.warning('time jumped back (%d ns -> %d ns): resetting tracks and buffers',
-                           state.last_stamp_ns, stamp_ns)
+            LOGGER.warning(
+                'time jumped back (%d ns -> %d ns): resetting tracks and buffers',
+                state.last_stamp_ns,
+                stamp_ns,
+            )
             state.reset()
             state.time_jumps += 1
         state.last_stamp_ns = stamp_ns
@@ -176,44 +187,55 @@ class PosePipeline:
             tracked = state.tracker.update(detections, stamp_ns)
         else:
             tracked = state.tracker.propagate(stamp_ns)
-        tracked = sorted(tracked, key=lambda p: -p.score)[:self.config.max_persons]
+        tracked = sorted(tracked, key=lambda p: -p.score)[: self.config.max_persons]
         timings['tracking'] += _ms_since(start)
 
         start = time.perf_counter()
         crops, transforms, kept = [], [], []
         for person in tracked:
             try:
-                transform = CropTransform.from_box(person.box_xyxy, crop_hw=self.crop_hw,
-                                                   enlarge=self.model_config.box_enlarge)
+                transform = CropTransform.from_box(
+                    person.box_xyxy, crop_hw=self.crop_hw, enlarge=self.model_config.box_enlarge
+                )
             except ValueError:
-                continue    # degenerate box (e.g. propagated off-image): skip this person-frame
+                continue  # degenerate box (e.g. propagated off-image): skip this person-frame
             crops.append(transform.warp(image))
             transforms.append(transform)
             kept.append(person)
         timings['crop'] += _ms_since(start)
         if crops:
             start = time.perf_counter()
-            batch = np.stack(crops)[..., ::-1].transpose(0, 3, 1, 2)   # BGR HWC -> RGB CHW
+            batch = np.stack(crops)[..., ::-1].transpose(0, 3, 1, 2)  # BGR HWC -> RGB CHW
             features = self.runtime.extract_features(
-                np.ascontiguousarray(batch, dtype=np.float32) * np.float32(1 / 255))
+                np.ascontiguousarray(batch, dtype=np.float32) * np.float32(1 / 255)
+            )
             timings['backbone'] += _ms_since(start)
             self.backbone_crops += len(crops)
             for person, transform, feature in zip(kept, transforms, features):
-                state.buffers.push(person.track_id, FrameRecord(
-                    frame_index=state.frame_index, stamp_ns=stamp_ns, features=feature,
-                    transform=transform, box_xyxy=np.asarray(person.box_xyxy, np.float32),
-                    score=float(person.score), detector_keypoints=person.keypoints,
-                    is_predicted=bool(person.is_predicted)))
+                state.buffers.push(
+                    person.track_id,
+                    FrameRecord(
+                        frame_index=state.frame_index,
+                        stamp_ns=stamp_ns,
+                        features=feature,
+                        transform=transform,
+                        box_xyxy=np.asarray(person.box_xyxy, np.float32),
+                        score=float(person.score),
+                        detector_keypoints=person.keypoints,
+                        is_predicted=bool(person.is_predicted),
+                    ),
+                )
         state.buffers.prune(state.frame_index - (len(self.offsets) + self.delay_frames))
         state.pending.append(_PendingKey(state.frame_index, stamp_ns))
         if len(state.pending) > self.delay_frames:
             return state.pending.popleft()
         return None
 
-    def _estimate(self, keys: list[tuple[str, _PendingKey]],
-                  timings: dict[str, float]) -> list[FrameResult]:
+    def _estimate(
+        self, keys: list[tuple[str, _PendingKey]], timings: dict[str, float]
+    ) -> list[FrameResult]:
         cfg = self.config
-        rows: list[tuple[int, int, FrameRecord]] = []     # (key list index, track id, key record)
+        rows: list[tuple[int, int, FrameRecord]] = []  # (key list index, track id, key record)
         windows: list[np.ndarray] = []
         for key_number, (camera_id, key) in enumerate(keys):
             buffers = self.cameras[camera_id].buffers
@@ -225,20 +247,35 @@ class PosePipeline:
         if rows:
             keypoints = self._pose_stage(np.stack(windows), [r for _, _, r in rows], timings)
             for (key_number, track_id, record), kpts in zip(rows, keypoints):
-                persons_per_key[key_number].append(PersonPose(
-                    track_id=track_id, box_xyxy=record.box_xyxy, score=record.score,
-                    keypoints=kpts, detector_keypoints=record.detector_keypoints,
-                    is_predicted=record.is_predicted))
+                persons_per_key[key_number].append(
+                    PersonPose(
+                        track_id=track_id,
+                        box_xyxy=record.box_xyxy,
+                        score=record.score,
+                        keypoints=kpts,
+                        detector_keypoints=record.detector_keypoints,
+                        is_predicted=record.is_predicted,
+                    )
+                )
             self.person_frames += len(rows)
-        return [FrameResult(camera_id=camera_id, stamp_ns=key.stamp_ns,
-                            frame_index=key.frame_index, persons=persons,
-                            steps=cfg.steps, hypotheses=cfg.hypotheses,
-                            window_size=cfg.window_size, window_mode=cfg.window_mode,
-                            timings_ms=dict(timings))
-                for (camera_id, key), persons in zip(keys, persons_per_key)]
+        return [
+            FrameResult(
+                camera_id=camera_id,
+                stamp_ns=key.stamp_ns,
+                frame_index=key.frame_index,
+                persons=persons,
+                steps=cfg.steps,
+                hypotheses=cfg.hypotheses,
+                window_size=cfg.window_size,
+                window_mode=cfg.window_mode,
+                timings_ms=dict(timings),
+            )
+            for (camera_id, key), persons in zip(keys, persons_per_key)
+        ]
 
-    def _pose_stage(self, windows: np.ndarray, key_records: list[FrameRecord],
-                    timings: dict[str, float]) -> np.ndarray:
+    def _pose_stage(
+        self, windows: np.ndarray, key_records: list[FrameRecord], timings: dict[str, float]
+    ) -> np.ndarray:
         """windows (N, T, C, h, w) -> keypoints (N, K, 3) in image px."""
         cfg = self.config
         start = time.perf_counter()
@@ -250,13 +287,20 @@ class PosePipeline:
         def denoise(model_input, t, person_index):
             return self.runtime.denoise(model_input, t, person_index, condition)
 
-        sampled = sample_heatmaps(denoise, self.schedule, num_persons=len(key_records),
-                                  heatmap_shape=self.heatmap_shape, steps=cfg.steps,
-                                  hypotheses=cfg.hypotheses, seed=cfg.seed, eta=cfg.ddim_eta)
+        sampled = sample_heatmaps(
+            denoise,
+            self.schedule,
+            num_persons=len(key_records),
+            heatmap_shape=self.heatmap_shape,
+            steps=cfg.steps,
+            hypotheses=cfg.hypotheses,
+            seed=cfg.seed,
+            eta=cfg.ddim_eta,
+        )
         timings['denoise'] += _ms_since(start)
 
         start = time.perf_counter()
-        coords_hm, scores = decode_heatmaps(sampled.heatmaps)          # (N, K, 2), (N, K)
+        coords_hm, scores = decode_heatmaps(sampled.heatmaps)  # (N, K, 2), (N, K)
         stride = self.model_config.heatmap_stride
         keypoints = np.empty(coords_hm.shape[:2] + (3,), np.float32)
         for i, record in enumerate(key_records):
@@ -272,8 +316,12 @@ def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def draw_poses(image_bgr: np.ndarray, result: FrameResult, min_confidence: float = 0.2,
-               draw_detector: bool = False) -> np.ndarray:
+def draw_poses(
+    image_bgr: np.ndarray,
+    result: FrameResult,
+    min_confidence: float = 0.2,
+    draw_detector: bool = False,
+) -> np.ndarray:
     """Annotated copy of the image: boxes, track ids and skeletons (colour per track id)."""
     from diffpose_ros.skeleton import BONES
 
@@ -282,8 +330,16 @@ def draw_poses(image_bgr: np.ndarray, result: FrameResult, min_confidence: float
         colour = _track_colour(person.track_id)
         x0, y0, x1, y1 = (int(round(v)) for v in person.box_xyxy)
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, 1)
-        cv2.putText(out, f'{person.track_id}', (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.45, colour, 1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            f'{person.track_id}',
+            (x0, max(y0 - 3, 10)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            colour,
+            1,
+            cv2.LINE_AA,
+        )
         sets = [(person.keypoints, colour)]
         if draw_detector and person.detector_keypoints is not None:
             sets.append((person.detector_keypoints, (200, 200, 200)))

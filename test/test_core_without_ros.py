@@ -1,4 +1,5 @@
 """The estimator core imports and runs with rclpy (and every ROS message package) unavailable."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,18 +9,32 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE_MODULES = (
-    'diffpose_ros.assets', 'diffpose_ros.skeleton', 'diffpose_ros.config', 'diffpose_ros.codec',
-    'diffpose_ros.diffusion', 'diffpose_ros.sampler', 'diffpose_ros.buffers',
-    'diffpose_ros.detection', 'diffpose_ros.tracking', 'diffpose_ros.pipeline',
-    'diffpose_ros.model.backbone', 'diffpose_ros.model.strl', 'diffpose_ros.model.denoiser',
-    'diffpose_ros.model.diffpose', 'diffpose_ros.model.weights', 'diffpose_ros.runtime.base',
-    'diffpose_ros.runtime.torch_runtime', 'diffpose_ros.runtime.ort_runtime',
-    'diffpose_ros.runtime.export', 'diffpose_ros.runtime.factory', 'diffpose_ros.cli.video',
+    'diffpose_ros.assets',
+    'diffpose_ros.skeleton',
+    'diffpose_ros.config',
+    'diffpose_ros.codec',
+    'diffpose_ros.diffusion',
+    'diffpose_ros.sampler',
+    'diffpose_ros.buffers',
+    'diffpose_ros.detection',
+    'diffpose_ros.tracking',
+    'diffpose_ros.pipeline',
+    'diffpose_ros.model.backbone',
+    'diffpose_ros.model.strl',
+    'diffpose_ros.model.denoiser',
+    'diffpose_ros.model.diffpose',
+    'diffpose_ros.model.weights',
+    'diffpose_ros.runtime.base',
+    'diffpose_ros.runtime.torch_runtime',
+    'diffpose_ros.runtime.ort_runtime',
+    'diffpose_ros.runtime.export',
+    'diffpose_ros.runtime.factory',
+    'diffpose_ros.cli.video',
 )
 
 
 def test_core_imports_with_rclpy_blocked():
-    script = textwrap.dedent(f'''
+    script = textwrap.dedent(f"""
         import importlib, sys
 
         class BlockRos:
@@ -44,8 +59,9 @@ def test_core_imports_with_rclpy_blocked():
         leaked = [m for m in sys.modules if m.startswith(BlockRos.BLOCKED)]
         assert not leaked, leaked
         print('ok')
-    ''')
-    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    """)
+    proc = subprocess.run(
+        [sys.executable, '-c', script], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith('ok')

@@ -1,4 +1,5 @@
-"""The venv holds exactly one OpenCV and one ONNX Runtime distribution (they share import names)."""
+"""The venv holds exactly one OpenCV and one ONNX Runtime distribution (same import names)."""
+
 from __future__ import annotations
 
 from importlib import metadata

@@ -1,4 +1,5 @@
 """DiffPose network: shapes, config validation, weights I/O without pickle, ViT option."""
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,27 @@ def test_config_round_trip_and_validation(tmp_path):
     config = ModelConfig(strl_depth=5, decoder_dims=(96, 48, 24))
     config.save(tmp_path / 'c.json')
     assert ModelConfig.load(tmp_path / 'c.json') == config
-    for bad in ({'strl_dim': 250}, {'crop_height': 250}, {'backbone': 'resnet'},
-                {'heatmap_stride': 3}, {'signal_scale': 0.0}, {'strl_token_pool': 3}):
+    for bad in (
+        {'strl_dim': 250},
+        {'crop_height': 250},
+        {'backbone': 'resnet'},
+        {'heatmap_stride': 3},
+        {'signal_scale': 0.0},
+        {'strl_token_pool': 3},
+    ):
         with pytest.raises(ValueError):
             ModelConfig(**bad)
     with pytest.raises(ValueError, match='unknown ModelConfig keys'):
         ModelConfig.from_dict({'strl_dim': 256, 'bogus': 1})
-    for bad in ({'steps': 0}, {'hypotheses': 100}, {'window_mode': 'future'},
-                {'window_mode': 'centered', 'window_size': 4}, {'detector_imgsz': 650},
-                {'backend': 'tensorflow'}, {'ddim_eta': 2.0}):
+    for bad in (
+        {'steps': 0},
+        {'hypotheses': 100},
+        {'window_mode': 'future'},
+        {'window_mode': 'centered', 'window_size': 4},
+        {'detector_imgsz': 650},
+        {'backend': 'tensorflow'},
+        {'ddim_eta': 2.0},
+    ):
         with pytest.raises(ValueError):
             PipelineConfig(**bad)
 
@@ -53,13 +66,14 @@ def test_shapes_for_causal_and_centred_windows(random_model):
     assert features.shape == (10, 448, 16, 12)
     features = features.reshape(2, 5, 448, 16, 12)
     for offsets in ([-2, -1, 0], [-2, -1, 0, 1, 2]):
-        window = features[:, :len(offsets)]
+        window = features[:, : len(offsets)]
         f1, f2, f3 = random_model.encode_window(window, torch.tensor(offsets))
         assert f1.shape == (2, 128, 16, 12) and f2.shape == (2, 64, 32, 24)
         assert f3.shape == (2, 32, 64, 48)
         rows = torch.tensor([0, 0, 1, 1, 1])
-        x0 = random_model.denoise(torch.rand(5, 17, 64, 48), torch.tensor([999, 10, 5, 0, 500]),
-                                  rows, f1, f2, f3)
+        x0 = random_model.denoise(
+            torch.rand(5, 17, 64, 48), torch.tensor([999, 10, 5, 0, 500]), rows, f1, f2, f3
+        )
         assert x0.shape == (5, 17, 64, 48) and torch.isfinite(x0).all()
 
 
@@ -69,7 +83,7 @@ def test_window_encoder_uses_frame_offsets_and_every_frame(random_model):
     base = random_model.encode_window(features, torch.tensor([-2, -1, 0]))[0]
     other_key = random_model.encode_window(features, torch.tensor([-1, 0, 1]))[0]
     changed = features.clone()
-    changed[:, 0] = 0.0            # a non-key frame changes -> the condition changes
+    changed[:, 0] = 0.0  # a non-key frame changes -> the condition changes
     moved = random_model.encode_window(changed, torch.tensor([-2, -1, 0]))[0]
     assert not torch.allclose(base, other_key)
     assert not torch.allclose(base, moved)
@@ -78,7 +92,7 @@ def test_window_encoder_uses_frame_offsets_and_every_frame(random_model):
 def test_backbone_frozen_and_head_trainable(random_model):
     assert all(not p.requires_grad for p in random_model.backbone.parameters())
     random_model.train()
-    assert not random_model.backbone.training       # BatchNorm statistics stay frozen
+    assert not random_model.backbone.training  # BatchNorm statistics stay frozen
     random_model.eval()
     assert all(p.requires_grad for p in random_model.window_encoder.parameters())
     assert all(not k.startswith('backbone.') for k in random_model.head_state_dict())
@@ -87,8 +101,8 @@ def test_backbone_frozen_and_head_trainable(random_model):
 def test_weights_round_trip_without_pickle(random_model, tmp_path):
     path = save_weights(random_model, tmp_path / 'head.safetensors', metadata={'note': 'test'})
     assert (tmp_path / 'head.json').is_file()
-    assert path.read_bytes()[:1] != b'\x80'          # not a pickle
-    loaded, trained = load_model(path, seed=123)     # a different seed: weights must win
+    assert path.read_bytes()[:1] != b'\x80'  # not a pickle
+    loaded, trained = load_model(path, seed=123)  # a different seed: weights must win
     assert trained
     inputs = (torch.rand(1, 3, 448, 16, 12), torch.tensor([-2, -1, 0]))
     with torch.inference_mode():
@@ -122,23 +136,33 @@ def _synthetic_vitpose_b_state_dict() -> dict[str, torch.Tensor]:
     def rand(*shape):
         return torch.randn(*shape, generator=generator) * 0.02
 
-    state = {'backbone.patch_embed.proj.weight': rand(dim, 3, 16, 16),
-             'backbone.patch_embed.proj.bias': rand(dim),
-             'backbone.pos_embed': rand(1, 16 * 12 + 1, dim),
-             'backbone.last_norm.weight': torch.ones(dim),
-             'backbone.last_norm.bias': torch.zeros(dim),
-             'keypoint_head.final_layer.weight': rand(17, 256, 1, 1),
-             'keypoint_head.final_layer.bias': rand(17)}
+    state = {
+        'backbone.patch_embed.proj.weight': rand(dim, 3, 16, 16),
+        'backbone.patch_embed.proj.bias': rand(dim),
+        'backbone.pos_embed': rand(1, 16 * 12 + 1, dim),
+        'backbone.last_norm.weight': torch.ones(dim),
+        'backbone.last_norm.bias': torch.zeros(dim),
+        'keypoint_head.final_layer.weight': rand(17, 256, 1, 1),
+        'keypoint_head.final_layer.bias': rand(17),
+    }
     for i in range(12):
         prefix = f'backbone.blocks.{i}.'
-        state.update({prefix + 'norm1.weight': torch.ones(dim), prefix + 'norm1.bias': rand(dim),
-                      prefix + 'attn.qkv.weight': rand(3 * dim, dim),
-                      prefix + 'attn.qkv.bias': rand(3 * dim),
-                      prefix + 'attn.proj.weight': rand(dim, dim),
-                      prefix + 'attn.proj.bias': rand(dim),
-                      prefix + 'norm2.weight': torch.ones(dim), prefix + 'norm2.bias': rand(dim),
-                      prefix + 'mlp.fc1.weight': rand(mlp, dim), prefix + 'mlp.fc1.bias': rand(mlp),
-                      prefix + 'mlp.fc2.weight': rand(dim, mlp), prefix + 'mlp.fc2.bias': rand(dim)})
+        state.update(
+            {
+                prefix + 'norm1.weight': torch.ones(dim),
+                prefix + 'norm1.bias': rand(dim),
+                prefix + 'attn.qkv.weight': rand(3 * dim, dim),
+                prefix + 'attn.qkv.bias': rand(3 * dim),
+                prefix + 'attn.proj.weight': rand(dim, dim),
+                prefix + 'attn.proj.bias': rand(dim),
+                prefix + 'norm2.weight': torch.ones(dim),
+                prefix + 'norm2.bias': rand(dim),
+                prefix + 'mlp.fc1.weight': rand(mlp, dim),
+                prefix + 'mlp.fc1.bias': rand(mlp),
+                prefix + 'mlp.fc2.weight': rand(dim, mlp),
+                prefix + 'mlp.fc2.bias': rand(dim),
+            }
+        )
     return state
 
 
@@ -146,8 +170,9 @@ def test_vit_option_loads_vitpose_b_state_dict():
     state = _synthetic_vitpose_b_state_dict()
     backbone = ViTPoseBackbone()
     backbone.load_vitpose_state_dict(state)
-    torch.testing.assert_close(backbone.blocks[7].attn.qkv.weight,
-                               state['backbone.blocks.7.attn.qkv.weight'])
+    torch.testing.assert_close(
+        backbone.blocks[7].attn.qkv.weight, state['backbone.blocks.7.attn.qkv.weight']
+    )
     torch.testing.assert_close(backbone.pos_embed, state['backbone.pos_embed'])
     config = ModelConfig(backbone='vit-b', backbone_channels=768)
     model = DiffPoseNet(config, backbone=backbone).eval()

@@ -1,4 +1,5 @@
 """The pose pipeline end to end on real vtest.avi frames (real detector, random-head model)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from diffpose_ros.config import PipelineConfig
 from diffpose_ros.pipeline import InvalidImageError, PosePipeline
 
-FRAME_PERIOD_NS = 100_000_000      # vtest.avi is 10 fps
+FRAME_PERIOD_NS = 100_000_000  # vtest.avi is 10 fps
 NUM_FRAMES = 8
 
 
@@ -73,8 +74,9 @@ def recorded_detections(frames, vtest_detector):
 
 def _pipeline(runtime, frames, detections, **config):
     config.setdefault('detector_imgsz', 1280)
-    return PosePipeline(PipelineConfig(**config), CountingRuntime(runtime),
-                        ReplayDetector(frames, detections))
+    return PosePipeline(
+        PipelineConfig(**config), CountingRuntime(runtime), ReplayDetector(frames, detections)
+    )
 
 
 def _stamp(index: int) -> int:
@@ -82,8 +84,9 @@ def _stamp(index: int) -> int:
 
 
 def test_causal_pipeline_with_the_real_detector(torch_runtime, frames, vtest_detector):
-    pipeline = PosePipeline(PipelineConfig(detector_imgsz=1280), CountingRuntime(torch_runtime),
-                            vtest_detector)
+    pipeline = PosePipeline(
+        PipelineConfig(detector_imgsz=1280), CountingRuntime(torch_runtime), vtest_detector
+    )
     results = [pipeline.process(frame, _stamp(i), 'cam0') for i, frame in enumerate(frames[:4])]
     assert all(r is not None for r in results)
     for i, result in enumerate(results):
@@ -105,8 +108,9 @@ def test_causal_pipeline_with_the_real_detector(torch_runtime, frames, vtest_det
 
 
 def test_backbone_runs_once_per_person_frame(torch_runtime, frames, recorded_detections):
-    pipeline = _pipeline(torch_runtime, frames, recorded_detections, window_mode='centered',
-                         window_size=5)
+    pipeline = _pipeline(
+        torch_runtime, frames, recorded_detections, window_mode='centered', window_size=5
+    )
     for i, frame in enumerate(frames):
         pipeline.process(frame, _stamp(i))
     pipeline.flush()
@@ -120,13 +124,14 @@ def test_backbone_runs_once_per_person_frame(torch_runtime, frames, recorded_det
 
 
 def test_centered_windows_delay_output_and_flush(torch_runtime, frames, recorded_detections):
-    pipeline = _pipeline(torch_runtime, frames, recorded_detections, window_mode='centered',
-                         window_size=5)
+    pipeline = _pipeline(
+        torch_runtime, frames, recorded_detections, window_mode='centered', window_size=5
+    )
     emitted = []
     for i, frame in enumerate(frames):
         result = pipeline.process(frame, _stamp(i))
         if i < 2:
-            assert result is None                # the key frame is 2 frames old
+            assert result is None  # the key frame is 2 frames old
         else:
             assert result.stamp_ns == _stamp(i - 2) and result.frame_index == i - 2
             emitted.append(result)
@@ -143,12 +148,13 @@ def test_deterministic_and_steps_change_at_run_time(torch_runtime, frames, recor
         runs.append([pipeline.process(f, _stamp(i)) for i, f in enumerate(frames[:3])])
     for a, b in zip(*runs):
         assert [p.track_id for p in a.persons] == [p.track_id for p in b.persons]
-        np.testing.assert_array_equal(np.stack([p.keypoints for p in a.persons]),
-                                      np.stack([p.keypoints for p in b.persons]))
+        np.testing.assert_array_equal(
+            np.stack([p.keypoints for p in a.persons]), np.stack([p.keypoints for p in b.persons])
+        )
     pipeline.set_sampling(steps=3, hypotheses=2)
     result = pipeline.process(frames[3], _stamp(3))
     assert (result.steps, result.hypotheses) == (3, 2)
-    assert pipeline.runtime.denoise_calls == 3 + 3          # 3 frames x 1 step, then 3 steps
+    assert pipeline.runtime.denoise_calls == 3 + 3  # 3 frames x 1 step, then 3 steps
     with pytest.raises(ValueError):
         pipeline.set_sampling(steps=0 - 5)
 
@@ -158,15 +164,16 @@ def test_time_jump_back_resets_tracks_and_buffers(torch_runtime, frames, recorde
     for i in range(3):
         pipeline.process(frames[i], _stamp(i))
     state = pipeline.cameras['camera']
-    assert state.buffers.num_records > len(state.buffers)      # several frames per track
-    result = pipeline.process(frames[3], _stamp(0) - FRAME_PERIOD_NS)   # a looping bag
+    assert state.buffers.num_records > len(state.buffers)  # several frames per track
+    result = pipeline.process(frames[3], _stamp(0) - FRAME_PERIOD_NS)  # a looping bag
     assert state.time_jumps == 1
-    assert state.buffers.num_records == len(result.persons)     # only the new frame is held
+    assert state.buffers.num_records == len(result.persons)  # only the new frame is held
     assert result.stamp_ns == _stamp(0) - FRAME_PERIOD_NS
 
 
-def test_bad_images_raise_and_the_pipeline_keeps_serving(torch_runtime, frames,
-                                                         recorded_detections):
+def test_bad_images_raise_and_the_pipeline_keeps_serving(
+    torch_runtime, frames, recorded_detections
+):
     pipeline = _pipeline(torch_runtime, frames, recorded_detections, max_image_pixels=800 * 600)
     bad_images = {
         'empty': np.zeros((0, 0, 3), np.uint8),
@@ -184,14 +191,16 @@ def test_bad_images_raise_and_the_pipeline_keeps_serving(torch_runtime, frames,
     assert result is not None and len(result.persons) >= 2
 
 
-def test_cameras_have_independent_tracks_and_share_one_inference(torch_runtime, frames,
-                                                                 recorded_detections):
+def test_cameras_have_independent_tracks_and_share_one_inference(
+    torch_runtime, frames, recorded_detections
+):
     pipeline = _pipeline(torch_runtime, frames, recorded_detections)
-    results = pipeline.process_batch([(frames[0], _stamp(0), 'left'),
-                                      (frames[1], _stamp(0) + 5_000_000, 'right')])
+    results = pipeline.process_batch(
+        [(frames[0], _stamp(0), 'left'), (frames[1], _stamp(0) + 5_000_000, 'right')]
+    )
     assert [r.camera_id for r in results] == ['left', 'right']
     for result in results:
-        assert min(p.track_id for p in result.persons) == 1     # per-camera id counters
+        assert min(p.track_id for p in result.persons) == 1  # per-camera id counters
     assert pipeline.runtime.window_calls == 1 and pipeline.runtime.denoise_calls == 1
     with pytest.raises(ValueError, match='one frame per camera'):
         pipeline.process_batch([(frames[0], 0, 'left'), (frames[1], 1, 'left')])
@@ -200,7 +209,7 @@ def test_cameras_have_independent_tracks_and_share_one_inference(torch_runtime, 
 def test_detect_every_n_propagates_boxes(torch_runtime, frames, recorded_detections):
     pipeline = _pipeline(torch_runtime, frames, recorded_detections, detect_every_n=3)
     results = [pipeline.process(f, _stamp(i)) for i, f in enumerate(frames[:6])]
-    assert pipeline.detector.calls == 2                         # frames 0 and 3
+    assert pipeline.detector.calls == 2  # frames 0 and 3
     predicted = [p.is_predicted for r in results[1:3] for p in r.persons]
     assert predicted and all(predicted)
     assert not any(p.is_predicted for p in results[3].persons)

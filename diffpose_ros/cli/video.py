@@ -4,6 +4,7 @@
     diffpose-video INPUT --out annotated.mp4 --json poses.json --steps 2 --hypotheses 4 \
         --window-mode centered --window-size 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,40 +21,61 @@ LOGGER = logging.getLogger('diffpose-video')
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='diffpose-video', description='Detect, track and estimate COCO-17 poses with '
-        'DiffPose over a video; writes an annotated video and a JSON of poses.')
-    parser.add_argument('input', nargs='?', default=None,
-                        help='video file (default: the sample vtest.avi fetched by setup)')
+        prog='diffpose-video',
+        description='Detect, track and estimate COCO-17 poses with '
+        'DiffPose over a video; writes an annotated video and a JSON of poses.',
+    )
+    parser.add_argument(
+        'input',
+        nargs='?',
+        default=None,
+        help='video file (default: the sample vtest.avi fetched by setup)',
+    )
     parser.add_argument('--out', default='outputs/annotated.mp4', help='annotated video (.mp4)')
     parser.add_argument('--json', default='outputs/poses.json', help='poses as JSON')
     parser.add_argument('--steps', type=int, default=1, help='DDIM denoising steps (1..)')
     parser.add_argument('--hypotheses', type=int, default=1, help='noise seeds ensembled')
     parser.add_argument('--seed', type=int, default=0, help='base noise seed')
     parser.add_argument('--window-mode', choices=('causal', 'centered'), default='causal')
-    parser.add_argument('--window-size', type=int, default=None,
-                        help='frames per window (default: 3 causal, 5 centered)')
+    parser.add_argument(
+        '--window-size',
+        type=int,
+        default=None,
+        help='frames per window (default: 3 causal, 5 centered)',
+    )
     parser.add_argument('--start-frame', type=int, default=0)
-    parser.add_argument('--max-frames', type=int, default=100,
-                        help='frames to process (0 = all)')
+    parser.add_argument('--max-frames', type=int, default=100, help='frames to process (0 = all)')
     parser.add_argument('--backend', choices=('torch', 'onnxruntime'), default='onnxruntime')
     parser.add_argument('--device', default='cpu', help="torch device ('cpu', 'cuda')")
-    parser.add_argument('--weights', default=None,
-                        help='DiffPose weights (.safetensors; default: the shipped model)')
+    parser.add_argument(
+        '--weights',
+        default=None,
+        help='DiffPose weights (.safetensors; default: the shipped model)',
+    )
     parser.add_argument('--detector-imgsz', type=int, default=640)
-    parser.add_argument('--detect-every', type=int, default=1,
-                        help='run the detector every N frames, propagate boxes in between')
-    parser.add_argument('--draw-detector', action='store_true',
-                        help="also draw the detector's own single-frame keypoints (grey)")
+    parser.add_argument(
+        '--detect-every',
+        type=int,
+        default=1,
+        help='run the detector every N frames, propagate boxes in between',
+    )
+    parser.add_argument(
+        '--draw-detector',
+        action='store_true',
+        help="also draw the detector's own single-frame keypoints (grey)",
+    )
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     return parser
 
 
 def _person_json(person) -> dict:
-    out = {'track_id': int(person.track_id),
-           'box_xyxy': [round(float(v), 2) for v in person.box_xyxy],
-           'score': round(float(person.score), 4),
-           'keypoints': np.round(person.keypoints.astype(float), 3).tolist(),
-           'box_is_predicted': bool(person.is_predicted)}
+    out = {
+        'track_id': int(person.track_id),
+        'box_xyxy': [round(float(v), 2) for v in person.box_xyxy],
+        'score': round(float(person.score), 4),
+        'keypoints': np.round(person.keypoints.astype(float), 3).tolist(),
+        'box_is_predicted': bool(person.is_predicted),
+    }
     if person.detector_keypoints is not None:
         out['detector_keypoints'] = np.round(person.detector_keypoints.astype(float), 3).tolist()
     return out
@@ -75,21 +97,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         video_path = Path(args.input) if args.input else asset_path(VTEST_VIDEO)
         window_size = args.window_size or (5 if args.window_mode == 'centered' else 3)
-        config = PipelineConfig(steps=args.steps, hypotheses=args.hypotheses, seed=args.seed,
-                                window_mode=args.window_mode, window_size=window_size,
-                                detector_imgsz=args.detector_imgsz,
-                                detect_every_n=args.detect_every, backend=args.backend,
-                                device=args.device)
+        config = PipelineConfig(
+            steps=args.steps,
+            hypotheses=args.hypotheses,
+            seed=args.seed,
+            window_mode=args.window_mode,
+            window_size=window_size,
+            detector_imgsz=args.detector_imgsz,
+            detect_every_n=args.detect_every,
+            backend=args.backend,
+            device=args.device,
+        )
         runtime = make_runtime(config, weights_path=args.weights)
-        detector = UltralyticsPoseDetector(imgsz=config.detector_imgsz,
-                                           score_threshold=config.detection_score_threshold,
-                                           max_persons=config.max_persons, device=args.device)
+        detector = UltralyticsPoseDetector(
+            imgsz=config.detector_imgsz,
+            score_threshold=config.detection_score_threshold,
+            max_persons=config.max_persons,
+            device=args.device,
+        )
     except (AssetError, ValueError, OSError, RuntimeError) as exc:
         LOGGER.error('%s', exc)
         return 2
     if not runtime.trained:
-        LOGGER.warning('the DiffPose head is UNTRAINED (random weights): drawn keypoints are '
-                       'meaningless; boxes and track ids are real')
+        LOGGER.warning(
+            'the DiffPose head is UNTRAINED (random weights): drawn keypoints are '
+            'meaningless; boxes and track ids are real'
+        )
     capture = cv2.VideoCapture(str(video_path))
     if not capture.isOpened():
         LOGGER.error('cannot open video %s', video_path)
@@ -103,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     writer = None
-    held: dict[int, np.ndarray] = {}       # frames waiting for their (centred) results
+    held: dict[int, np.ndarray] = {}  # frames waiting for their (centred) results
     frames_json = []
     timings_total: dict[str, float] = {}
     start = time.perf_counter()
@@ -114,12 +147,17 @@ def main(argv: list[str] | None = None) -> int:
         annotated = draw_poses(image, result, draw_detector=args.draw_detector)
         if writer is None:
             height, width = annotated.shape[:2]
-            writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*'mp4v'), fps,
-                                     (width, height))
+            writer = cv2.VideoWriter(
+                args.out, cv2.VideoWriter_fourcc(*'mp4v'), fps, (width, height)
+            )
         writer.write(annotated)
-        frames_json.append({'frame_index': args.start_frame + result.frame_index,
-                            'stamp_ns': result.stamp_ns,
-                            'persons': [_person_json(p) for p in result.persons]})
+        frames_json.append(
+            {
+                'frame_index': args.start_frame + result.frame_index,
+                'stamp_ns': result.stamp_ns,
+                'persons': [_person_json(p) for p in result.persons],
+            }
+        )
 
     progress = tqdm(total=total, unit='frame', disable=args.quiet, desc='diffpose')
     for index in range(total):
@@ -140,20 +178,32 @@ def main(argv: list[str] | None = None) -> int:
     elapsed_s = time.perf_counter() - start
     if writer is not None:
         writer.release()
-    meta = {'video': str(video_path), 'fps': fps, 'keypoint_names': list(KEYPOINT_NAMES),
-            'keypoint_layout': 'COCO-17, x/y in image pixels (origin: top-left pixel corner)',
-            'model_trained': runtime.trained, 'backend': runtime.name,
-            'providers': runtime.providers, 'steps': config.steps,
-            'hypotheses': config.hypotheses, 'window_mode': config.window_mode,
-            'window_size': config.window_size, 'seed': config.seed}
+    meta = {
+        'video': str(video_path),
+        'fps': fps,
+        'keypoint_names': list(KEYPOINT_NAMES),
+        'keypoint_layout': 'COCO-17, x/y in image pixels (origin: top-left pixel corner)',
+        'model_trained': runtime.trained,
+        'backend': runtime.name,
+        'providers': runtime.providers,
+        'steps': config.steps,
+        'hypotheses': config.hypotheses,
+        'window_mode': config.window_mode,
+        'window_size': config.window_size,
+        'seed': config.seed,
+    }
     Path(args.json).write_text(json.dumps({'meta': meta, 'frames': frames_json}) + '\n')
     n = max(len(frames_json), 1)
     person_frames = sum(len(f['persons']) for f in frames_json)
-    print(f'{len(frames_json)} frames, {person_frames} person-frames in {elapsed_s:.1f} s '
-          f'({len(frames_json) / elapsed_s:.2f} frames/s); backend {runtime.name} '
-          f'{runtime.providers}; steps {config.steps}, hypotheses {config.hypotheses}, '
-          f'{config.window_mode} window of {config.window_size}')
-    print('mean per frame [ms]: ' + ', '.join(f'{k} {v / n:.1f}' for k, v in timings_total.items()))
+    print(
+        f'{len(frames_json)} frames, {person_frames} person-frames in {elapsed_s:.1f} s '
+        f'({len(frames_json) / elapsed_s:.2f} frames/s); backend {runtime.name} '
+        f'{runtime.providers}; steps {config.steps}, hypotheses {config.hypotheses}, '
+        f'{config.window_mode} window of {config.window_size}'
+    )
+    print(
+        'mean per frame [ms]: ' + ', '.join(f'{k} {v / n:.1f}' for k, v in timings_total.items())
+    )
     print(f'wrote {args.out} and {args.json}')
     return 0
 

@@ -7,6 +7,7 @@
 - ``ViTPoseBackbone``: a ViTPose-B-style plain ViT (patch 16, 768 wide, 12 blocks) that loads
   ViTPose/mmpose state_dict keys, for users who bring ViTPose weights (the paper's setting).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,8 @@ from torch import nn
 
 from diffpose_ros.assets import YOLO11N_POSE, AssetError, asset_path, cache_dir
 
-YOLO_NECK_LAST_LAYER = 22          # layer 23 is the Pose head, not used
-YOLO_NECK_OUTPUTS = (16, 19, 22)   # P3 (1/8, 64 ch), P4 (1/16, 128 ch), P5 (1/32, 256 ch)
+YOLO_NECK_LAST_LAYER = 22  # layer 23 is the Pose head, not used
+YOLO_NECK_OUTPUTS = (16, 19, 22)  # P3 (1/8, 64 ch), P4 (1/16, 128 ch), P5 (1/32, 256 ch)
 YOLO_BACKBONE_FILE = 'yolo11n-pose-backbone.safetensors'
 YOLO_BACKBONE_CHANNELS = 64 + 128 + 256
 
@@ -31,7 +32,7 @@ def _build_yolo_layers() -> nn.ModuleList:
     from ultralytics.nn.tasks import PoseModel
 
     model = PoseModel('yolo11n-pose.yaml', nc=1, verbose=False)  # architecture only, offline
-    return nn.ModuleList(list(model.model)[:YOLO_NECK_LAST_LAYER + 1])
+    return nn.ModuleList(list(model.model)[: YOLO_NECK_LAST_LAYER + 1])
 
 
 def convert_yolo_checkpoint(pt_path: Path | None = None, out_path: Path | None = None) -> Path:
@@ -41,8 +42,10 @@ def convert_yolo_checkpoint(pt_path: Path | None = None, out_path: Path | None =
     pt_path = Path(pt_path) if pt_path else asset_path(YOLO11N_POSE)  # sha256-verified
     digest = hashlib.sha256(pt_path.read_bytes()).hexdigest()
     if digest != YOLO11N_POSE.sha256:
-        raise AssetError(f'{pt_path}: sha256 {digest[:12]}... is not the known yolo11n-pose.pt; '
-                         'refusing to unpickle it')
+        raise AssetError(
+            f'{pt_path}: sha256 {digest[:12]}... is not the known yolo11n-pose.pt; '
+            'refusing to unpickle it'
+        )
     from diffpose_ros.ultralytics_env import configure_ultralytics_env
 
     configure_ultralytics_env()
@@ -83,16 +86,19 @@ class YoloPoseBackbone(nn.Module):
 
         path = Path(weights_path) if weights_path else cache_dir() / YOLO_BACKBONE_FILE
         if not path.is_file() and weights_path is None:
-            convert_yolo_checkpoint(out_path=path)   # first use after setup fetched the .pt
+            convert_yolo_checkpoint(out_path=path)  # first use after setup fetched the .pt
         try:
             state = load_file(str(path))
         except (OSError, SafetensorError) as exc:
-            raise AssetError(f'cannot load backbone weights {path}: {exc}. Delete it and run '
-                             'scripts/setup.sh') from exc
+            raise AssetError(
+                f'cannot load backbone weights {path}: {exc}. Delete it and run scripts/setup.sh'
+            ) from exc
         missing, unexpected = self.layers.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise AssetError(f'{path} does not fit the YOLO11n-pose backbone '
-                             f'(missing {missing[:3]}, unexpected {unexpected[:3]})')
+            raise AssetError(
+                f'{path} does not fit the YOLO11n-pose backbone '
+                f'(missing {missing[:3]}, unexpected {unexpected[:3]})'
+            )
 
     def fuse_conv_bn(self) -> None:
         """Fold BatchNorm into convolutions (frozen backbone: same output, faster)."""
@@ -105,22 +111,27 @@ class YoloPoseBackbone(nn.Module):
                 delattr(module, 'bn')
                 module.forward = module.forward_fuse
 
-    def train(self, mode: bool = True) -> 'YoloPoseBackbone':
-        return super().train(False)   # frozen: BatchNorm statistics never update
+    def train(self, mode: bool = True) -> YoloPoseBackbone:
+        return super().train(False)  # frozen: BatchNorm statistics never update
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         outputs: list[torch.Tensor] = []
         x = crops
         for layer, route in zip(self.layers, self._routes):
             if route != -1:
-                x = outputs[route] if isinstance(route, int) else [
-                    x if j == -1 else outputs[j] for j in route]
+                x = (
+                    outputs[route]
+                    if isinstance(route, int)
+                    else [x if j == -1 else outputs[j] for j in route]
+                )
             x = layer(x)
             outputs.append(x)
         p3, p4, p5 = (outputs[i] for i in YOLO_NECK_OUTPUTS)
         size = p4.shape[-2:]
-        return torch.cat([F.adaptive_avg_pool2d(p3, size), p4,
-                          F.interpolate(p5, size=size, mode='nearest')], dim=1)
+        return torch.cat(
+            [F.adaptive_avg_pool2d(p3, size), p4, F.interpolate(p5, size=size, mode='nearest')],
+            dim=1,
+        )
 
 
 class _VitBlock(nn.Module):
@@ -148,8 +159,10 @@ class _VitAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, dim = x.shape
-        qkv = self.qkv(x).reshape(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])   # (N, heads, L, dh)
+        qkv = (
+            self.qkv(x).reshape(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        )
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (N, heads, L, dh)
         return self.proj(out.transpose(1, 2).reshape(n, length, dim))
 
 
@@ -164,8 +177,14 @@ class ViTPoseBackbone(nn.Module):
     IMAGENET_MEAN = (0.485, 0.456, 0.406)
     IMAGENET_STD = (0.229, 0.224, 0.225)
 
-    def __init__(self, crop_hw: tuple[int, int] = (256, 192), dim: int = 768, depth: int = 12,
-                 heads: int = 12, patch: int = 16):
+    def __init__(
+        self,
+        crop_hw: tuple[int, int] = (256, 192),
+        dim: int = 768,
+        depth: int = 12,
+        heads: int = 12,
+        patch: int = 16,
+    ):
         super().__init__()
         self.out_channels = dim
         self.grid_hw = (crop_hw[0] // patch, crop_hw[1] // patch)
@@ -189,11 +208,13 @@ class ViTPoseBackbone(nn.Module):
                 own[key] = value
         missing, unexpected = self.load_state_dict(own, strict=False)
         if missing or unexpected:
-            raise ValueError(f'not a ViTPose-B backbone state_dict: missing {missing[:4]}, '
-                             f'unexpected {unexpected[:4]}')
+            raise ValueError(
+                f'not a ViTPose-B backbone state_dict: missing {missing[:4]}, '
+                f'unexpected {unexpected[:4]}'
+            )
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed.proj((crops - self.mean) / self.std)   # (N, D, h, w)
+        x = self.patch_embed.proj((crops - self.mean) / self.std)  # (N, D, h, w)
         n, dim, h, w = x.shape
         x = x.flatten(2).transpose(1, 2) + self.pos_embed[:, 1:] + self.pos_embed[:, :1]
         for block in self.blocks:

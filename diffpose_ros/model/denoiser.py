@@ -13,6 +13,7 @@ Split in two so the condition side runs once per window:
 Shapes: N persons, B = rows of a step (persons x hypotheses), K keypoints, heatmaps (H, W) =
 (4h, 4w).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,7 +27,9 @@ from diffpose_ros.model.layers import SeparableConvBlock, TransformerBlock, sinu
 def _deconv(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
         nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
-        nn.GroupNorm(min(8, out_channels), out_channels), nn.SiLU())
+        nn.GroupNorm(min(8, out_channels), out_channels),
+        nn.SiLU(),
+    )
 
 
 class ConditionPyramid(nn.Module):
@@ -83,13 +86,21 @@ class LMSFIDenoiser(nn.Module):
     def _tokens(x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2).transpose(1, 2)
 
-    def forward(self, model_input: torch.Tensor, t: torch.Tensor, person_index: torch.Tensor,
-                f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        model_input: torch.Tensor,
+        t: torch.Tensor,
+        person_index: torch.Tensor,
+        f1: torch.Tensor,
+        f2: torch.Tensor,
+        f3: torch.Tensor,
+    ) -> torch.Tensor:
         """model_input (B, K, H, W) in [0, 1]; t (B,) int64; person_index (B,) int64 row -> person;
         f1/f2/f3 (N, d, ...) from ConditionPyramid. Returns x0 heatmaps (B, K, H, W)."""
         f1, f2, f3 = f1[person_index], f2[person_index], f3[person_index]
         scale, shift = self.time_film(
-            self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim))).chunk(2, dim=1)
+            self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim))
+        ).chunk(2, dim=1)
         x = model_input * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         x3 = self.down3(x)
         x2 = self.down2(x3)
@@ -107,6 +118,9 @@ class LMSFIDenoiser(nn.Module):
         gated3 = _spatial_mask(self.refine3(x3)) * f3
         z3 = self.fuse3(torch.cat([gated3, f3], dim=1))
         size = z3.shape[-2:]
-        fused = z3 + F.interpolate(z2, size=size, mode='bilinear', align_corners=False) \
+        fused = (
+            z3
+            + F.interpolate(z2, size=size, mode='bilinear', align_corners=False)
             + F.interpolate(z1, size=size, mode='bilinear', align_corners=False)
+        )
         return self.head(fused)

@@ -8,6 +8,7 @@ ONNX graph, see ``diffpose_ros.runtime.export``):
 The DDIM loop lives outside the network (``diffpose_ros.sampler``), so steps and hypotheses are
 run-time choices and one loop drives both PyTorch and ONNX Runtime.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,10 @@ def build_backbone(config: ModelConfig, load_weights: bool = True) -> nn.Module:
     else:
         backbone = ViTPoseBackbone(crop_hw=(config.crop_height, config.crop_width))
     if backbone.out_channels != config.backbone_channels:
-        raise ValueError(f'{config.backbone} gives {backbone.out_channels} channels but '
-                         f'config.backbone_channels is {config.backbone_channels}')
+        raise ValueError(
+            f'{config.backbone} gives {backbone.out_channels} channels but '
+            f'config.backbone_channels is {config.backbone_channels}'
+        )
     return backbone
 
 
@@ -63,6 +66,13 @@ class DiffPoseNet(nn.Module):
     def encode_window(self, features: torch.Tensor, offsets: torch.Tensor):
         return self.window_encoder(features, offsets)
 
-    def denoise(self, model_input: torch.Tensor, t: torch.Tensor, person_index: torch.Tensor,
-                f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self,
+        model_input: torch.Tensor,
+        t: torch.Tensor,
+        person_index: torch.Tensor,
+        f1: torch.Tensor,
+        f2: torch.Tensor,
+        f3: torch.Tensor,
+    ) -> torch.Tensor:
         return self.denoiser(model_input, t, person_index, f1, f2, f3)

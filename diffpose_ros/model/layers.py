@@ -1,4 +1,5 @@
 """Small building blocks shared by the STRL and the denoiser."""
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, dim = x.shape
-        qkv = self.qkv(x).reshape(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])   # (N, heads, L, D/heads)
+        qkv = (
+            self.qkv(x).reshape(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        )
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (N, heads, L, D/heads)
         return self.proj(out.transpose(1, 2).reshape(n, length, dim))
 
 
@@ -45,8 +48,9 @@ class SeparableConvBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
-        self.depthwise = nn.Conv2d(in_channels, in_channels, 3, stride=stride, padding=1,
-                                   groups=in_channels, bias=False)
+        self.depthwise = nn.Conv2d(
+            in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels, bias=False
+        )
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.norm = nn.GroupNorm(min(8, out_channels), out_channels)
         self.act = nn.SiLU()
@@ -58,7 +62,9 @@ class SeparableConvBlock(nn.Module):
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """(B,) timesteps -> (B, dim) sinusoidal features (Transformer / DDPM)."""
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32)
-                      * (-math.log(10000.0) / max(half - 1, 1)))
+    freqs = torch.exp(
+        torch.arange(half, device=t.device, dtype=torch.float32)
+        * (-math.log(10000.0) / max(half - 1, 1))
+    )
     angles = t.float()[:, None] * freqs[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1)

@@ -5,6 +5,7 @@ computed once per window and reused by every denoising step and hypothesis.
 
 Shapes: N persons, T frames, C backbone channels, (h, w) = 16x12 feature grid, D = strl_dim.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,12 +41,14 @@ class SpatioTemporalRepresentationLearner(nn.Module):
         self.frame_embed = nn.Embedding(2 * self.max_offset + 1, dim)
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, config.strl_heads, config.strl_mlp_ratio)
-            for _ in range(config.strl_depth))
+            for _ in range(config.strl_depth)
+        )
         self.norm = nn.LayerNorm(dim)
         self.pool_query = nn.Linear(dim, dim)
         self.pool_key = nn.Linear(dim, dim)
-        self.fuse_mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(),
-                                      nn.Linear(dim, config.cond_channels))
+        self.fuse_mlp = nn.Sequential(
+            nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, config.cond_channels)
+        )
         self.key_skip = nn.Conv2d(config.backbone_channels, config.cond_channels, 1)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.frame_embed.weight, std=0.02)
@@ -56,23 +59,26 @@ class SpatioTemporalRepresentationLearner(nn.Module):
         Returns the condition (N, cond_channels, h, w).
         """
         n, t, c, h, w = features.shape
-        key_mask = (offsets == 0).to(features.dtype)                      # (T,)
-        key_features = (features * key_mask.view(1, t, 1, 1, 1)).sum(1)    # (N, C, h, w)
+        key_mask = (offsets == 0).to(features.dtype)  # (T,)
+        key_features = (features * key_mask.view(1, t, 1, 1, 1)).sum(1)  # (N, C, h, w)
         pooled = F.avg_pool2d(features.reshape(n * t, c, h, w), self.pool)  # (N*T, C, h', w')
         hp, wp = pooled.shape[-2:]
-        tokens = self.patch_embed(pooled.flatten(2).transpose(1, 2))        # (N*T, h'w', D)
+        tokens = self.patch_embed(pooled.flatten(2).transpose(1, 2))  # (N*T, h'w', D)
         dim = tokens.shape[-1]
         frame_index = offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset
-        tokens = tokens.reshape(n, t, hp * wp, dim) + self.pos_embed \
+        tokens = (
+            tokens.reshape(n, t, hp * wp, dim)
+            + self.pos_embed
             + self.frame_embed(frame_index).view(1, t, 1, dim)
+        )
         x = tokens.reshape(n, t * hp * wp, dim)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x).reshape(n, t, hp * wp, dim)
-        key_tokens = (x * key_mask.view(1, t, 1, 1)).sum(1)                 # (N, h'w', D)
+        key_tokens = (x * key_mask.view(1, t, 1, 1)).sum(1)  # (N, h'w', D)
         scores = (self.pool_key(x) * self.pool_query(key_tokens).unsqueeze(1)).sum(-1)
-        weights = torch.softmax(scores / dim ** 0.5, dim=1)                 # (N, T, h'w')
-        pooled_tokens = (weights.unsqueeze(-1) * x).sum(1)                  # (N, h'w', D)
+        weights = torch.softmax(scores / dim**0.5, dim=1)  # (N, T, h'w')
+        pooled_tokens = (weights.unsqueeze(-1) * x).sum(1)  # (N, h'w', D)
         fused = self.fuse_mlp(torch.cat([key_tokens, pooled_tokens], dim=-1))
         fused = fused.transpose(1, 2).reshape(n, -1, hp, wp)
         if self.pool > 1:

@@ -3,6 +3,7 @@
 Only the head (STRL, condition pyramid, denoiser) is stored; the backbone comes from its own
 verified asset (YOLO11n-pose) or the user's ViTPose checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,15 +29,20 @@ def config_path_for(weights_path: Path) -> Path:
     return weights_path.with_suffix('.json')
 
 
-def save_weights(model: DiffPoseNet, weights_path: str | Path, metadata: dict | None = None) -> Path:
+def save_weights(
+    model: DiffPoseNet, weights_path: str | Path, metadata: dict | None = None
+) -> Path:
     from safetensors.torch import save_file
 
     path = Path(weights_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.head_state_dict().items()}
+    tensors = {
+        k: v.detach().float().contiguous().cpu() for k, v in model.head_state_dict().items()
+    }
     meta = {'format': 'diffpose_ros-head-v1'}
-    meta.update({k: json.dumps(v) if not isinstance(v, str) else v
-                 for k, v in (metadata or {}).items()})
+    meta.update(
+        {k: json.dumps(v) if not isinstance(v, str) else v for k, v in (metadata or {}).items()}
+    )
     save_file(tensors, str(path), metadata=meta)
     model.config.save(config_path_for(path))
     return path
@@ -47,13 +53,19 @@ def default_weights_path() -> Path | None:
     import sys
 
     here = Path(__file__).resolve()
-    candidates = [here.parents[2] / 'models' / DEFAULT_WEIGHTS_NAME,
-                  Path(sys.prefix) / 'share' / 'diffpose_ros' / 'models' / DEFAULT_WEIGHTS_NAME]
+    candidates = [
+        here.parents[2] / 'models' / DEFAULT_WEIGHTS_NAME,
+        Path(sys.prefix) / 'share' / 'diffpose_ros' / 'models' / DEFAULT_WEIGHTS_NAME,
+    ]
     return next((p for p in candidates if p.is_file()), None)
 
 
-def load_model(weights_path: str | Path | None, device: str = 'cpu',
-               config: ModelConfig | None = None, seed: int = 0) -> tuple[DiffPoseNet, bool]:
+def load_model(
+    weights_path: str | Path | None,
+    device: str = 'cpu',
+    config: ModelConfig | None = None,
+    seed: int = 0,
+) -> tuple[DiffPoseNet, bool]:
     """Build the network and load head weights.
 
     Returns (model in eval mode, trained). ``weights_path`` None and no shipped weights give a
@@ -68,8 +80,9 @@ def load_model(weights_path: str | Path | None, device: str = 'cpu',
             raise WeightsError(f'weights file {path} does not exist; {SETUP_HINT}')
         cfg_path = config_path_for(path)
         if not cfg_path.is_file():
-            raise WeightsError(f'{cfg_path} (the model config saved beside {path.name}) is '
-                               f'missing; {SETUP_HINT}')
+            raise WeightsError(
+                f'{cfg_path} (the model config saved beside {path.name}) is missing; {SETUP_HINT}'
+            )
         try:
             config = ModelConfig.load(cfg_path)
         except ValueError as exc:
@@ -82,19 +95,27 @@ def load_model(weights_path: str | Path | None, device: str = 'cpu',
         try:
             state = load_file(str(path))
         except (OSError, SafetensorError) as exc:
-            raise WeightsError(f'cannot read weights {path}: {exc}; the file is corrupt or not '
-                               f'safetensors. {SETUP_HINT}') from exc
+            raise WeightsError(
+                f'cannot read weights {path}: {exc}; the file is corrupt or not '
+                f'safetensors. {SETUP_HINT}'
+            ) from exc
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:     # shape mismatches
-            raise WeightsError(f'{path} does not match its config {cfg_path.name}: '
-                               f'{str(exc)[:300]}') from exc
+        except RuntimeError as exc:  # shape mismatches
+            raise WeightsError(
+                f'{path} does not match its config {cfg_path.name}: {str(exc)[:300]}'
+            ) from exc
         missing = [k for k in missing if not k.startswith('backbone.')]
         if missing or unexpected:
-            raise WeightsError(f'{path} does not match its config {cfg_path.name}: missing '
-                               f'{missing[:3]}, unexpected {unexpected[:3]}')
+            raise WeightsError(
+                f'{path} does not match its config {cfg_path.name}: missing '
+                f'{missing[:3]}, unexpected {unexpected[:3]}'
+            )
         trained = True
     else:
-        LOGGER.warning('no trained DiffPose weights found: using a randomly initialised head '
-                       '(seed %d); keypoints will be meaningless until weights are trained', seed)
+        LOGGER.warning(
+            'no trained DiffPose weights found: using a randomly initialised head '
+            '(seed %d); keypoints will be meaningless until weights are trained',
+            seed,
+        )
     return model.to(device).eval(), trained

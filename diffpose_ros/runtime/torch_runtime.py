@@ -1,4 +1,5 @@
 """PyTorch backend: CPU or CUDA (chosen at run time, CPU fallback), optional fp16 on CUDA."""
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,14 @@ def resolve_torch_device(requested: str) -> torch.device:
 class TorchRuntime:
     name = 'torch'
 
-    def __init__(self, model: DiffPoseNet, trained: bool, device: str = 'cpu',
-                 fp16: bool = False, intra_op_threads: int = 0):
+    def __init__(
+        self,
+        model: DiffPoseNet,
+        trained: bool,
+        device: str = 'cpu',
+        fp16: bool = False,
+        intra_op_threads: int = 0,
+    ):
         self.device = resolve_torch_device(device)
         # fp16 only where it is a speed-up (CUDA); on CPU it would only cost accuracy
         self.dtype = torch.float16 if fp16 and self.device.type == 'cuda' else torch.float32
@@ -57,13 +64,19 @@ class TorchRuntime:
 
     @torch.inference_mode()
     def encode_window(self, features: np.ndarray, offsets: np.ndarray) -> Any:
-        return self.model.encode_window(self._tensor(features),
-                                        self._tensor(offsets, torch.int64))
+        return self.model.encode_window(self._tensor(features), self._tensor(offsets, torch.int64))
 
     @torch.inference_mode()
-    def denoise(self, model_input: np.ndarray, t: np.ndarray, person_index: np.ndarray,
-                condition: Any) -> np.ndarray:
+    def denoise(
+        self, model_input: np.ndarray, t: np.ndarray, person_index: np.ndarray, condition: Any
+    ) -> np.ndarray:
         f1, f2, f3 = condition
-        out = self.model.denoise(self._tensor(model_input), self._tensor(t, torch.int64),
-                                 self._tensor(person_index, torch.int64), f1, f2, f3)
+        out = self.model.denoise(
+            self._tensor(model_input),
+            self._tensor(t, torch.int64),
+            self._tensor(person_index, torch.int64),
+            f1,
+            f2,
+            f3,
+        )
         return self._numpy(out)
