@@ -24,6 +24,8 @@ CORE_MODULES = (
     'diffpose_ros.model.denoiser',
     'diffpose_ros.model.diffpose',
     'diffpose_ros.model.weights',
+    'diffpose_ros.model.files',
+    'diffpose_ros.model.layers',
     'diffpose_ros.runtime.base',
     'diffpose_ros.runtime.torch_runtime',
     'diffpose_ros.runtime.ort_runtime',

@@ -127,11 +127,9 @@ class YoloPoseBackbone(nn.Module):
             x = layer(x)
             outputs.append(x)
         p3, p4, p5 = (outputs[i] for i in YOLO_NECK_OUTPUTS)
-        size = p4.shape[-2:]
-        return torch.cat(
-            [F.adaptive_avg_pool2d(p3, size), p4, F.interpolate(p5, size=size, mode='nearest')],
-            dim=1,
-        )
+        # strides 8/16/32 -> all at 1/16 (fixed factors keep the ONNX graph free of shape ops)
+        return torch.cat([F.avg_pool2d(p3, 2), p4,
+                          F.interpolate(p5, scale_factor=2.0, mode='nearest')], dim=1)
 
 
 class _VitBlock(nn.Module):

@@ -14,19 +14,15 @@ import torch
 
 from diffpose_ros.config import ModelConfig
 from diffpose_ros.model.diffpose import DiffPoseNet
+from diffpose_ros.model.files import (  # noqa: F401  (re-exported)
+    DEFAULT_WEIGHTS_NAME,
+    SETUP_HINT,
+    WeightsError,
+    config_path_for,
+    default_weights_path,
+)
 
 LOGGER = logging.getLogger(__name__)
-SETUP_HINT = 'run scripts/setup.sh, or pass the path of a diffpose_ros .safetensors file'
-# Weights this project ships (models/ in the source tree or the installed share/ folder).
-DEFAULT_WEIGHTS_NAME = 'diffpose_yolo11n_coco17.safetensors'
-
-
-class WeightsError(RuntimeError):
-    """Missing, corrupt or mismatching weights; the message names the file and the fix."""
-
-
-def config_path_for(weights_path: Path) -> Path:
-    return weights_path.with_suffix('.json')
 
 
 def save_weights(
@@ -46,18 +42,6 @@ def save_weights(
     save_file(tensors, str(path), metadata=meta)
     model.config.save(config_path_for(path))
     return path
-
-
-def default_weights_path() -> Path | None:
-    """The shipped weights if present (source checkout or installed share/diffpose_ros/models)."""
-    import sys
-
-    here = Path(__file__).resolve()
-    candidates = [
-        here.parents[2] / 'models' / DEFAULT_WEIGHTS_NAME,
-        Path(sys.prefix) / 'share' / 'diffpose_ros' / 'models' / DEFAULT_WEIGHTS_NAME,
-    ]
-    return next((p for p in candidates if p.is_file()), None)
 
 
 def load_model(

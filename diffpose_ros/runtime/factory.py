@@ -1,0 +1,170 @@
+"""Build the configured :class:`PoseRuntime` (PyTorch or ONNX Runtime).
+
+For ``backend='onnxruntime'`` without an ``onnx_dir`` the network is exported once into
+``<asset cache>/onnx/<key>/`` and reused: ``<key>`` is the first 16 hex digits of the head
+weights' sha256 (``untrained-<hash of config and torch version>`` for the seeded random head),
+and the cached manifest must name the same weights sha256 and export format. A cached export
+that fails to load (deleted or corrupted file) is rebuilt once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from diffpose_ros.config import ModelConfig, PipelineConfig
+from diffpose_ros.runtime.base import PoseRuntime
+from diffpose_ros.runtime.ort_runtime import (
+    GRAPH_NAMES,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    OnnxModelError,
+    OrtRuntime,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+
+def onnx_cache_root() -> Path:
+    """``<asset cache>/onnx``: one sub-directory per exported set of weights."""
+    from diffpose_ros.assets import cache_dir
+
+    return cache_dir() / 'onnx'
+
+
+def cuda_device_id(device: str) -> int:
+    """'cuda:N' -> N; 'cuda' and 'cpu' -> 0 (ONNX Runtime takes a device index)."""
+    _, _, index = device.partition(':')
+    if not index:
+        return 0
+    if not index.isdigit():
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return int(index)
+
+
+def _resolve_weights(weights_path: str | Path | None) -> Path | None:
+    if weights_path:
+        return Path(weights_path)
+    from diffpose_ros.model.files import default_weights_path
+
+    return default_weights_path()
+
+
+def _cache_key(weights: Path | None) -> tuple[str, str | None]:
+    """(directory name, weights sha256 or None for the random head)."""
+    from diffpose_ros.assets import sha256_of
+
+    if weights is None:
+        # the seeded random head depends on the config and on torch's RNG implementation
+        import torch
+
+        seed_source = json.dumps([ModelConfig().to_dict(), torch.__version__], sort_keys=True)
+        return f'untrained-{hashlib.sha256(seed_source.encode()).hexdigest()[:12]}', None
+    if not weights.is_file():
+        from diffpose_ros.model.files import SETUP_HINT, WeightsError
+
+        raise WeightsError(f'weights file {weights} does not exist; {SETUP_HINT}')
+    digest = sha256_of(weights)
+    return digest[:16], digest
+
+
+def _is_complete_export(directory: Path, weights_sha256: str | None) -> bool:
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and manifest.get('format') == MANIFEST_FORMAT
+            and (manifest.get('weights') or {}).get('sha256') == weights_sha256
+            and all((directory / f'{name}.onnx').is_file() for name in GRAPH_NAMES))
+
+
+def ensure_onnx_export(weights_path: str | Path | None = None,
+                       cache_root: str | Path | None = None, force: bool = False) -> Path:
+    """Directory of the ONNX export of these weights, exporting on first use.
+
+    Args:
+        weights_path: head weights (.safetensors); None = the shipped weights, else the seeded
+            random head.
+        cache_root: parent of the per-weights directories (default :func:`onnx_cache_root`).
+        force: export again even if a complete export exists.
+
+    Returns:
+        ``<cache_root>/<key>``, holding the graphs, model_config.json and manifest.json.
+    """
+    weights = _resolve_weights(weights_path)
+    key, weights_sha256 = _cache_key(weights)
+    root = Path(cache_root) if cache_root else onnx_cache_root()
+    target = root / key
+    if not force and _is_complete_export(target, weights_sha256):
+        LOGGER.info('using the cached ONNX export %s', target)
+        return target
+
+    from diffpose_ros.model.weights import load_model
+    from diffpose_ros.runtime import export
+
+    LOGGER.info('exporting %s to ONNX in %s (once per set of weights)',
+                weights or 'the random head', target)
+    model, trained = load_model(weights)
+    root.mkdir(parents=True, exist_ok=True)
+    # export beside the target and rename: a crash or a concurrent process never leaves a
+    # half-written directory under the final name
+    staging = Path(tempfile.mkdtemp(prefix=f'.{key}.', dir=root))
+    try:
+        export.export_onnx(model, staging, trained=trained, weights_sha256=weights_sha256,
+                           weights_file=weights.name if weights else None)
+        if target.exists():
+            shutil.rmtree(target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not _is_complete_export(target, weights_sha256):   # not another process's
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def make_runtime(pipeline_config: PipelineConfig, weights_path: str | Path | None = None, *,
+                 onnx_cache_dir: str | Path | None = None) -> PoseRuntime:
+    """The backend chosen by ``pipeline_config.backend``.
+
+    - 'torch': :func:`load_model` + :class:`TorchRuntime` (``device``, ``fp16``,
+      ``intra_op_threads``).
+    - 'onnxruntime': :class:`OrtRuntime` on ``onnx_dir``, or, when it is empty, on the cached
+      export of ``weights_path`` (see :func:`ensure_onnx_export`). ``providers`` choose the
+      execution providers; ``device`` only gives the CUDA index ('cuda:1' -> 1).
+
+    Args:
+        pipeline_config: run-time choices.
+        weights_path: head weights; None = the shipped weights, else a random head (warned).
+        onnx_cache_dir: parent directory of cached exports (default :func:`onnx_cache_root`).
+    """
+    config = pipeline_config
+    if config.backend == 'torch':
+        from diffpose_ros.model.weights import load_model
+        from diffpose_ros.runtime.torch_runtime import TorchRuntime
+
+        model, trained = load_model(weights_path)
+        return TorchRuntime(model, trained, device=config.device, fp16=config.fp16,
+                            intra_op_threads=config.intra_op_threads)
+    if config.backend != 'onnxruntime':
+        raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {config.backend!r}")
+
+    def build(directory: Path) -> OrtRuntime:
+        return OrtRuntime(directory, providers=config.providers,
+                          trt_engine_cache_dir=config.trt_engine_cache_dir, fp16=config.fp16,
+                          intra_op_threads=config.intra_op_threads,
+                          device_id=cuda_device_id(config.device))
+
+    if config.onnx_dir:
+        return build(Path(config.onnx_dir))
+    directory = ensure_onnx_export(weights_path, onnx_cache_dir)
+    try:
+        return build(directory)
+    except OnnxModelError as exc:
+        LOGGER.warning('cached ONNX export is unusable (%s); exporting again', exc)
+        return build(ensure_onnx_export(weights_path, onnx_cache_dir, force=True))

@@ -1,0 +1,409 @@
+"""ONNX Runtime backend: the three exported graphs behind the :class:`PoseRuntime` API.
+
+No torch import: a deployment can run from an exported model directory alone (numpy +
+onnxruntime). The directory (written by ``diffpose_ros.runtime.export``) holds:
+
+- ``backbone.onnx``: crops (N, 3, Hc, Wc) -> features (N, C, h, w);
+- ``window_encoder.onnx``: features (N, T, C, h, w), offsets (T,) -> f1, f2, f3;
+- ``denoiser.onnx``: one denoising step over B rows -> x0 heatmaps (B, K, H, W);
+- ``model_config.json`` (:class:`ModelConfig`) and ``manifest.json`` (versions, sha256 of each
+  graph, whether the head was trained).
+
+At load every graph's sha256 is checked against the manifest and its inputs and outputs
+(names, element types, ranks, fixed dims, which dims are dynamic) against ``model_config.json``;
+any mismatch raises :class:`OnnxModelError` naming the file and the re-export command.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffpose_ros.config import ModelConfig
+
+LOGGER = logging.getLogger(__name__)
+
+TENSORRT = 'TensorrtExecutionProvider'
+CUDA = 'CUDAExecutionProvider'
+CPU = 'CPUExecutionProvider'
+SUPPORTED_PROVIDERS = (TENSORRT, CUDA, CPU)
+GPU_PROVIDERS = (TENSORRT, CUDA)
+DEFAULT_PROVIDERS = (TENSORRT, CUDA, CPU)
+
+BACKBONE = 'backbone'
+WINDOW_ENCODER = 'window_encoder'
+DENOISER = 'denoiser'
+GRAPH_NAMES = (BACKBONE, WINDOW_ENCODER, DENOISER)
+MODEL_CONFIG_FILE = 'model_config.json'
+MANIFEST_FILE = 'manifest.json'
+MANIFEST_FORMAT = 'diffpose_ros-onnx-v1'
+EXPORT_COMMAND = ('python -m diffpose_ros.runtime.export --weights <weights.safetensors> '
+                  '--out <dir>')
+
+# ONNX Runtime's spelling of the element types our graphs use
+_ORT_TYPES = {'float32': 'tensor(float)', 'int64': 'tensor(int64)'}
+
+
+class OnnxModelError(RuntimeError):
+    """An exported model directory is missing, corrupt or does not match its model config."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output.
+
+    Attributes:
+        name: tensor name in the graph.
+        dtype: 'float32' or 'int64'.
+        shape: per dim, a fixed size (int) or the name of a dynamic dim ('N', 'T', 'B').
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'name': self.name, 'dtype': self.dtype, 'shape': list(self.shape)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphSpec:
+    """Inputs and outputs of one exported graph (``<name>.onnx``)."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def filename(self) -> str:
+        return f'{self.name}.onnx'
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """``torch.onnx.export`` dynamic_axes: {tensor name: {axis: dim name}}."""
+        return {spec.name: {axis: dim for axis, dim in enumerate(spec.shape)
+                            if isinstance(dim, str)}
+                for spec in self.inputs + self.outputs}
+
+
+def graph_specs(config: ModelConfig) -> dict[str, GraphSpec]:
+    """The I/O contract of the three graphs for a model config.
+
+    Dynamic dims: N persons (crops), T window frames, B denoiser rows (persons x hypotheses).
+
+    Returns:
+        {graph name: GraphSpec} for 'backbone', 'window_encoder' and 'denoiser'.
+    """
+    c, h, w = config.backbone_channels, config.feature_height, config.feature_width
+    k, hm_h, hm_w = config.num_keypoints, config.heatmap_height, config.heatmap_width
+    d1, d2, d3 = config.decoder_dims
+    f1 = TensorSpec('f1', 'float32', ('N', d1, h, w))
+    f2 = TensorSpec('f2', 'float32', ('N', d2, 2 * h, 2 * w))
+    f3 = TensorSpec('f3', 'float32', ('N', d3, 4 * h, 4 * w))
+    return {
+        BACKBONE: GraphSpec(
+            BACKBONE,
+            (TensorSpec('crops', 'float32', ('N', 3, config.crop_height, config.crop_width)),),
+            (TensorSpec('features', 'float32', ('N', c, h, w)),)),
+        WINDOW_ENCODER: GraphSpec(
+            WINDOW_ENCODER,
+            (TensorSpec('features', 'float32', ('N', 'T', c, h, w)),
+             TensorSpec('offsets', 'int64', ('T',))),
+            (f1, f2, f3)),
+        DENOISER: GraphSpec(
+            DENOISER,
+            (TensorSpec('model_input', 'float32', ('B', k, hm_h, hm_w)),
+             TensorSpec('t', 'int64', ('B',)),
+             TensorSpec('person_index', 'int64', ('B',)),
+             f1, f2, f3),
+            (TensorSpec('x0', 'float32', ('B', k, hm_h, hm_w)),)),
+    }
+
+
+def default_trt_engine_cache_dir() -> Path:
+    """``<asset cache>/tensorrt``: engines are keyed by model hash, GPU and TensorRT version."""
+    from diffpose_ros.assets import cache_dir
+
+    return cache_dir() / 'tensorrt'
+
+
+def select_providers(requested: Sequence[str], available: Sequence[str],
+                     trt_engine_cache_dir: str | Path = '', fp16: bool = False,
+                     device_id: int = 0) -> list[tuple[str, dict[str, str]]]:
+    """Execution providers and their options, in the requested order.
+
+    Args:
+        requested: provider names in order of preference (duplicates are ignored).
+        available: ``onnxruntime.get_available_providers()``. A GPU build lists CUDA and
+            TensorRT even on a machine without a GPU; the truth is only known once a session
+            exists (``InferenceSession.get_providers()``).
+        trt_engine_cache_dir: where TensorRT engines and timing caches are stored; '' uses
+            :func:`default_trt_engine_cache_dir`. Created if TensorRT is selected.
+        fp16: let TensorRT build FP16 engines (no effect on the CUDA and CPU providers).
+        device_id: CUDA device index for the TensorRT and CUDA providers.
+
+    Returns:
+        [(provider name, options)] with option values as strings, in the requested order;
+        CPU is appended when it was not requested.
+
+    Raises:
+        ValueError: a requested provider is not one of ``SUPPORTED_PROVIDERS``, or device_id < 0.
+    """
+    if isinstance(requested, str):
+        raise ValueError(f'requested providers must be a sequence of names, got {requested!r}')
+    unknown = [name for name in requested if name not in SUPPORTED_PROVIDERS]
+    if unknown:
+        raise ValueError(f'unsupported ONNX Runtime execution provider(s) {unknown}; '
+                         f'choose from {list(SUPPORTED_PROVIDERS)}')
+    if int(device_id) != device_id or device_id < 0:
+        raise ValueError(f'device_id must be an integer >= 0, got {device_id!r}')
+    selected: list[tuple[str, dict[str, str]]] = []
+    for name in dict.fromkeys(requested):          # ordered, without duplicates
+        if name not in available:
+            LOGGER.warning('%s requested but this onnxruntime build does not provide it '
+                           '(available: %s); skipping it', name, list(available))
+            continue
+        if name == TENSORRT:
+            cache = Path(trt_engine_cache_dir) if trt_engine_cache_dir \
+                else default_trt_engine_cache_dir()
+            cache.mkdir(parents=True, exist_ok=True)
+            selected.append((name, {
+                'device_id': str(device_id),
+                'trt_fp16_enable': str(bool(fp16)),
+                'trt_engine_cache_enable': 'True',
+                'trt_engine_cache_path': str(cache),
+                'trt_timing_cache_enable': 'True',
+                'trt_timing_cache_path': str(cache),
+            }))
+        elif name == CUDA:
+            # HEURISTIC: EXHAUSTIVE (the default) benchmarks every conv at start-up
+            selected.append((name, {'device_id': str(device_id),
+                                    'cudnn_conv_algo_search': 'HEURISTIC'}))
+        elif name == CPU:
+            selected.append((name, {}))
+    if all(name != CPU for name, _ in selected):
+        selected.append((CPU, {}))
+    return selected
+
+
+def _sha256(path: Path) -> str:
+    from diffpose_ros.assets import sha256_of
+
+    return sha256_of(path)
+
+
+class OrtRuntime:
+    """:class:`PoseRuntime` on ONNX Runtime sessions (TensorRT, CUDA or CPU).
+
+    Arrays in and out are host numpy (float32 / int64); a window's condition is a tuple of
+    host arrays (f1, f2, f3) reused by every denoising step. IOBinding (keeping the condition
+    and the noisy heatmaps on the GPU between steps) is not used yet, so on CUDA and TensorRT
+    every ``run`` copies its inputs to the device and the output back.
+
+    Args:
+        onnx_dir: directory written by ``diffpose_ros.runtime.export``.
+        providers: execution providers in order of preference (see :func:`select_providers`).
+        trt_engine_cache_dir: TensorRT engine/timing cache directory ('' = default).
+        fp16: FP16 TensorRT engines (the CUDA and CPU providers run the FP32 graphs).
+        intra_op_threads: threads per session for the CPU provider; 0 = ONNX Runtime default
+            (one per physical core).
+        device_id: CUDA device index.
+
+    Raises:
+        OnnxModelError: a file is missing or corrupt, or a graph does not match
+            ``model_config.json``.
+        ValueError: an unsupported provider name or a negative thread count.
+    """
+
+    name = 'onnxruntime'
+
+    def __init__(self, onnx_dir: str | Path, providers: Sequence[str] = DEFAULT_PROVIDERS,
+                 trt_engine_cache_dir: str | Path = '', fp16: bool = False,
+                 intra_op_threads: int = 0, device_id: int = 0):
+        import onnxruntime as ort
+
+        if intra_op_threads < 0:
+            raise ValueError(f'intra_op_threads must be >= 0, got {intra_op_threads}')
+        self.onnx_dir = Path(onnx_dir)
+        manifest = self._load_manifest()
+        self.manifest = manifest
+        self.model_config = self._load_model_config()
+        self.trained = bool(manifest.get('trained', False))
+        self._specs = graph_specs(self.model_config)
+
+        self._selected = select_providers(providers, ort.get_available_providers(),
+                                          trt_engine_cache_dir, fp16, device_id)
+        self.requested_providers = [name for name, _ in self._selected]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = int(intra_op_threads)
+        # Idle intra-op threads would otherwise busy-wait after every run; in a ROS node they
+        # share the cores with the executor, image conversion and the tracker, so a little
+        # wake-up latency is the better trade.
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        self._session_options = options
+
+        self._sessions = {name: self._create_session(ort, name) for name in GRAPH_NAMES}
+        self._providers = list(dict.fromkeys(
+            p for session in self._sessions.values() for p in session.get_providers()))
+        self.provider_fallbacks = [p for p in self.requested_providers
+                                   if p in GPU_PROVIDERS and p not in self._providers]
+        if self.provider_fallbacks:
+            LOGGER.warning(
+                'ONNX Runtime was asked for %s but the sessions run on %s: no usable GPU, or '
+                'the CUDA / cuDNN / TensorRT libraries are missing (onnxruntime falls back '
+                'without raising)', self.provider_fallbacks, self._providers)
+        if fp16 and TENSORRT not in self._providers:
+            LOGGER.warning('fp16 applies to TensorRT engines only; running the FP32 graphs on %s',
+                           self._providers)
+
+        # Names fixed once: the denoiser runs many times per frame.
+        self._backbone = self._sessions[BACKBONE]
+        self._window_encoder = self._sessions[WINDOW_ENCODER]
+        self._denoiser = self._sessions[DENOISER]
+        self._backbone_outputs = self._specs[BACKBONE].output_names
+        self._window_outputs = self._specs[WINDOW_ENCODER].output_names
+        self._denoiser_outputs = self._specs[DENOISER].output_names
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _hint(self) -> str:
+        command = EXPORT_COMMAND.replace('<dir>', str(self.onnx_dir))
+        return f'Re-export the model with: {command}'
+
+    def _load_manifest(self) -> dict[str, Any]:
+        if not self.onnx_dir.is_dir():
+            raise OnnxModelError(f'ONNX model directory {self.onnx_dir} does not exist. '
+                                 f'{self._hint()}')
+        path = self.onnx_dir / MANIFEST_FILE
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise OnnxModelError(f'cannot read {path}: {exc}. {self._hint()}') from exc
+        if not isinstance(manifest, dict) or manifest.get('format') != MANIFEST_FORMAT:
+            found = manifest.get('format') if isinstance(manifest, dict) else None
+            raise OnnxModelError(f'{path} has format {found!r}, expected {MANIFEST_FORMAT!r}. '
+                                 f'{self._hint()}')
+        graphs = manifest.get('graphs')
+        if not isinstance(graphs, dict) or set(GRAPH_NAMES) - set(graphs):
+            raise OnnxModelError(f'{path} does not list the graphs {list(GRAPH_NAMES)}. '
+                                 f'{self._hint()}')
+        return manifest
+
+    def _load_model_config(self) -> ModelConfig:
+        path = self.onnx_dir / MODEL_CONFIG_FILE
+        if not path.is_file():
+            raise OnnxModelError(f'{path} is missing. {self._hint()}')
+        try:
+            return ModelConfig.load(path)
+        except (ValueError, TypeError) as exc:
+            raise OnnxModelError(f'{path}: {exc}. {self._hint()}') from exc
+
+    def _create_session(self, ort: Any, graph: str) -> Any:
+        entry = self.manifest['graphs'][graph]
+        path = self.onnx_dir / str(entry.get('file', f'{graph}.onnx'))
+        if not path.is_file():
+            raise OnnxModelError(f'{path} is missing. {self._hint()}')
+        expected_sha = entry.get('sha256')
+        if expected_sha and _sha256(path) != expected_sha:
+            raise OnnxModelError(f'{path} does not match the sha256 in {MANIFEST_FILE}: the file '
+                                 f'is corrupt or was replaced. {self._hint()}')
+        while True:
+            names = [name for name, _ in self._selected]
+            try:
+                # enable_fallback=0: ORT's own retry prints to stdout and drops our provider
+                # options (device_id); failed GPU providers are dropped below instead.
+                session = ort.InferenceSession(
+                    str(path), sess_options=self._session_options, providers=names,
+                    provider_options=[opts for _, opts in self._selected], enable_fallback=0)
+                break
+            except RuntimeError as exc:
+                # Plain RuntimeError = an execution provider could not be registered (e.g. no
+                # TensorRT libraries); model errors are onnxruntime's own exception classes.
+                if len(names) == 1:
+                    raise OnnxModelError(f'ONNX Runtime cannot load {path}: {exc}. '
+                                         f'{self._hint()}') from exc
+                LOGGER.warning('%s could not be created (%s); continuing with %s', names[0],
+                               str(exc).strip().splitlines()[-1][:300], names[1:])
+                self._selected = self._selected[1:]
+            except Exception as exc:  # onnxruntime's InvalidProtobuf, InvalidGraph, Fail...
+                raise OnnxModelError(f'ONNX Runtime cannot load {path}: {exc}. '
+                                     f'{self._hint()}') from exc
+        self._validate_io(session, self._specs[graph], path)
+        return session
+
+    def _validate_io(self, session: Any, spec: GraphSpec, path: Path) -> None:
+        for kind, actual, expected in (('input', session.get_inputs(), spec.inputs),
+                                       ('output', session.get_outputs(), spec.outputs)):
+            names = [arg.name for arg in actual]
+            if names != [s.name for s in expected]:
+                raise OnnxModelError(
+                    f'{path}: {kind}s {names} do not match {MODEL_CONFIG_FILE} (expected '
+                    f'{[s.name for s in expected]}). {self._hint()}')
+            for arg, want in zip(actual, expected):
+                problem = _shape_problem(arg.type, list(arg.shape), want)
+                if problem:
+                    raise OnnxModelError(
+                        f'{path}: {kind} {arg.name!r} {problem}; {MODEL_CONFIG_FILE} expects '
+                        f'{want.dtype} {list(want.shape)}. {self._hint()}')
+
+    # -- PoseRuntime ------------------------------------------------------------------------
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers really in use, in order (union of ``session.get_providers()``)."""
+        return list(self._providers)
+
+    def extract_features(self, crops: np.ndarray) -> np.ndarray:
+        """crops (N, 3, Hc, Wc) float32 RGB in [0, 1] -> features (N, C, h, w) float32."""
+        return self._backbone.run(self._backbone_outputs, {'crops': _f32(crops)})[0]
+
+    def encode_window(self, features: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
+        """features (N, T, C, h, w), offsets (T,) int64 -> (f1, f2, f3) float32 host arrays."""
+        return tuple(self._window_encoder.run(
+            self._window_outputs, {'features': _f32(features), 'offsets': _i64(offsets)}))
+
+    def denoise(self, model_input: np.ndarray, t: np.ndarray, person_index: np.ndarray,
+                condition: tuple[np.ndarray, ...]) -> np.ndarray:
+        """model_input (B, K, H, W) in [0, 1], t (B,) int64, person_index (B,) int64, the
+        window's (f1, f2, f3) -> predicted x0 heatmaps (B, K, H, W) float32."""
+        f1, f2, f3 = condition
+        return self._denoiser.run(self._denoiser_outputs, {
+            'model_input': _f32(model_input), 't': _i64(t), 'person_index': _i64(person_index),
+            'f1': f1, 'f2': f2, 'f3': f3})[0]
+
+
+def _f32(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _i64(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _shape_problem(ort_type: str, shape: list[Any], want: TensorSpec) -> str:
+    """'' if an ONNX Runtime input/output matches ``want``, else what is wrong."""
+    if ort_type != _ORT_TYPES[want.dtype]:
+        return f'has element type {ort_type}'
+    if len(shape) != len(want.shape):
+        return f'has rank {len(shape)} (shape {shape})'
+    for axis, (dim, wanted) in enumerate(zip(shape, want.shape)):
+        if isinstance(wanted, int) and isinstance(dim, int) and dim != wanted:
+            return f'has size {dim} on axis {axis} (shape {shape})'
+        if isinstance(wanted, str) and isinstance(dim, int):
+            return (f'has a fixed size {dim} on axis {axis}, which must be dynamic ({wanted}); '
+                    'it was exported without dynamic axes')
+    return ''
