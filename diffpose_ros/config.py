@@ -45,7 +45,7 @@ class ModelConfig:
     strl_token_pool: int = 2  # STRL attends over tokens pooled 2x2 (8x6 per frame): CPU budget
     cond_channels: int = 256
     # LMSFI denoiser widths at 1/16 (attention), 1/8 and 1/4 (convolutional) of the crop
-    decoder_dims: tuple[int, int, int] = (128, 64, 32)
+    decoder_dims: tuple[int, int, int] = (64, 48, 32)
     decoder_heads: int = 4
     time_embed_dim: int = 64
     # Diffusion on Gaussian heatmaps

@@ -198,6 +198,30 @@ def select_providers(requested: Sequence[str], available: Sequence[str],
     return selected
 
 
+def nvidia_driver_present() -> bool:
+    """True when the CUDA driver library loads (a GPU build of onnxruntime needs it)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL('libcuda.so.1')
+    except OSError:
+        return False
+    return True
+
+
+def usable_providers(ort: Any) -> list[str]:
+    """Compiled-in providers, minus the GPU ones when no NVIDIA driver is installed.
+
+    Asking a GPU build for CUDA/TensorRT without a driver works (it falls back to CPU) but
+    prints a screen of loader errors per session; skipping them up front keeps logs readable.
+    """
+    available = list(ort.get_available_providers())
+    if any(p in GPU_PROVIDERS for p in available) and not nvidia_driver_present():
+        LOGGER.info('no NVIDIA driver (libcuda.so.1) found: GPU execution providers skipped')
+        available = [p for p in available if p not in GPU_PROVIDERS]
+    return available
+
+
 def _sha256(path: Path) -> str:
     from diffpose_ros.assets import sha256_of
 
@@ -243,7 +267,7 @@ class OrtRuntime:
         self.trained = bool(manifest.get('trained', False))
         self._specs = graph_specs(self.model_config)
 
-        self._selected = select_providers(providers, ort.get_available_providers(),
+        self._selected = select_providers(providers, usable_providers(ort),
                                           trt_engine_cache_dir, fp16, device_id)
         self.requested_providers = [name for name, _ in self._selected]
         options = ort.SessionOptions()
@@ -259,7 +283,7 @@ class OrtRuntime:
         self._sessions = {name: self._create_session(ort, name) for name in GRAPH_NAMES}
         self._providers = list(dict.fromkeys(
             p for session in self._sessions.values() for p in session.get_providers()))
-        self.provider_fallbacks = [p for p in self.requested_providers
+        self.provider_fallbacks = [p for p in dict.fromkeys(providers)
                                    if p in GPU_PROVIDERS and p not in self._providers]
         if self.provider_fallbacks:
             LOGGER.warning(
