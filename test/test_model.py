@@ -68,7 +68,7 @@ def test_shapes_for_causal_and_centred_windows(random_model):
     for offsets in ([-2, -1, 0], [-2, -1, 0, 1, 2]):
         window = features[:, : len(offsets)]
         f1, f2, f3 = random_model.encode_window(window, torch.tensor(offsets))
-        assert f1.shape == (2, 128, 16, 12) and f2.shape == (2, 64, 32, 24)
+        assert f1.shape == (2, 64, 16, 12) and f2.shape == (2, 48, 32, 24)
         assert f3.shape == (2, 32, 64, 48)
         rows = torch.tensor([0, 0, 1, 1, 1])
         x0 = random_model.denoise(
