@@ -82,8 +82,8 @@ def test_eta0_oracle_inputs_lie_on_forward_trajectory_of_initial_noise(steps):
     x0_signal = schedule.heatmaps_to_signal(x0.astype(np.float64))          # (N, K, H, W)
     seed, hypotheses = 11, 3
     # the documented seeding: hypothesis h draws x_T first from default_rng([seed, h])
-    x_big_t = np.stack([np.random.default_rng([seed, h]).standard_normal(SHAPE)
-                        for h in range(hypotheses)])                          # (Hy, K, H, W)
+    x_big_t = np.stack([np.random.default_rng([seed, h]).standard_normal(SHAPE, dtype=np.float32)
+                        for h in range(hypotheses)]).astype(np.float64)       # (Hy, K, H, W)
     # Sampling starts from pure noise x_T, which is the forward sample at t = T - 1 of the noise
     # eps = (x_T - sqrt(abar_{T-1}) x0) / sqrt(1 - abar_{T-1}); abar_{T-1} ~ 2e-9, so eps ~ x_T.
     # With eta = 0 and an exact x0, eps_hat = eps at every step: all x_t lie on its trajectory.
@@ -99,7 +99,8 @@ def test_eta0_oracle_inputs_lie_on_forward_trajectory_of_initial_noise(steps):
             x_t = schedule.add_noise(np.repeat(x0_signal[:, None], hypotheses, axis=1), eps,
                                      int(t[0]))
             expected = schedule.signal_to_model_input(x_t)
-            np.testing.assert_allclose(rows, expected, atol=2e-6,
+            # float32 loop vs this float64 reference
+            np.testing.assert_allclose(rows, expected, atol=2e-5,
                                        err_msg=f'x_t off the trajectory at t={t[0]}')
             unclipped.append(np.mean(np.abs(x_t) < schedule.signal_scale))
             return super().__call__(model_input, t, person_index)

@@ -8,7 +8,7 @@ Split in two so the condition side runs once per window:
   (FiLM), downsampled to three scales, and at each scale only *look up* features: a one-channel
   spatial mask A = sigmoid(max_c(refined heatmap features)) gates F_j, and the gated and plain
   features are fused (Transformer at 1/16, convolutions at 1/8 and 1/4). The three scales are
-  summed at 1/4 resolution and a 3x3 conv predicts x0 (K heatmaps).
+  summed at 1/4 resolution and a separable 3x3 conv predicts x0 (K heatmaps).
 
 Shapes: N persons, B = rows of a step (persons x hypotheses), K keypoints, heatmaps (H, W) =
 (4h, 4w).
@@ -78,7 +78,8 @@ class LMSFIDenoiser(nn.Module):
         self.out2 = nn.Conv2d(d2, d3, 1)
         self.refine3 = SeparableConvBlock(d3, d3)
         self.fuse3 = SeparableConvBlock(2 * d3, d3)
-        self.head = nn.Conv2d(d3, k, 3, padding=1)
+        # 3x3 depthwise + 1x1 head: a full 3x3 conv here was the largest single op of a step
+        self.head = nn.Sequential(nn.Conv2d(d3, d3, 3, padding=1, groups=d3), nn.Conv2d(d3, k, 1))
         nn.init.zeros_(self.time_film[1].weight)
         nn.init.zeros_(self.time_film[1].bias)
 
