@@ -119,7 +119,8 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
 
     rows = persons * num_hyp
     rngs = [np.random.default_rng([seed, offset + h]) for h in range(num_hyp)]
-    x_t_hyp = np.stack([rng.standard_normal(shape, dtype=np.float32) for rng in rngs])  # (Hy,K,H,W)
+    # (Hy, K, H, W)
+    x_t_hyp = np.stack([rng.standard_normal(shape, dtype=np.float32) for rng in rngs])
     x_t = np.broadcast_to(x_t_hyp, (persons, num_hyp, *shape)).copy()           # (N, Hy, K, H, W)
     person_index = np.repeat(np.arange(persons, dtype=np.int64), num_hyp)        # (B,)
     x0_heatmaps = np.zeros(x_t.shape, dtype=np.float32)  # replaced at the first step
