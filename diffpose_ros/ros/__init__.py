@@ -1,0 +1,1 @@
+"""ROS 2 layer (rclpy glue) over the ROS-free core."""
