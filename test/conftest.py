@@ -5,10 +5,23 @@ always has them (scripts/setup.sh).
 """
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from diffpose_ros.assets import VTEST_VIDEO, AssetError, asset_path
+
+# ROS isolation for every test process and the node processes they start (inherited env):
+# a domain id of our own, discovery on localhost only, the shared-memory Fast DDS profile
+# (large images over best-effort UDP are otherwise lost) and logs in a temp dir.
+_ROOT = Path(__file__).resolve().parents[1]
+os.environ['ROS_DOMAIN_ID'] = os.environ.get('DIFFPOSE_TEST_DOMAIN_ID', str(20 + os.getpid() % 80))
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(_ROOT / 'config' / 'fastdds_shm.xml'))
+os.environ.setdefault('ROS_LOG_DIR', tempfile.mkdtemp(prefix='diffpose-ros-log-'))
 
 # vtest.avi (768x576) shows small, far-away people: YOLO11n-pose finds nobody at imgsz 640.
 VTEST_DETECTOR_IMGSZ = 1280

@@ -1,0 +1,569 @@
+"""diffpose_node: lifecycle node publishing temporally stable COCO-17 keypoints.
+
+ROS contract (names relative to the node, default node name ``diffpose``):
+
+Subscriptions, per camera (``image_topics``; ``transport: compressed`` adds ``/compressed``):
+  ``<image_topic>``              sensor_msgs/Image or sensor_msgs/CompressedImage, sensor-data
+                                 QoS by default (best effort: matches reliable and best-effort
+                                 publishers), overridable with ``qos_overrides.<topic>...``
+  ``<camera_info_topic>``        sensor_msgs/CameraInfo (for markers only)
+Publications, per camera ``<name>`` (from ``camera_names`` or the topic):
+  ``~/<name>/poses``             diffpose_ros/PersonPoseArray, header = source image header
+  ``~/<name>/markers``           visualization_msgs/MarkerArray in the image's frame_id
+  ``~/<name>/debug_image``       sensor_msgs/Image, annotated; only while someone subscribes
+  ``/diagnostics``               diagnostic_msgs/DiagnosticArray every ``diagnostics_period_s``
+
+Lifecycle: configure loads and warms up the models (FAILURE with a logged reason on missing or
+corrupt weights or a bad configuration); activate subscribes and starts the worker; deactivate
+unsubscribes and clears markers; cleanup releases the models. ``autostart: true`` configures and
+activates by itself, so a plain ``ros2 launch`` publishes.
+
+Each camera has one latest-frame slot: a frame replaced before the worker took it is a drop,
+counted per camera. Bad input is counted per kind, logged (throttled) and skipped.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from visualization_msgs.msg import MarkerArray
+
+from diffpose_ros.msg import Keypoint2D, PersonPose, PersonPoseArray
+from diffpose_ros.ros import params as params_mod
+from diffpose_ros.ros.image_conversion import (
+    BAD_INPUT_KINDS,
+    ImageConversionError,
+    bgr_to_image_msg,
+    compressed_to_bgr,
+    cv_bridge_status,
+    image_to_bgr,
+)
+from diffpose_ros.ros.markers import delete_all_markers, pose_markers
+
+NODE_NAME = 'diffpose'
+STALE_INPUT_S = 3.0            # publishers exist but no frame for this long -> warning
+RATE_WINDOW_S = 5.0            # input/output rates over this window
+LATENCY_SAMPLES = 200          # p50/p95 over the last N frames
+POSE_STAGES = ('crop', 'backbone', 'strl', 'denoise', 'decode')
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+@dataclasses.dataclass
+class _Slot:
+    msg: Any
+    compressed: bool
+    receive_ns: int
+
+
+class _Rate:
+    """Events per second over a sliding window of wall time."""
+
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque()
+
+    def tick(self, now_s: float) -> None:
+        self._times.append(now_s)
+
+    def hz(self, now_s: float) -> float:
+        while self._times and now_s - self._times[0] > RATE_WINDOW_S:
+            self._times.popleft()
+        return len(self._times) / RATE_WINDOW_S
+
+
+class _Camera:
+    """ROS-side state of one camera: slot, subscriptions, publishers, counters."""
+
+    def __init__(self, setup: params_mod.CameraSetup):
+        self.setup = setup
+        self.slot: _Slot | None = None
+        self.headers: collections.OrderedDict[int, Any] = collections.OrderedDict()
+        self.images: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self.camera_matrix: np.ndarray | None = None
+        self.last_track_ids: set[int] = set()
+        self.subscriptions: list[Any] = []
+        self.poses_pub = self.markers_pub = self.debug_pub = None
+        self.received = self.processed = self.dropped = self.published = 0
+        self.bad_input: collections.Counter[str] = collections.Counter()
+        self.in_rate, self.out_rate = _Rate(), _Rate()
+        self.last_receive_s: float | None = None
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+        self.pose_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+
+
+class DiffPoseNode(LifecycleNode):
+    """Lifecycle node: images in, PersonPoseArray + markers + diagnostics out."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        params_mod.declare_parameters(self)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._pipeline = None
+        self._runtime = None
+        self._options: params_mod.NodeOptions | None = None
+        self._cameras: dict[str, _Camera] = {}
+        self._diagnostics_pub = None
+        self._diagnostics_timer = None
+        self._errors: collections.Counter[str] = collections.Counter()
+        self._auto_steps_note = ''
+        self._step_cost_ms: float | None = None
+        self._fixed_cost_ms: float | None = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._autostart_timer = None
+        if self.get_parameter('autostart').value:
+            self._autostart_timer = self.create_timer(
+                0.0, self._autostart, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    # ------------------------------------------------------------------ parameters
+    def _values(self) -> dict[str, Any]:
+        return {spec.name: self.get_parameter(spec.name).value for spec in params_mod.PARAMETERS}
+
+    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        specs = {spec.name: spec for spec in params_mod.PARAMETERS}
+        configured = self._pipeline is not None
+        changes: dict[str, Any] = {}
+        for parameter in parameters:
+            spec = specs.get(parameter.name)
+            if spec is None:
+                continue            # e.g. use_sim_time, qos_overrides.*
+            reason = params_mod.validate(parameter.name, parameter.value)
+            if reason is None and configured and not spec.dynamic:
+                reason = (f'{parameter.name} cannot change while the node is configured; '
+                          'deactivate, cleanup, set it, then configure again')
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+            changes[parameter.name] = parameter.value
+        if configured and changes:
+            reason = self._apply_dynamic(changes)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_dynamic(self, changes: dict[str, Any]) -> str | None:
+        values = self._values()
+        values.update(changes)
+        try:
+            config = params_mod.to_pipeline_config(values)
+            options = params_mod.node_options(values)
+        except ValueError as exc:
+            return str(exc)
+        with self._lock:
+            self._pipeline.config = self._pipeline.config.replace(
+                steps=config.steps, hypotheses=config.hypotheses, seed=config.seed,
+                ddim_eta=config.ddim_eta, keypoint_score_threshold=config.keypoint_score_threshold,
+                max_persons=config.max_persons, detect_every_n=config.detect_every_n,
+                detection_score_threshold=config.detection_score_threshold)
+            self._pipeline.detector.score_threshold = config.detection_score_threshold
+            self._pipeline.detector.max_persons = config.max_persons
+            self._options = options
+            self._auto_steps_note = ''
+        return None
+
+    # ------------------------------------------------------------------ lifecycle
+    def _autostart(self) -> None:
+        self._autostart_timer.cancel()
+        self.destroy_timer(self._autostart_timer)
+        self._autostart_timer = None
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from diffpose_ros.assets import AssetError
+        from diffpose_ros.detection import UltralyticsPoseDetector
+        from diffpose_ros.model.files import WeightsError
+        from diffpose_ros.pipeline import PosePipeline
+        from diffpose_ros.runtime.factory import make_runtime
+
+        values = self._values()
+        try:
+            config = params_mod.to_pipeline_config(values)
+            options = params_mod.node_options(values)
+            setups = params_mod.camera_setup(values)
+        except ValueError as exc:
+            self.get_logger().error(f'configure failed: invalid parameters: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        try:
+            start = time.perf_counter()
+            runtime = make_runtime(config, weights_path=values['weights_path'] or None)
+            detector = UltralyticsPoseDetector(
+                imgsz=config.detector_imgsz, score_threshold=config.detection_score_threshold,
+                max_persons=config.max_persons, device=config.device)
+            pipeline = PosePipeline(config, runtime, detector)
+            self._warm_up(pipeline)
+        except (AssetError, WeightsError, OSError, RuntimeError, ValueError) as exc:
+            self.get_logger().error(f'configure failed: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        if not runtime.trained:
+            self.get_logger().warning('the DiffPose head is UNTRAINED: keypoints are meaningless '
+                                      'until trained weights are installed')
+        self._runtime, self._pipeline, self._options = runtime, pipeline, options
+        self._cameras = {setup.name: _Camera(setup) for setup in setups}
+        reliable = QoSProfile(depth=10)
+        for camera in self._cameras.values():
+            base = f'~/{camera.setup.name}'
+            camera.poses_pub = self.create_lifecycle_publisher(
+                PersonPoseArray, f'{base}/poses', reliable)
+            camera.markers_pub = self.create_lifecycle_publisher(
+                MarkerArray, f'{base}/markers', reliable)
+            camera.debug_pub = self.create_lifecycle_publisher(
+                Image, f'{base}/debug_image', qos_profile_sensor_data)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # wall-clock timer: with use_sim_time a paused or looping bag must not stop diagnostics
+        self._diagnostics_timer = self.create_timer(
+            options.diagnostics_period_s, self._publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f'configured in {time.perf_counter() - start:.1f} s: backend {runtime.name} '
+            f'{runtime.providers}, cameras {list(self._cameras)}, steps {config.steps}, '
+            f'hypotheses {config.hypotheses}, {config.window_mode} window {config.window_size}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def _warm_up(self, pipeline: Any) -> None:
+        """One pass through every stage so the first real frame is not slow."""
+        image = np.zeros((240, 320, 3), np.uint8)
+        pipeline.detector.detect(image)
+        config = pipeline.model_config
+        crops = np.zeros((1, 3, config.crop_height, config.crop_width), np.float32)
+        features = pipeline.runtime.extract_features(crops)
+        window = np.repeat(features[:, None], len(pipeline.offsets), axis=1)
+        condition = pipeline.runtime.encode_window(window, pipeline.offsets)
+        shape = (1, config.num_keypoints, config.heatmap_height, config.heatmap_width)
+        pipeline.runtime.denoise(np.zeros(shape, np.float32), np.zeros(1, np.int64),
+                                 np.zeros(1, np.int64), condition)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        qos_options = QoSOverridingOptions.with_default_policies()
+        for camera in self._cameras.values():
+            setup = camera.setup
+            if setup.compressed:
+                sub = self.create_subscription(
+                    CompressedImage, f'{setup.image_topic}/compressed',
+                    lambda msg, c=camera: self._on_image(c, msg, True),
+                    qos_profile_sensor_data, qos_overriding_options=qos_options)
+            else:
+                sub = self.create_subscription(
+                    Image, setup.image_topic, lambda msg, c=camera: self._on_image(c, msg, False),
+                    qos_profile_sensor_data, qos_overriding_options=qos_options)
+            info = self.create_subscription(
+                CameraInfo, setup.camera_info_topic,
+                lambda msg, c=camera: self._on_camera_info(c, msg), qos_profile_sensor_data)
+            camera.subscriptions = [sub, info]
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name='diffpose-worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info('active: ' + ', '.join(
+            f'{c.setup.image_topic}{"/compressed" if c.setup.compressed else ""} -> '
+            f'{self.get_fully_qualified_name()}/{name}/poses'
+            for name, c in self._cameras.items()))
+        return super().on_activate(state)
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for camera in self._cameras.values():
+            for sub in camera.subscriptions:
+                self.destroy_subscription(sub)
+            camera.subscriptions = []
+            camera.slot = None
+            if camera.markers_pub is not None and camera.last_track_ids:
+                header = next(reversed(camera.headers.values()), None)
+                if header is not None:
+                    camera.markers_pub.publish(delete_all_markers(header))
+            camera.last_track_ids = set()
+        return super().on_deactivate(state)
+
+    def _release(self) -> None:
+        self._stop_worker()
+        for camera in self._cameras.values():
+            for sub in camera.subscriptions:
+                self.destroy_subscription(sub)
+            for pub in (camera.poses_pub, camera.markers_pub, camera.debug_pub):
+                if pub is not None:
+                    self.destroy_lifecycle_publisher(pub)
+        self._cameras = {}
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        if self._diagnostics_pub is not None:
+            self.destroy_publisher(self._diagnostics_pub)
+            self._diagnostics_pub = None
+        self._pipeline = self._runtime = None
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error('lifecycle error: releasing resources')
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_image(self, camera: _Camera, msg: Any, compressed: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if camera.slot is not None:
+                camera.dropped += 1        # replaced before the worker took it
+            camera.slot = _Slot(msg, compressed, time.monotonic_ns())
+            camera.received += 1
+            camera.in_rate.tick(now)
+            camera.last_receive_s = now
+        self._wake.set()
+
+    def _on_camera_info(self, camera: _Camera, msg: CameraInfo) -> None:
+        k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        camera.camera_matrix = k if k[0, 0] > 0 and k[1, 1] > 0 else None
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.2)
+            self._wake.clear()
+            with self._lock:
+                taken = [(c, c.slot) for c in self._cameras.values() if c.slot is not None]
+                for camera, _ in taken:
+                    camera.slot = None
+            if taken:
+                try:
+                    self._process(taken)
+                except Exception as exc:  # noqa: BLE001  (keep serving; counted + logged)
+                    self._errors['processing'] += 1
+                    self.get_logger().error(f'processing failed: {exc!r}',
+                                            throttle_duration_sec=5.0)
+
+    def _convert(self, camera: _Camera, slot: _Slot) -> np.ndarray | None:
+        from diffpose_ros.pipeline import InvalidImageError, validate_image
+
+        max_pixels = self._pipeline.config.max_image_pixels
+        try:
+            if slot.compressed:
+                image = compressed_to_bgr(slot.msg, max_pixels=max_pixels)
+            else:
+                image = image_to_bgr(slot.msg, max_pixels=max_pixels)
+            validate_image(image, max_pixels)
+            return image
+        except ImageConversionError as exc:
+            kind, message = exc.kind, str(exc)
+        except InvalidImageError as exc:
+            kind, message = 'inconsistent_size', str(exc)
+        camera.bad_input[kind] += 1
+        self.get_logger().warning(
+            f'[{camera.setup.name}] dropped a bad frame ({kind}): {message} '
+            f'(count {camera.bad_input[kind]})', throttle_duration_sec=2.0)
+        return None
+
+    def _process(self, taken: list[tuple[_Camera, _Slot]]) -> None:
+        batch = []
+        for camera, slot in taken:
+            image = self._convert(camera, slot)
+            if image is None:
+                continue
+            header = slot.msg.header
+            stamp_ns = stamp_to_ns(header.stamp)
+            camera.headers[stamp_ns] = header
+            if self._options.publish_debug_image and camera.debug_pub.get_subscription_count():
+                camera.images[stamp_ns] = image
+            horizon = 2 * self._pipeline.config.window_size + 2
+            while len(camera.headers) > horizon:
+                camera.headers.popitem(last=False)
+            while len(camera.images) > horizon:
+                camera.images.popitem(last=False)
+            batch.append((image, stamp_ns, camera.setup.name))
+        if not batch:
+            return
+        with self._lock:
+            self._choose_steps()
+            pipeline = self._pipeline
+            results = pipeline.process_batch(batch)
+        for result in results:
+            self._publish(self._cameras[result.camera_id], result)
+
+    def _choose_steps(self) -> None:
+        """Latency budget: the most steps whose measured cost fits (at least 1)."""
+        budget_ms = self._options.latency_budget_ms
+        if budget_ms <= 0 or self._step_cost_ms is None or self._fixed_cost_ms is None:
+            return
+        fits = int((budget_ms - self._fixed_cost_ms) // max(self._step_cost_ms, 1e-3))
+        steps = max(1, min(fits, self._options.max_auto_steps))
+        one_step_ms = self._fixed_cost_ms + self._step_cost_ms
+        self._auto_steps_note = '' if fits >= 1 else (
+            f'latency budget {budget_ms:.0f} ms is below the 1-step cost {one_step_ms:.0f} ms: '
+            'running 1 step')
+        if steps != self._pipeline.config.steps:
+            self._pipeline.set_sampling(steps=steps)
+
+    def _update_costs(self, result: Any) -> None:
+        timings = result.timings_ms
+        per_step = timings['denoise'] / max(result.steps, 1)
+        fixed = sum(v for k, v in timings.items() if k != 'denoise')
+        alpha = 0.2
+        self._step_cost_ms = per_step if self._step_cost_ms is None else (
+            (1 - alpha) * self._step_cost_ms + alpha * per_step)
+        self._fixed_cost_ms = fixed if self._fixed_cost_ms is None else (
+            (1 - alpha) * self._fixed_cost_ms + alpha * fixed)
+
+    def _publish(self, camera: _Camera, result: Any) -> None:
+        header = camera.headers.get(result.stamp_ns)
+        if header is None:
+            return                        # reset by a time jump in between
+        pose_ms = sum(result.timings_ms.get(stage, 0.0) for stage in POSE_STAGES)
+        msg = PersonPoseArray()
+        msg.header = header
+        msg.camera = camera.setup.name
+        msg.steps = result.steps
+        msg.hypotheses = result.hypotheses
+        msg.window_size = result.window_size
+        msg.window_mode = result.window_mode
+        msg.pose_latency_ms = float(pose_ms)
+        msg.persons = [self._person_msg(p) for p in result.persons]
+        camera.poses_pub.publish(msg)
+        camera.processed += 1
+        camera.published += 1
+        now = time.monotonic()
+        camera.out_rate.tick(now)
+        camera.pose_ms.append(pose_ms)
+        latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
+        camera.latency_ms.append(latency_ms)
+        self._update_costs(result)
+        options = self._options
+        track_ids = {p.track_id for p in result.persons}
+        if options.publish_markers and camera.camera_matrix is not None:
+            markers = pose_markers(
+                result.persons, header, camera.camera_matrix, options.marker_depth_m,
+                options.marker_lifetime_s, options.marker_min_confidence,
+                options.joint_scale_m, options.bone_width_m,
+                removed_track_ids=sorted(camera.last_track_ids - track_ids))
+            camera.markers_pub.publish(markers)
+        camera.last_track_ids = track_ids
+        image = camera.images.pop(result.stamp_ns, None)
+        if image is not None and camera.debug_pub.get_subscription_count():
+            from diffpose_ros.pipeline import draw_poses
+
+            camera.debug_pub.publish(bgr_to_image_msg(draw_poses(image, result), header, Image))
+
+    @staticmethod
+    def _person_msg(person: Any) -> PersonPose:
+        msg = PersonPose()
+        msg.track_id = int(person.track_id)
+        box = [float(v) for v in person.box_xyxy]
+        msg.box_x_min, msg.box_y_min, msg.box_x_max, msg.box_y_max = box
+        msg.detection_score = float(person.score)
+        msg.keypoints = [Keypoint2D(x=float(x), y=float(y), confidence=float(c))
+                         for x, y, c in person.keypoints]
+        return msg
+
+    # ------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        if self._diagnostics_pub is None:
+            return
+        now = time.monotonic()
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        pipeline = self._pipeline
+        node_status = DiagnosticStatus(name=f'{self.get_name()}: pose engine',
+                                       hardware_id=self.get_fully_qualified_name())
+        warnings = []
+        if pipeline is not None:
+            config = pipeline.config
+            node_status.values = [
+                KeyValue(key='backend', value=self._runtime.name),
+                KeyValue(key='providers', value=','.join(self._runtime.providers)),
+                KeyValue(key='weights_trained', value=str(self._runtime.trained)),
+                KeyValue(key='steps', value=str(config.steps)),
+                KeyValue(key='hypotheses', value=str(config.hypotheses)),
+                KeyValue(key='window', value=f'{config.window_mode} {config.window_size}'),
+                KeyValue(key='cv_bridge', value=cv_bridge_status()),
+                KeyValue(key='processing_errors', value=str(self._errors['processing'])),
+            ]
+            if not self._runtime.trained:
+                warnings.append('untrained weights')
+            if self._auto_steps_note:
+                warnings.append(self._auto_steps_note)
+        node_status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
+        node_status.message = '; '.join(warnings) or 'ok'
+        array.status.append(node_status)
+        for camera in list(self._cameras.values()):
+            array.status.append(self._camera_status(camera, now))
+        self._diagnostics_pub.publish(array)
+
+    def _camera_status(self, camera: _Camera, now: float) -> DiagnosticStatus:
+        status = DiagnosticStatus(name=f'{self.get_name()}: camera {camera.setup.name}',
+                                  hardware_id=camera.setup.image_topic)
+        latency = np.array(camera.latency_ms) if camera.latency_ms else np.zeros(1)
+        pose = np.array(camera.pose_ms) if camera.pose_ms else np.zeros(1)
+        bad_total = sum(camera.bad_input.values())
+        values = {
+            'input_rate_hz': f'{camera.in_rate.hz(now):.2f}',
+            'output_rate_hz': f'{camera.out_rate.hz(now):.2f}',
+            'frames_received': camera.received, 'frames_published': camera.published,
+            'frames_dropped': camera.dropped, 'bad_input_total': bad_total,
+            'latency_p50_ms': f'{np.percentile(latency, 50):.1f}',
+            'latency_p95_ms': f'{np.percentile(latency, 95):.1f}',
+            'pose_stage_p50_ms': f'{np.percentile(pose, 50):.1f}',
+            'pose_stage_p95_ms': f'{np.percentile(pose, 95):.1f}',
+            'camera_info': 'ok' if camera.camera_matrix is not None else 'missing',
+        }
+        values.update({f'bad_input.{kind}': camera.bad_input[kind] for kind in BAD_INPUT_KINDS})
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        warnings = []
+        topic = camera.setup.image_topic + ('/compressed' if camera.setup.compressed else '')
+        if camera.subscriptions and self.count_publishers(topic) > 0 and (
+                camera.last_receive_s is None or now - camera.last_receive_s > STALE_INPUT_S):
+            warnings.append(f'{topic} has publishers but no frames arrive (QoS mismatch, or '
+                            'large images over best-effort UDP: use the shared-memory profile)')
+        if camera.camera_matrix is None and self._options and self._options.publish_markers:
+            warnings.append(f'no CameraInfo on {camera.setup.camera_info_topic}: no markers')
+        if bad_total:
+            warnings.append(f'{bad_total} bad frames')
+        if camera.dropped:
+            warnings.append(f'{camera.dropped} frames dropped (arrived faster than processed)')
+        status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
+        status.message = '; '.join(warnings) or 'ok'
+        return status
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = DiffPoseNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Launch diffpose_node for one camera as a lifecycle node (ROS 2 Humble and later).
+
+Usage::
+
+    ros2 launch diffpose_ros diffpose.launch.py image_topic:=/front/image_raw
+    ros2 launch diffpose_ros diffpose.launch.py \\
+        params_file:=$(ros2 pkg prefix diffpose_ros)/share/diffpose_ros/config/diffpose_gpu.yaml
+    ros2 launch diffpose_ros diffpose.launch.py use_sim_time:=true   # with `ros2 bag play --clock`
+
+Arguments:
+    params_file: ROS params file (default: the package's config/diffpose_cpu.yaml).
+    namespace: Node namespace (default ''). Outputs are ``/<namespace>/diffpose/<camera>/...``.
+    use_sim_time: Use /clock (rosbag replay). Default false.
+    autostart: true (default) = the node configures and activates itself; false = it waits in
+        'unconfigured' for ``ros2 lifecycle set /diffpose configure`` then ``... activate``.
+        (The launch file never emits configure + activate itself: doing both at once races,
+        launch_ros #318; the node's read-only ``autostart`` parameter chains them safely.)
+    image_topic: Image topic; '' (default) = keep the params file's ``image_topics``. The
+        camera name and CameraInfo topic are derived from it unless the params file sets
+        ``camera_names`` / ``camera_info_topics``.
+    log_level: debug, info (default), warn, error or fatal.
+
+Topics with the defaults (image /camera/image_raw -> camera name ``camera``):
+    /diffpose/camera/poses (diffpose_ros/PersonPoseArray), /diffpose/camera/markers,
+    /diffpose/camera/debug_image, /diagnostics.
+
+Fast DDS: FASTDDS_DEFAULT_PROFILES_FILE is set to the package's config/fastdds_shm.xml (big
+shared-memory segment; UDP on loopback only) for the node process, unless the variable is
+already set in the environment (an explicit choice wins). Use the same profile for the camera
+driver to get shared-memory transport end to end; on multi-host robots see the file's comments.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import (
+    DeclareLaunchArgument,
+    GroupAction,
+    LogInfo,
+    OpaqueFunction,
+    SetEnvironmentVariable,
+)
+from launch.launch_description import LaunchDescription
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode
+
+PACKAGE = 'diffpose_ros'
+EXECUTABLE = 'diffpose_node'
+NODE_NAME = 'diffpose'
+FASTDDS_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
+
+
+def _as_bool(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ('true', '1', 'yes', 'on'):
+        return True
+    if value in ('false', '0', 'no', 'off'):
+        return False
+    raise ValueError(f"launch argument {name} must be 'true' or 'false', got {text!r}")
+
+
+def _launch_setup(context, *args, **kwargs):
+    share = get_package_share_directory(PACKAGE)
+    params_file = LaunchConfiguration('params_file').perform(context)
+    namespace = LaunchConfiguration('namespace').perform(context)
+    use_sim_time = _as_bool('use_sim_time', LaunchConfiguration('use_sim_time').perform(context))
+    autostart = _as_bool('autostart', LaunchConfiguration('autostart').perform(context))
+    image_topic = LaunchConfiguration('image_topic').perform(context).strip()
+    log_level = LaunchConfiguration('log_level').perform(context).strip().lower()
+    if log_level not in LOG_LEVELS:
+        raise ValueError(f'launch argument log_level must be one of {LOG_LEVELS}, '
+                         f'got {log_level!r}')
+    if not os.path.isfile(params_file):
+        raise FileNotFoundError(f'params_file {params_file!r} does not exist')
+
+    overrides = {'use_sim_time': use_sim_time, 'autostart': autostart}
+    if image_topic:
+        overrides['image_topics'] = [image_topic]
+
+    actions = []
+    environment = getattr(context, 'environment', os.environ)
+    if FASTDDS_VARIABLE not in environment:
+        profile = os.path.join(share, 'config', 'fastdds_shm.xml')
+        actions.append(SetEnvironmentVariable(FASTDDS_VARIABLE, profile))
+    actions.append(LogInfo(msg=f'diffpose: params {params_file}, image topic '
+                               f'{image_topic or "(from params file)"}, autostart {autostart}'))
+    actions.append(LifecycleNode(
+        package=PACKAGE,
+        executable=EXECUTABLE,
+        name=NODE_NAME,
+        namespace=namespace,
+        parameters=[params_file, overrides],
+        arguments=['--ros-args', '--log-level', log_level],
+        output='screen',
+        emulate_tty=True,
+    ))
+    return actions
+
+
+def generate_launch_description():
+    default_params = os.path.join(
+        get_package_share_directory(PACKAGE), 'config', 'diffpose_cpu.yaml')
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            'params_file', default_value=default_params,
+            description='ROS params file with every diffpose parameter '
+                        '(config/diffpose_cpu.yaml or config/diffpose_gpu.yaml)'),
+        DeclareLaunchArgument('namespace', default_value='', description='Node namespace'),
+        DeclareLaunchArgument(
+            'use_sim_time', default_value='false',
+            description='Use /clock for time (rosbag replay with --clock)'),
+        DeclareLaunchArgument(
+            'autostart', default_value='true',
+            description='true: configure + activate by itself; false: wait for '
+                        '`ros2 lifecycle set /diffpose configure` and `activate`'),
+        DeclareLaunchArgument(
+            'image_topic', default_value='',
+            description="Image topic; '' = the params file's image_topics"),
+        DeclareLaunchArgument(
+            'log_level', default_value='info', choices=list(LOG_LEVELS),
+            description='Logger level'),
+        # Scoped group: the Fast DDS variable set inside reaches only this node, not actions
+        # of a launch file that includes this one (environment scoping: Humble and later).
+        GroupAction([OpaqueFunction(function=_launch_setup)]),
+    ])
