@@ -73,6 +73,7 @@ class _CameraState:
         self.buffers = TrackBuffers(horizon_frames=2 * config.window_size + 1)
         self.pending: collections.deque[_PendingKey] = collections.deque()
         self.frame_index = -1
+        self.next_detection_frame = 0    # detect on the first frame and after every reset
         self.last_stamp_ns: int | None = None
         self.time_jumps = 0
 
@@ -81,6 +82,7 @@ class _CameraState:
         self.buffers.reset()
         self.pending.clear()
         self.last_stamp_ns = None
+        self.next_detection_frame = self.frame_index + 1
 
 
 def validate_image(image: np.ndarray, max_pixels: int) -> None:
@@ -180,7 +182,8 @@ class PosePipeline:
         state.last_stamp_ns = stamp_ns
         state.frame_index += 1
         start = time.perf_counter()
-        if state.frame_index % self.config.detect_every_n == 0:
+        if state.frame_index >= state.next_detection_frame:
+            state.next_detection_frame = state.frame_index + self.config.detect_every_n
             detections = self.detector.detect(image)
             timings['detector'] += _ms_since(start)
             start = time.perf_counter()

@@ -241,6 +241,72 @@ def test_backwards_clock_jump_resets_tracks(client, two_camera_node, cam0,
     assert new_ids and not (new_ids & old_ids), (old_ids, new_ids)
 
 
+def _set_param(client, name, value, node='/diffpose'):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    if isinstance(value, bool):
+        pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    elif isinstance(value, int):
+        pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    elif isinstance(value, float):
+        pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    else:
+        pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
+    return client.call(SetParameters, f'{node}/set_parameters', request).results[0]
+
+
+def test_latency_budget_selects_steps(client, two_camera_node, cam0, vtest_frames_100_129):
+    stamp = BASE_STAMP_NS + 30 * PERIOD_NS
+    assert _set_param(client, 'latency_budget_ms', 10000.0).successful
+    steps = [cam0.send(frame, stamp + i * PERIOD_NS).steps
+             for i, frame in enumerate(vtest_frames_100_129[:3])]
+    assert steps[-1] == 4, steps                          # max_auto_steps of the CPU profile
+    assert _set_param(client, 'latency_budget_ms', 1.0).successful
+    start_s = time.monotonic()
+    msg = cam0.send(vtest_frames_100_129[3], stamp + 3 * PERIOD_NS)
+    msg = cam0.send(vtest_frames_100_129[4], stamp + 4 * PERIOD_NS)
+    assert msg.steps == 1
+    engine = client.wait_for(
+        lambda: [diagnostics_values(m, 'pose engine') for t, m in client.received['/diagnostics']
+                 if t > start_s and 'latency budget' in diagnostics_values(
+                     m, 'pose engine').get('_message', '')], 10, 'the budget warning')
+    assert 'running 1 step' in engine[-1]['_message']
+    assert _set_param(client, 'latency_budget_ms', 0.0).successful   # off: back to `steps`
+    assert cam0.send(vtest_frames_100_129[5], stamp + 5 * PERIOD_NS).steps == 1
+
+
+def test_debug_image_only_while_subscribed(client, two_camera_node, cam0, vtest_frames_100_129):
+    from sensor_msgs.msg import Image
+
+    stamp = BASE_STAMP_NS + 40 * PERIOD_NS
+    cam0.send(vtest_frames_100_129[0], stamp)
+    assert '/diffpose/cam0/debug_image' not in client.received
+    debug = client.subscribe(Image, '/diffpose/cam0/debug_image', _qos(False))
+    client.wait_for(lambda: client.node.count_publishers('/diffpose/cam0/debug_image'), 10,
+                    'the debug image publisher')
+    time.sleep(0.5)
+    frame = vtest_frames_100_129[1]
+    cam0.send(frame, stamp + PERIOD_NS)
+    images = client.wait_for(lambda: [m for _, m in debug
+                                      if stamp_ns(m.header) == stamp + PERIOD_NS], 10,
+                             'the annotated debug image')
+    image = np.frombuffer(bytes(images[-1].data), np.uint8).reshape(frame.shape)
+    assert images[-1].encoding == 'bgr8' and images[-1].header.frame_id == 'cam0_optical'
+    assert np.any(image != frame)                          # something was drawn
+
+
+def test_stale_input_is_reported(client, two_camera_node, cam0):
+    # cam1 has a publisher (from an earlier test) but has been silent for a while
+    start_s = time.monotonic()
+    values = client.wait_for(
+        lambda: (v := _latest_diagnostics(client, 'cam1', start_s)) and
+        'no frames arrive' in v['_message'] and v, 10, 'the stale-input warning',
+        two_camera_node)
+    assert values['_level'] in (b'\x01', 1)
+
+
 def test_lifecycle_deactivate_and_activate(client, two_camera_node, cam0, vtest_frames_100_129):
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState

@@ -213,3 +213,12 @@ def test_detect_every_n_propagates_boxes(torch_runtime, frames, recorded_detecti
     predicted = [p.is_predicted for r in results[1:3] for p in r.persons]
     assert predicted and all(predicted)
     assert not any(p.is_predicted for p in results[3].persons)
+
+
+def test_detection_runs_right_after_a_time_jump(torch_runtime, frames, recorded_detections):
+    pipeline = _pipeline(torch_runtime, frames, recorded_detections, detect_every_n=3)
+    pipeline.process(frames[0], _stamp(0))                     # detected
+    pipeline.process(frames[1], _stamp(1))                     # propagated
+    result = pipeline.process(frames[2], _stamp(0) - FRAME_PERIOD_NS)   # jump back: reset
+    assert pipeline.detector.calls == 2
+    assert result.persons and not any(p.is_predicted for p in result.persons)

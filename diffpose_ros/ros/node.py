@@ -41,6 +41,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
+from diffpose_ros.latency_budget import CostTracker, choose_steps
 from diffpose_ros.msg import Keypoint2D, PersonPose, PersonPoseArray
 from diffpose_ros.ros import params as params_mod
 from diffpose_ros.ros.image_conversion import (
@@ -124,8 +125,7 @@ class DiffPoseNode(LifecycleNode):
         self._diagnostics_timer = None
         self._errors: collections.Counter[str] = collections.Counter()
         self._auto_steps_note = ''
-        self._step_cost_ms: float | None = None
-        self._fixed_cost_ms: float | None = None
+        self._costs = CostTracker()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._autostart_timer = None
         if self.get_parameter('autostart').value:
@@ -409,26 +409,13 @@ class DiffPoseNode(LifecycleNode):
     def _choose_steps(self) -> None:
         """Latency budget: the most steps whose measured cost fits (at least 1)."""
         budget_ms = self._options.latency_budget_ms
-        if budget_ms <= 0 or self._step_cost_ms is None or self._fixed_cost_ms is None:
+        if budget_ms <= 0 or not self._costs.ready:
             return
-        fits = int((budget_ms - self._fixed_cost_ms) // max(self._step_cost_ms, 1e-3))
-        steps = max(1, min(fits, self._options.max_auto_steps))
-        one_step_ms = self._fixed_cost_ms + self._step_cost_ms
-        self._auto_steps_note = '' if fits >= 1 else (
-            f'latency budget {budget_ms:.0f} ms is below the 1-step cost {one_step_ms:.0f} ms: '
-            'running 1 step')
-        if steps != self._pipeline.config.steps:
-            self._pipeline.set_sampling(steps=steps)
-
-    def _update_costs(self, result: Any) -> None:
-        timings = result.timings_ms
-        per_step = timings['denoise'] / max(result.steps, 1)
-        fixed = sum(v for k, v in timings.items() if k != 'denoise')
-        alpha = 0.2
-        self._step_cost_ms = per_step if self._step_cost_ms is None else (
-            (1 - alpha) * self._step_cost_ms + alpha * per_step)
-        self._fixed_cost_ms = fixed if self._fixed_cost_ms is None else (
-            (1 - alpha) * self._fixed_cost_ms + alpha * fixed)
+        choice = choose_steps(budget_ms, self._costs.fixed_ms, self._costs.per_step_ms,
+                              self._options.max_auto_steps)
+        self._auto_steps_note = choice.note
+        if choice.steps != self._pipeline.config.steps:
+            self._pipeline.set_sampling(steps=choice.steps)
 
     def _publish(self, camera: _Camera, result: Any) -> None:
         header = camera.headers.get(result.stamp_ns)
@@ -452,7 +439,7 @@ class DiffPoseNode(LifecycleNode):
         camera.pose_ms.append(pose_ms)
         latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
         camera.latency_ms.append(latency_ms)
-        self._update_costs(result)
+        self._costs.update(result.timings_ms, result.steps)
         options = self._options
         track_ids = {p.track_id for p in result.persons}
         if options.publish_markers and camera.camera_matrix is not None:
