@@ -15,9 +15,14 @@ Arguments:
         'unconfigured' for ``ros2 lifecycle set /diffpose configure`` then ``... activate``.
         (The launch file never emits configure + activate itself: doing both at once races,
         launch_ros #318; the node's read-only ``autostart`` parameter chains them safely.)
-    image_topic: Image topic; '' (default) = keep the params file's ``image_topics``. The
+    image_topic: One image topic; '' (default) = keep the params file's ``image_topics``. The
         camera name and CameraInfo topic are derived from it unless the params file sets
         ``camera_names`` / ``camera_info_topics``.
+    image_topics, camera_names, camera_info_topics: YAML lists for several cameras in this one
+        node process (see diffpose_multi_camera.launch.py), e.g.
+        image_topics:="['/front/image_raw', '/rear/image_raw']"; '' (default) = the params
+        file's value. Parsed with yaml.safe_load (never eval); a bare string is a one-element
+        list. ``image_topic`` and ``image_topics`` are mutually exclusive.
     log_level: debug, info (default), warn, error or fatal.
 
 Topics with the defaults (image /camera/image_raw -> camera name ``camera``):
@@ -25,12 +30,13 @@ Topics with the defaults (image /camera/image_raw -> camera name ``camera``):
     /diffpose/camera/debug_image, /diagnostics.
 
 Fast DDS: FASTDDS_DEFAULT_PROFILES_FILE is set to the package's config/fastdds_shm.xml (big
-shared-memory segment; UDP on loopback only) for the node process, unless the variable is
+shared-memory segment, faster discovery) for the node process, unless the variable is
 already set in the environment (an explicit choice wins). Use the same profile for the camera
-driver to get shared-memory transport end to end; on multi-host robots see the file's comments.
+driver to get shared-memory transport end to end (see the file's comments).
 """
 import os
 
+import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import (
     DeclareLaunchArgument,
@@ -48,6 +54,7 @@ EXECUTABLE = 'diffpose_node'
 NODE_NAME = 'diffpose'
 FASTDDS_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
 LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
+LIST_ARGUMENTS = ('image_topics', 'camera_names', 'camera_info_topics')
 
 
 def _as_bool(name: str, text: str) -> bool:
@@ -57,6 +64,23 @@ def _as_bool(name: str, text: str) -> bool:
     if value in ('false', '0', 'no', 'off'):
         return False
     raise ValueError(f"launch argument {name} must be 'true' or 'false', got {text!r}")
+
+
+def _string_list(name: str, text: str) -> list[str] | None:
+    """A YAML list of strings (or one bare string); None for '' (= keep the params file)."""
+    if not text.strip():
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f'launch argument {name} is not valid YAML: {exc}') from exc
+    if isinstance(value, str):
+        value = [value]
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(item, str) and item.strip() for item in value)):
+        raise ValueError(f"launch argument {name} must be a non-empty YAML list of strings, "
+                         f"e.g. \"['/front/image_raw', '/rear/image_raw']\", got {text!r}")
+    return [item.strip() for item in value]
 
 
 def _launch_setup(context, *args, **kwargs):
@@ -74,7 +98,13 @@ def _launch_setup(context, *args, **kwargs):
         raise FileNotFoundError(f'params_file {params_file!r} does not exist')
 
     overrides = {'use_sim_time': use_sim_time, 'autostart': autostart}
+    for name in LIST_ARGUMENTS:
+        value = _string_list(name, LaunchConfiguration(name).perform(context))
+        if value is not None:
+            overrides[name] = value
     if image_topic:
+        if 'image_topics' in overrides:
+            raise ValueError('give either image_topic or image_topics, not both')
         overrides['image_topics'] = [image_topic]
 
     actions = []
@@ -82,8 +112,9 @@ def _launch_setup(context, *args, **kwargs):
     if FASTDDS_VARIABLE not in environment:
         profile = os.path.join(share, 'config', 'fastdds_shm.xml')
         actions.append(SetEnvironmentVariable(FASTDDS_VARIABLE, profile))
-    actions.append(LogInfo(msg=f'diffpose: params {params_file}, image topic '
-                               f'{image_topic or "(from params file)"}, autostart {autostart}'))
+    topics = overrides.get('image_topics', '(from params file)')
+    actions.append(LogInfo(msg=f'diffpose: params {params_file}, image topics {topics}, '
+                               f'autostart {autostart}'))
     actions.append(LifecycleNode(
         package=PACKAGE,
         executable=EXECUTABLE,
@@ -116,6 +147,16 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'image_topic', default_value='',
             description="Image topic; '' = the params file's image_topics"),
+        DeclareLaunchArgument(
+            'image_topics', default_value='',
+            description="YAML list of image topics; '' = the params file's image_topics"),
+        DeclareLaunchArgument(
+            'camera_names', default_value='',
+            description="YAML list, one name per image topic; '' = the params file's value"),
+        DeclareLaunchArgument(
+            'camera_info_topics', default_value='',
+            description="YAML list, one CameraInfo topic per image topic; '' = the params "
+                        "file's value"),
         DeclareLaunchArgument(
             'log_level', default_value='info', choices=list(LOG_LEVELS),
             description='Logger level'),

@@ -29,128 +29,40 @@ Arguments:
 
 The lists are parsed with yaml.safe_load (never eval); a bare string counts as a one-element
 list. Lists whose lengths do not match image_topics make ``configure`` fail with the reason.
-Fast DDS: as in diffpose.launch.py (FASTDDS_DEFAULT_PROFILES_FILE -> config/fastdds_shm.xml
-unless already set).
+This file only documents the multi-camera use and includes diffpose.launch.py, which takes the
+same arguments (one launch description to maintain).
 """
 import os
 
-import yaml
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import (
-    DeclareLaunchArgument,
-    GroupAction,
-    LogInfo,
-    OpaqueFunction,
-    SetEnvironmentVariable,
-)
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.launch_description import LaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
 
 PACKAGE = 'diffpose_ros'
-EXECUTABLE = 'diffpose_node'
-NODE_NAME = 'diffpose'
-FASTDDS_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
-LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
-LIST_ARGUMENTS = ('image_topics', 'camera_names', 'camera_info_topics')
-
-
-def _as_bool(name: str, text: str) -> bool:
-    value = text.strip().lower()
-    if value in ('true', '1', 'yes', 'on'):
-        return True
-    if value in ('false', '0', 'no', 'off'):
-        return False
-    raise ValueError(f"launch argument {name} must be 'true' or 'false', got {text!r}")
-
-
-def _string_list(name: str, text: str) -> list[str] | None:
-    """A YAML list of strings (or one bare string); None for '' (= keep the params file)."""
-    if not text.strip():
-        return None
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f'launch argument {name} is not valid YAML: {exc}') from exc
-    if isinstance(value, str):
-        value = [value]
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(item, str) and item.strip() for item in value)):
-        raise ValueError(f"launch argument {name} must be a non-empty YAML list of strings, "
-                         f"e.g. \"['/front/image_raw', '/rear/image_raw']\", got {text!r}")
-    return [item.strip() for item in value]
-
-
-def _launch_setup(context, *args, **kwargs):
-    share = get_package_share_directory(PACKAGE)
-    params_file = LaunchConfiguration('params_file').perform(context)
-    namespace = LaunchConfiguration('namespace').perform(context)
-    use_sim_time = _as_bool('use_sim_time', LaunchConfiguration('use_sim_time').perform(context))
-    autostart = _as_bool('autostart', LaunchConfiguration('autostart').perform(context))
-    log_level = LaunchConfiguration('log_level').perform(context).strip().lower()
-    if log_level not in LOG_LEVELS:
-        raise ValueError(f'launch argument log_level must be one of {LOG_LEVELS}, '
-                         f'got {log_level!r}')
-    if not os.path.isfile(params_file):
-        raise FileNotFoundError(f'params_file {params_file!r} does not exist')
-
-    overrides = {'use_sim_time': use_sim_time, 'autostart': autostart}
-    for name in LIST_ARGUMENTS:
-        value = _string_list(name, LaunchConfiguration(name).perform(context))
-        if value is not None:
-            overrides[name] = value
-
-    actions = []
-    environment = getattr(context, 'environment', os.environ)
-    if FASTDDS_VARIABLE not in environment:
-        profile = os.path.join(share, 'config', 'fastdds_shm.xml')
-        actions.append(SetEnvironmentVariable(FASTDDS_VARIABLE, profile))
-    topics = overrides.get('image_topics', '(from params file)')
-    actions.append(LogInfo(msg=f'diffpose: params {params_file}, image topics {topics}, '
-                               f'autostart {autostart}'))
-    actions.append(LifecycleNode(
-        package=PACKAGE,
-        executable=EXECUTABLE,
-        name=NODE_NAME,
-        namespace=namespace,
-        parameters=[params_file, overrides],
-        arguments=['--ros-args', '--log-level', log_level],
-        output='screen',
-        emulate_tty=True,
-    ))
-    return actions
+ARGUMENTS = {
+    'params_file': (None, 'ROS params file (default: config/diffpose_cpu.yaml)'),
+    'namespace': ('', 'Node namespace'),
+    'use_sim_time': ('false', 'Use /clock for time (rosbag replay with --clock)'),
+    'autostart': ('true', 'true: configure + activate by itself'),
+    'image_topics': ('', "YAML list of image topics; '' = the params file's image_topics"),
+    'camera_names': ('', "YAML list, one name per image topic; '' = the params file's value"),
+    'camera_info_topics': ('', "YAML list, one CameraInfo topic per image topic"),
+    'log_level': ('info', 'Logger level'),
+}
 
 
 def generate_launch_description():
-    default_params = os.path.join(
-        get_package_share_directory(PACKAGE), 'config', 'diffpose_cpu.yaml')
-    return LaunchDescription([
-        DeclareLaunchArgument(
-            'params_file', default_value=default_params,
-            description='ROS params file with every diffpose parameter '
-                        '(config/diffpose_cpu.yaml or config/diffpose_gpu.yaml)'),
-        DeclareLaunchArgument('namespace', default_value='', description='Node namespace'),
-        DeclareLaunchArgument(
-            'use_sim_time', default_value='false',
-            description='Use /clock for time (rosbag replay with --clock)'),
-        DeclareLaunchArgument(
-            'autostart', default_value='true',
-            description='true: configure + activate by itself; false: wait for '
-                        '`ros2 lifecycle set /diffpose configure` and `activate`'),
-        DeclareLaunchArgument(
-            'image_topics', default_value='',
-            description="YAML list of image topics; '' = the params file's image_topics"),
-        DeclareLaunchArgument(
-            'camera_names', default_value='',
-            description="YAML list, one name per image topic; '' = the params file's value"),
-        DeclareLaunchArgument(
-            'camera_info_topics', default_value='',
-            description="YAML list, one CameraInfo topic per image topic; '' = the params "
-                        "file's value"),
-        DeclareLaunchArgument(
-            'log_level', default_value='info', choices=list(LOG_LEVELS),
-            description='Logger level'),
-        # Scoped group: the Fast DDS variable set inside reaches only this node, not actions
-        # of a launch file that includes this one (environment scoping: Humble and later).
-        GroupAction([OpaqueFunction(function=_launch_setup)]),
-    ])
+    share = get_package_share_directory(PACKAGE)
+    defaults = {'params_file': os.path.join(share, 'config', 'diffpose_cpu.yaml')}
+    declared = [DeclareLaunchArgument(name, default_value=defaults.get(name, default),
+                                      description=description)
+                for name, (default, description) in ARGUMENTS.items()]
+    # forwarded explicitly (included files would also see them: launch configurations are
+    # inherited), so this file's defaults are the ones used
+    forwarded = {name: LaunchConfiguration(name) for name in ARGUMENTS}
+    include = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'diffpose.launch.py')),
+        launch_arguments=forwarded.items())
+    return LaunchDescription(declared + [include])

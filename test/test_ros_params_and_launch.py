@@ -354,8 +354,8 @@ def _launch_info(path: Path) -> dict:
     declared = set()
     for call in calls.get('DeclareLaunchArgument', []):
         first = call.args[0]
-        assert isinstance(first, ast.Constant), 'argument names must be literals'
-        declared.add(first.value)
+        if isinstance(first, ast.Constant):     # names from a loop are read by the caller
+            declared.add(first.value)
     return {'tree': tree, 'strings': strings, 'calls': calls, 'functions': functions,
             'imported': imported, 'declared': declared}
 
@@ -371,9 +371,26 @@ def _constants(tree: ast.AST) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize('kind', sorted(LAUNCH_FILES))
-def test_launch_file_structure(kind):
-    path = LAUNCH_FILES[kind]
+LIST_LAUNCH_ARGUMENTS = {'image_topics', 'camera_names', 'camera_info_topics'}
+
+
+def test_multi_camera_launch_includes_the_main_one():
+    info = _launch_info(LAUNCH_FILES['multi'])
+    assert 'generate_launch_description' in info['functions']
+    assert 'IncludeLaunchDescription' in info['calls'] and 'diffpose.launch.py' in info['strings']
+    assert 'LifecycleNode' not in info['calls']
+    constants = _constants(info['tree'])
+    assert constants['PACKAGE'] == 'diffpose_ros'
+    [arguments] = [node.value for node in info['tree'].body if isinstance(node, ast.Assign)
+                   and getattr(node.targets[0], 'id', '') == 'ARGUMENTS']
+    declared = {key.value for key in arguments.keys}
+    assert declared == COMMON_LAUNCH_ARGUMENTS | LIST_LAUNCH_ARGUMENTS
+    # every argument it offers is one the main launch file declares
+    assert declared <= _launch_info(LAUNCH_FILES['single'])['declared']
+
+
+def test_launch_file_structure():
+    path = LAUNCH_FILES['single']
     info = _launch_info(path)
     assert 'generate_launch_description' in info['functions']
     constants = _constants(info['tree'])
@@ -381,8 +398,7 @@ def test_launch_file_structure(kind):
     assert constants['EXECUTABLE'] == 'diffpose_node'
     assert constants['NODE_NAME'] == 'diffpose'
     assert constants['FASTDDS_VARIABLE'] == 'FASTDDS_DEFAULT_PROFILES_FILE'
-    expected = COMMON_LAUNCH_ARGUMENTS | ({'image_topic'} if kind == 'single' else
-                                          {'image_topics', 'camera_names', 'camera_info_topics'})
+    expected = COMMON_LAUNCH_ARGUMENTS | {'image_topic'} | LIST_LAUNCH_ARGUMENTS
     assert info['declared'] == expected
     # exactly one lifecycle node, with the package/executable/name constants
     [node_call] = info['calls']['LifecycleNode']
@@ -402,6 +418,9 @@ def test_launch_file_structure(kind):
 @pytest.mark.parametrize('kind', sorted(LAUNCH_FILES))
 def test_launch_file_refers_to_existing_config(kind):
     info = _launch_info(LAUNCH_FILES[kind])
+    if kind == 'multi':
+        assert 'diffpose_cpu.yaml' in info['strings']
+        return
     referenced = {s for s in info['strings']
                   if s.endswith(('.yaml', '.xml', '.rviz')) and '/' not in s}
     assert referenced >= {'diffpose_cpu.yaml', 'fastdds_shm.xml'}
@@ -411,8 +430,8 @@ def test_launch_file_refers_to_existing_config(kind):
     assert 'config' in info['strings']
 
 
-def test_multi_camera_launch_parses_lists_safely():
-    info = _launch_info(LAUNCH_FILES['multi'])
+def test_launch_parses_lists_safely():
+    info = _launch_info(LAUNCH_FILES['single'])
     assert 'safe_load' in info['calls'] and 'load' not in info['calls']
     assert 'yaml' in info['imported']
 
