@@ -113,7 +113,9 @@ class DiffPoseNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any):
         super().__init__(node_name, **kwargs)
         params_mod.declare_parameters(self)
-        self._lock = threading.Lock()
+        # two locks: image callbacks only touch the slots and must never wait for inference
+        self._slot_lock = threading.Lock()
+        self._pipeline_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -165,7 +167,7 @@ class DiffPoseNode(LifecycleNode):
             options = params_mod.node_options(values)
         except ValueError as exc:
             return str(exc)
-        with self._lock:
+        with self._pipeline_lock:
             self._pipeline.config = self._pipeline.config.replace(
                 steps=config.steps, hypotheses=config.hypotheses, seed=config.seed,
                 ddim_eta=config.ddim_eta, keypoint_score_threshold=config.keypoint_score_threshold,
@@ -329,7 +331,7 @@ class DiffPoseNode(LifecycleNode):
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, camera: _Camera, msg: Any, compressed: bool) -> None:
         now = time.monotonic()
-        with self._lock:
+        with self._slot_lock:
             if camera.slot is not None:
                 camera.dropped += 1        # replaced before the worker took it
             camera.slot = _Slot(msg, compressed, time.monotonic_ns())
@@ -347,7 +349,7 @@ class DiffPoseNode(LifecycleNode):
         while not self._stop.is_set():
             self._wake.wait(timeout=0.2)
             self._wake.clear()
-            with self._lock:
+            with self._slot_lock:
                 taken = [(c, c.slot) for c in self._cameras.values() if c.slot is not None]
                 for camera, _ in taken:
                     camera.slot = None
@@ -399,7 +401,7 @@ class DiffPoseNode(LifecycleNode):
             batch.append((image, stamp_ns, camera.setup.name))
         if not batch:
             return
-        with self._lock:
+        with self._pipeline_lock:
             self._choose_steps()
             pipeline = self._pipeline
             results = pipeline.process_batch(batch)
