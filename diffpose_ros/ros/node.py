@@ -35,7 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -187,7 +187,7 @@ class DiffPoseNode(LifecycleNode):
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
         from diffpose_ros.assets import AssetError
         from diffpose_ros.detection import UltralyticsPoseDetector
         from diffpose_ros.model.files import WeightsError
@@ -251,7 +251,7 @@ class DiffPoseNode(LifecycleNode):
         pipeline.runtime.denoise(np.zeros(shape, np.float32), np.zeros(1, np.int64),
                                  np.zeros(1, np.int64), condition)
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
         qos_options = QoSOverridingOptions.with_default_policies()
         for camera in self._cameras.values():
             setup = camera.setup
@@ -284,7 +284,7 @@ class DiffPoseNode(LifecycleNode):
             self._worker.join(timeout=30.0)
             self._worker = None
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
         for camera in self._cameras.values():
             for sub in camera.subscriptions:
@@ -315,15 +315,15 @@ class DiffPoseNode(LifecycleNode):
             self._diagnostics_pub = None
         self._pipeline = self._runtime = None
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def on_error(self, state: State) -> TransitionCallbackReturn:
         self.get_logger().error('lifecycle error: releasing resources')
         self._release()
         return TransitionCallbackReturn.SUCCESS
