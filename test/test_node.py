@@ -167,6 +167,17 @@ def test_best_effort_publisher_is_served(client, two_camera_node, vtest_frames_1
     assert 1 in {p.track_id for p in messages[0].persons}
 
 
+def test_image_qos_is_overridable(client, two_camera_node, cam0):
+    from rcl_interfaces.srv import ListParameters
+
+    request = ListParameters.Request(prefixes=['qos_overrides'], depth=0)
+    names = client.call(ListParameters, '/diffpose/list_parameters', request).result.names
+    # the standard QoS-override parameters exist for every image subscription
+    for topic in ('/cam0/image_raw', '/cam1/image_raw'):
+        assert f'qos_overrides.{topic}.subscription.reliability' in names, names
+        assert f'qos_overrides.{topic}.subscription.depth' in names, names
+
+
 def test_invalid_parameter_changes_are_rejected(client, two_camera_node, cam0,
                                                 vtest_frames_100_129):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
