@@ -17,7 +17,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-SETUP_COMMAND = 'scripts/setup.sh  (or: make setup)'
+SETUP_COMMAND = ('scripts/setup.sh in a development checkout, or '
+                 '`python3 scripts/fetch_assets.py` on a robot install')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +63,16 @@ def _looks_like_repo_root(path: Path) -> bool:
 def cache_dir() -> Path:
     """Directory holding fetched assets.
 
-    Order: $DIFFPOSE_CACHE_DIR; the source checkout this module (or the active venv) lives in;
-    ~/.cache/diffpose_ros.
+    Order: $DIFFPOSE_CACHE_DIR; ``.cache/assets`` of the source checkout whose ``.venv`` runs
+    this Python (the development setup); ``$XDG_CACHE_HOME/diffpose_ros`` (default
+    ``~/.cache/diffpose_ros``), which the fetch script and an installed node agree on.
     """
     env = os.environ.get('DIFFPOSE_CACHE_DIR')
     if env:
         return Path(env)
-    candidates = [Path(__file__).resolve().parent.parent, Path(sys.prefix).resolve().parent]
-    for cand in candidates:
-        if _looks_like_repo_root(cand):
-            return cand / '.cache' / 'assets'
+    venv_parent = Path(sys.prefix).resolve().parent
+    if _looks_like_repo_root(venv_parent):
+        return venv_parent / '.cache' / 'assets'
     return Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'diffpose_ros'
 
 

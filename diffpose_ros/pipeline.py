@@ -93,8 +93,8 @@ def validate_image(image: np.ndarray, max_pixels: int) -> None:
     if image.ndim != 3 or image.shape[2] != 3:
         raise InvalidImageError(f'image must be H x W x 3 (BGR), got shape {image.shape}')
     height, width = image.shape[:2]
-    if height < 16 or width < 16:
-        raise InvalidImageError(f'image is too small: {width}x{height} (min 16x16)')
+    if height < 1 or width < 1:
+        raise InvalidImageError(f'image has a zero dimension: {width}x{height}')
     if height * width > max_pixels:
         raise InvalidImageError(
             f'image is too large: {width}x{height} > {max_pixels} pixels (max_image_pixels)'
@@ -149,13 +149,34 @@ class PosePipeline:
         if len(set(cameras)) != len(cameras):
             raise ValueError(f'at most one frame per camera per batch, got {cameras}')
         timings = dict.fromkeys(STAGES, 0.0)
-        keys: list[tuple[str, _PendingKey]] = []
-        for image, stamp_ns, camera_id in frames:
+        for image, _, _ in frames:
             validate_image(image, self.config.max_image_pixels)
+        # per camera: detect, track, crop; then ONE backbone call over every camera's persons
+        ingested = []
+        for image, stamp_ns, camera_id in frames:
             state = self.cameras.setdefault(camera_id, _CameraState(self.config))
-            key = self._ingest(state, image, int(stamp_ns), timings)
-            if key is not None:
-                keys.append((camera_id, key))
+            ingested.append((state, *self._detect_track_crop(state, image, int(stamp_ns),
+                                                              timings)))
+        crops = [crop for _, _, people in ingested for crop, _, _ in people]
+        if crops:
+            start = time.perf_counter()
+            batch = np.stack(crops)[..., ::-1].transpose(0, 3, 1, 2)  # BGR HWC -> RGB CHW
+            features = iter(self.runtime.extract_features(
+                np.ascontiguousarray(batch, dtype=np.float32) * np.float32(1 / 255)))
+            timings['backbone'] += _ms_since(start)
+            self.backbone_crops += len(crops)
+        keys: list[tuple[str, _PendingKey]] = []
+        for (state, stamp_ns, people), (_, _, camera_id) in zip(ingested, frames):
+            for _, transform, person in people:
+                state.buffers.push(person.track_id, FrameRecord(
+                    frame_index=state.frame_index, stamp_ns=stamp_ns, features=next(features),
+                    transform=transform, box_xyxy=np.asarray(person.box_xyxy, np.float32),
+                    score=float(person.score), detector_keypoints=person.keypoints,
+                    is_predicted=bool(person.is_predicted)))
+            state.buffers.prune(state.frame_index - (len(self.offsets) + self.delay_frames))
+            state.pending.append(_PendingKey(state.frame_index, stamp_ns))
+            if len(state.pending) > self.delay_frames:
+                keys.append((camera_id, state.pending.popleft()))
         return self._estimate(keys, timings)
 
     def flush(self, camera_id: str | None = None) -> list[FrameResult]:
@@ -168,15 +189,12 @@ class PosePipeline:
         return self._estimate(keys, dict.fromkeys(STAGES, 0.0))
 
     # ------------------------------------------------------------------ stages
-    def _ingest(
-        self, state: _CameraState, image: np.ndarray, stamp_ns: int, timings: dict[str, float]
-    ) -> _PendingKey | None:
+    def _detect_track_crop(self, state: _CameraState, image: np.ndarray, stamp_ns: int,
+                           timings: dict[str, float]) -> tuple[int, list]:
+        """Advance one camera by a frame; returns (stamp_ns, [(crop, transform, person)])."""
         if state.last_stamp_ns is not None and stamp_ns < state.last_stamp_ns:
-            LOGGER.warning(
-                'time jumped back (%d ns -> %d ns): resetting tracks and buffers',
-                state.last_stamp_ns,
-                stamp_ns,
-            )
+            LOGGER.warning('time jumped back (%d ns -> %d ns): resetting tracks and buffers',
+                           state.last_stamp_ns, stamp_ns)
             state.reset()
             state.time_jumps += 1
         state.last_stamp_ns = stamp_ns
@@ -194,45 +212,16 @@ class PosePipeline:
         timings['tracking'] += _ms_since(start)
 
         start = time.perf_counter()
-        crops, transforms, kept = [], [], []
+        people = []
         for person in tracked:
             try:
                 transform = CropTransform.from_box(
-                    person.box_xyxy, crop_hw=self.crop_hw, enlarge=self.model_config.box_enlarge
-                )
+                    person.box_xyxy, crop_hw=self.crop_hw, enlarge=self.model_config.box_enlarge)
             except ValueError:
                 continue  # degenerate box (e.g. propagated off-image): skip this person-frame
-            crops.append(transform.warp(image))
-            transforms.append(transform)
-            kept.append(person)
+            people.append((transform.warp(image), transform, person))
         timings['crop'] += _ms_since(start)
-        if crops:
-            start = time.perf_counter()
-            batch = np.stack(crops)[..., ::-1].transpose(0, 3, 1, 2)  # BGR HWC -> RGB CHW
-            features = self.runtime.extract_features(
-                np.ascontiguousarray(batch, dtype=np.float32) * np.float32(1 / 255)
-            )
-            timings['backbone'] += _ms_since(start)
-            self.backbone_crops += len(crops)
-            for person, transform, feature in zip(kept, transforms, features):
-                state.buffers.push(
-                    person.track_id,
-                    FrameRecord(
-                        frame_index=state.frame_index,
-                        stamp_ns=stamp_ns,
-                        features=feature,
-                        transform=transform,
-                        box_xyxy=np.asarray(person.box_xyxy, np.float32),
-                        score=float(person.score),
-                        detector_keypoints=person.keypoints,
-                        is_predicted=bool(person.is_predicted),
-                    ),
-                )
-        state.buffers.prune(state.frame_index - (len(self.offsets) + self.delay_frames))
-        state.pending.append(_PendingKey(state.frame_index, stamp_ns))
-        if len(state.pending) > self.delay_frames:
-            return state.pending.popleft()
-        return None
+        return stamp_ns, people
 
     def _estimate(
         self, keys: list[tuple[str, _PendingKey]], timings: dict[str, float]

@@ -23,6 +23,8 @@ Arguments:
         image_topics:="['/front/image_raw', '/rear/image_raw']"; '' (default) = the params
         file's value. Parsed with yaml.safe_load (never eval); a bare string is a one-element
         list. ``image_topic`` and ``image_topics`` are mutually exclusive.
+    transport: raw or compressed (subscribe to ``<image_topic>/compressed``); '' (default) = the
+        params file's ``transport``.
     log_level: debug, info (default), warn, error or fatal.
 
 Topics with the defaults (image /camera/image_raw -> camera name ``camera``):
@@ -90,6 +92,10 @@ def _launch_setup(context, *args, **kwargs):
     use_sim_time = _as_bool('use_sim_time', LaunchConfiguration('use_sim_time').perform(context))
     autostart = _as_bool('autostart', LaunchConfiguration('autostart').perform(context))
     image_topic = LaunchConfiguration('image_topic').perform(context).strip()
+    transport = LaunchConfiguration('transport').perform(context).strip()
+    if transport not in ('', 'raw', 'compressed'):
+        raise ValueError(f"launch argument transport must be 'raw' or 'compressed', "
+                         f'got {transport!r}')
     log_level = LaunchConfiguration('log_level').perform(context).strip().lower()
     if log_level not in LOG_LEVELS:
         raise ValueError(f'launch argument log_level must be one of {LOG_LEVELS}, '
@@ -102,6 +108,8 @@ def _launch_setup(context, *args, **kwargs):
         value = _string_list(name, LaunchConfiguration(name).perform(context))
         if value is not None:
             overrides[name] = value
+    if transport:
+        overrides['transport'] = transport
     if image_topic:
         if 'image_topics' in overrides:
             raise ValueError('give either image_topic or image_topics, not both')
@@ -157,6 +165,9 @@ def generate_launch_description():
             'camera_info_topics', default_value='',
             description="YAML list, one CameraInfo topic per image topic; '' = the params "
                         "file's value"),
+        DeclareLaunchArgument(
+            'transport', default_value='',
+            description="raw or compressed; '' = the params file's transport"),
         DeclareLaunchArgument(
             'log_level', default_value='info', choices=list(LOG_LEVELS),
             description='Logger level'),

@@ -25,6 +25,7 @@ Arguments:
         ([] there = derived from each topic's parent namespace: /front/image_raw -> front).
     camera_info_topics: YAML list, one per image topic; '' (default) = the params file's value
         ([] there = <image namespace>/camera_info).
+    transport: raw or compressed; '' (default) = the params file's value.
     log_level: debug, info (default), warn, error or fatal.
 
 The lists are parsed with yaml.safe_load (never eval); a bare string counts as a one-element
@@ -49,6 +50,7 @@ ARGUMENTS = {
     'image_topics': ('', "YAML list of image topics; '' = the params file's image_topics"),
     'camera_names': ('', "YAML list, one name per image topic; '' = the params file's value"),
     'camera_info_topics': ('', "YAML list, one CameraInfo topic per image topic"),
+    'transport': ('', "raw or compressed; '' = the params file's transport"),
     'log_level': ('info', 'Logger level'),
 }
 

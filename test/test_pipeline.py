@@ -33,6 +33,7 @@ class CountingRuntime:
         self.model_config = runtime.model_config
         self.trained = runtime.trained
         self.feature_rows = 0
+        self.feature_calls = 0
         self.window_calls = 0
         self.denoise_calls = 0
 
@@ -41,6 +42,7 @@ class CountingRuntime:
         return self._runtime.providers
 
     def extract_features(self, crops):
+        self.feature_calls += 1
         self.feature_rows += len(crops)
         return self._runtime.extract_features(crops)
 
@@ -180,7 +182,7 @@ def test_bad_images_raise_and_the_pipeline_keeps_serving(
         'float': frames[0].astype(np.float32),
         'gray': frames[0][..., 0],
         'bgra': np.dstack([frames[0], frames[0][..., :1]]),
-        'tiny': np.zeros((4, 4, 3), np.uint8),
+        'zero_width': np.zeros((10, 0, 3), np.uint8),
         'huge': np.zeros((700, 1000, 3), np.uint8),
         'list': [[1, 2, 3]],
     }
@@ -201,6 +203,8 @@ def test_cameras_have_independent_tracks_and_share_one_inference(
     assert [r.camera_id for r in results] == ['left', 'right']
     for result in results:
         assert min(p.track_id for p in result.persons) == 1  # per-camera id counters
+    # backbone, STRL and each denoising step run once over both cameras' persons
+    assert pipeline.runtime.feature_calls == 1
     assert pipeline.runtime.window_calls == 1 and pipeline.runtime.denoise_calls == 1
     with pytest.raises(ValueError, match='one frame per camera'):
         pipeline.process_batch([(frames[0], 0, 'left'), (frames[1], 1, 'left')])

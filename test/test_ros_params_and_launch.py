@@ -31,7 +31,8 @@ LAUNCH_FILES = {
     'single': LAUNCH / 'diffpose.launch.py',
     'multi': LAUNCH / 'diffpose_multi_camera.launch.py',
 }
-COMMON_LAUNCH_ARGUMENTS = {'params_file', 'namespace', 'use_sim_time', 'autostart', 'log_level'}
+COMMON_LAUNCH_ARGUMENTS = {'params_file', 'namespace', 'use_sim_time', 'autostart', 'log_level',
+                           'transport'}
 MARKER_TOPIC = '/diffpose/camera/markers'
 DEBUG_IMAGE_TOPIC = '/diffpose/camera/debug_image'
 

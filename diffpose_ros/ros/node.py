@@ -52,7 +52,7 @@ from diffpose_ros.ros.image_conversion import (
     cv_bridge_status,
     image_to_bgr,
 )
-from diffpose_ros.ros.markers import delete_all_markers, pose_markers
+from diffpose_ros.ros.markers import camera_matrix_from, delete_all_markers, pose_markers
 
 NODE_NAME = 'diffpose'
 STALE_INPUT_S = 3.0            # publishers exist but no frame for this long -> warning
@@ -103,6 +103,7 @@ class _Camera:
         self.bad_input: collections.Counter[str] = collections.Counter()
         self.in_rate, self.out_rate = _Rate(), _Rate()
         self.last_receive_s: float | None = None
+        self.bad_input_reported = 0     # bad_input total at the previous diagnostics report
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self.pose_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
 
@@ -217,6 +218,8 @@ class DiffPoseNode(LifecycleNode):
             self.get_logger().warning('the DiffPose head is UNTRAINED: keypoints are meaningless '
                                       'until trained weights are installed')
         self._runtime, self._pipeline, self._options = runtime, pipeline, options
+        self._costs = CostTracker()
+        self._auto_steps_note = ''
         self._cameras = {setup.name: _Camera(setup) for setup in setups}
         reliable = QoSProfile(depth=10)
         for camera in self._cameras.values():
@@ -239,17 +242,24 @@ class DiffPoseNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _warm_up(self, pipeline: Any) -> None:
-        """One pass through every stage so the first real frame is not slow."""
-        image = np.zeros((240, 320, 3), np.uint8)
-        pipeline.detector.detect(image)
+        """One pass through every stage so the first real frame is not slow.
+
+        Under TensorRT, engines are built for the largest shapes seen so far: warming up at
+        max_persons x hypotheses builds them now, not minutes into a run on a Jetson.
+        """
         config = pipeline.model_config
-        crops = np.zeros((1, 3, config.crop_height, config.crop_width), np.float32)
+        sampling = pipeline.config
+        persons = sampling.max_persons if 'TensorrtExecutionProvider' in \
+            pipeline.runtime.providers else 1
+        rows = persons * sampling.hypotheses
+        pipeline.detector.detect(np.zeros((240, 320, 3), np.uint8))
+        crops = np.zeros((persons, 3, config.crop_height, config.crop_width), np.float32)
         features = pipeline.runtime.extract_features(crops)
         window = np.repeat(features[:, None], len(pipeline.offsets), axis=1)
         condition = pipeline.runtime.encode_window(window, pipeline.offsets)
-        shape = (1, config.num_keypoints, config.heatmap_height, config.heatmap_width)
-        pipeline.runtime.denoise(np.zeros(shape, np.float32), np.zeros(1, np.int64),
-                                 np.zeros(1, np.int64), condition)
+        shape = (rows, config.num_keypoints, config.heatmap_height, config.heatmap_width)
+        pipeline.runtime.denoise(np.zeros(shape, np.float32), np.zeros(rows, np.int64),
+                                 np.repeat(np.arange(persons), sampling.hypotheses), condition)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         qos_options = QoSOverridingOptions.with_default_policies()
@@ -286,6 +296,12 @@ class DiffPoseNode(LifecycleNode):
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
+        if self._pipeline is not None:
+            # centred windows hold back window_size // 2 key frames: publish them now
+            with self._pipeline_lock:
+                held_back = self._pipeline.flush()
+            for result in held_back:
+                self._publish(self._cameras[result.camera_id], result)
         for camera in self._cameras.values():
             for sub in camera.subscriptions:
                 self.destroy_subscription(sub)
@@ -341,8 +357,12 @@ class DiffPoseNode(LifecycleNode):
         self._wake.set()
 
     def _on_camera_info(self, camera: _Camera, msg: CameraInfo) -> None:
-        k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        camera.camera_matrix = k if k[0, 0] > 0 and k[1, 1] > 0 else None
+        try:
+            camera.camera_matrix = camera_matrix_from(msg.k)
+        except ValueError as exc:      # uncalibrated (K = 0) or garbage: no markers
+            camera.camera_matrix = None
+            self.get_logger().warning(f'[{camera.setup.name}] unusable CameraInfo: {exc}',
+                                      throttle_duration_sec=10.0)
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -521,6 +541,9 @@ class DiffPoseNode(LifecycleNode):
             'camera_info': 'ok' if camera.camera_matrix is not None else 'missing',
         }
         values.update({f'bad_input.{kind}': camera.bad_input[kind] for kind in BAD_INPUT_KINDS})
+        tracked = self._pipeline.cameras.get(camera.setup.name) if self._pipeline else None
+        values['time_jumps_back'] = tracked.time_jumps if tracked is not None else 0
+        values['tracks_live'] = tracked.tracker.num_tracks if tracked is not None else 0
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         warnings = []
         topic = camera.setup.image_topic + ('/compressed' if camera.setup.compressed else '')
@@ -530,10 +553,12 @@ class DiffPoseNode(LifecycleNode):
                             'large images over best-effort UDP: use the shared-memory profile)')
         if camera.camera_matrix is None and self._options and self._options.publish_markers:
             warnings.append(f'no CameraInfo on {camera.setup.camera_info_topic}: no markers')
-        if bad_total:
-            warnings.append(f'{bad_total} bad frames')
-        if camera.dropped:
-            warnings.append(f'{camera.dropped} frames dropped (arrived faster than processed)')
+        # warn about what happened since the previous report, so the status can recover;
+        # drops are expected when the camera is faster than the node and only reported
+        if bad_total > camera.bad_input_reported:
+            warnings.append(f'{bad_total - camera.bad_input_reported} bad frames since the last '
+                            f'report ({bad_total} in total)')
+        camera.bad_input_reported = bad_total
         status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
         status.message = '; '.join(warnings) or 'ok'
         return status
