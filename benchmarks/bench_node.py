@@ -410,7 +410,8 @@ def markdown(results: dict, images: list[str]) -> str:
         SECTION,
         '',
         f'Measured {results["date"]} by `benchmarks/bench_node.py` (total '
-        f'{results["runtime_s"]:.0f} s) on {info["cpu"]} ({info["logical_cores"]} logical cores, noisy shared VM), Python '
+        f'{results["runtime_s"]:.0f} s) on {info["cpu"]} ({info["logical_cores"]} logical '
+        'cores, noisy shared VM), Python '
         f'{info["python"]}, rclpy {info.get("ros-rclpy", "?")} / Fast DDS '
         f'{info.get("ros-fastdds", "?")} from pip wheels ({info["rmw"]}, shared-memory profile '
         '`config/fastdds_shm.xml`, localhost discovery), ONNX Runtime '
@@ -423,7 +424,8 @@ def markdown(results: dict, images: list[str]) -> str:
         '`intra_op_threads: 0` (ORT default), `latency_budget_ms: 0`, `use_sim_time: false`, '
         '`autostart: true`; no CameraInfo (so no markers) and no debug-image subscriber. '
         '**Publisher** (this process): `sensor_msgs/Image` bgr8 640x480, '
-        f'{results["publisher_qos"]} (the node subscribes best effort), prebuilt messages (`msg.data = frame.tobytes()`), '
+        f'{results["publisher_qos"]} (the node subscribes best effort), prebuilt messages '
+        '(`msg.data = frame.tobytes()`), '
         '`header.stamp = time.time_ns()` just before `publish()` (publish call p50 '
         f'{results["publish_call_ms"]["p50"]:.2f} ms). **E2E** = wall time when this process\'s '
         'callback receives the `PersonPoseArray` (reliable) - `header.stamp`.',

@@ -127,7 +127,8 @@ class PosePipeline:
     def set_sampling(self, steps: int | None = None, hypotheses: int | None = None) -> None:
         """Change steps / hypotheses between frames (validated; no retraining needed)."""
         self.config = self.config.replace(
-            steps=steps or self.config.steps, hypotheses=hypotheses or self.config.hypotheses
+            steps=self.config.steps if steps is None else steps,
+            hypotheses=self.config.hypotheses if hypotheses is None else hypotheses,
         )
 
     def reset(self, camera_id: str | None = None) -> None:

@@ -157,8 +157,10 @@ def test_deterministic_and_steps_change_at_run_time(torch_runtime, frames, recor
     result = pipeline.process(frames[3], _stamp(3))
     assert (result.steps, result.hypotheses) == (3, 2)
     assert pipeline.runtime.denoise_calls == 3 + 3  # 3 frames x 1 step, then 3 steps
-    with pytest.raises(ValueError):
-        pipeline.set_sampling(steps=0 - 5)
+    for bad in ({'steps': 0}, {'hypotheses': 0}, {'steps': -5}):
+        with pytest.raises(ValueError):
+            pipeline.set_sampling(**bad)
+    assert (pipeline.config.steps, pipeline.config.hypotheses) == (3, 2)
 
 
 def test_time_jump_back_resets_tracks_and_buffers(torch_runtime, frames, recorded_detections):
