@@ -15,9 +15,9 @@ import pytest
 from diffpose_ros import metrics as M
 from diffpose_ros.skeleton import LIMB_JOINTS, OKS_SIGMAS
 
-# Real annotated frames (mmpose test data) next to the repository: ../shared/data/dev_gt.
+# Real annotations (mmpose test data; see test/data/dev_gt/README.md).
 DEV_GT = Path(os.environ.get('DIFFPOSE_DEV_GT',
-                             Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dev_gt'))
+                             Path(__file__).resolve().parent / 'data' / 'dev_gt'))
 COCO_JSON = DEV_GT / 'coco' / 'test_coco.json'
 AIC_JSON = DEV_GT / 'aic' / 'test_aic.json'
 
