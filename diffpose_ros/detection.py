@@ -161,8 +161,16 @@ class UltralyticsPoseDetector:
         return detections
 
     def _predict(self, image_bgr: np.ndarray) -> Any:
+        import torch
+
+        # ultralytics' select_device (first predict) sets torch's thread count for the whole
+        # process to cpu_count - 1, i.e. 1 on a 2-core machine: ~1.5x slower detection and a
+        # slower PyTorch pose backend. Keep the process's setting.
+        threads = torch.get_num_threads()
         results = self._model.predict(
             image_bgr, imgsz=self.imgsz, conf=self.score_threshold, iou=self.iou_threshold,
             classes=[PERSON_CLASS_ID], max_det=self.max_persons, verbose=False,
             device=self.device)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         return results[0]

@@ -136,3 +136,11 @@ def test_detection_and_tracking_install_and_write_nothing_outside_the_project(tm
     assert _pip_freeze(env) == before
     created = sorted(str(p.relative_to(home)) for p in home.rglob('*'))
     assert not [p for p in created if 'ultralytics' in p.lower()], created
+
+
+def test_detection_keeps_the_process_torch_thread_count(vtest_detector, vtest_frames_100_129):
+    import torch
+
+    before = torch.get_num_threads()
+    vtest_detector.detect(vtest_frames_100_129[0])
+    assert torch.get_num_threads() == before

@@ -397,6 +397,7 @@ def test_manual_lifecycle_with_compressed_frames(client, manual_compressed_node,
             v.get('bad_input.empty', 0)) >= 1 and v, 15, 'corrupt frames counted',
         manual_compressed_node)
     assert values['camera_info'] == 'ok'
+    assert float(values['service_p50_ms']) > 0 and float(values['slot_wait_p95_ms']) >= 0
     msg = feeder.send(vtest_frames_100_129[3], BASE_STAMP_NS + 3 * PERIOD_NS)
     assert len(msg.persons) >= 2
     assert change(Transition.TRANSITION_DEACTIVATE)

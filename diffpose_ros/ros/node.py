@@ -106,6 +106,11 @@ class _Camera:
         self.bad_input_reported = 0     # bad_input total at the previous diagnostics report
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self.pose_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+        # where latency goes: waiting in the slot (camera faster than the node) vs processing
+        self.slot_wait_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+        self.service_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+        self.monotonic_ns: collections.OrderedDict[int, tuple[int, int]] = \
+            collections.OrderedDict()     # stamp -> (received, taken by the worker)
 
 
 class DiffPoseNode(LifecycleNode):
@@ -404,6 +409,7 @@ class DiffPoseNode(LifecycleNode):
 
     def _process(self, taken: list[tuple[_Camera, _Slot]]) -> None:
         batch = []
+        taken_ns = time.monotonic_ns()
         for camera, slot in taken:
             image = self._convert(camera, slot)
             if image is None:
@@ -411,11 +417,14 @@ class DiffPoseNode(LifecycleNode):
             header = slot.msg.header
             stamp_ns = stamp_to_ns(header.stamp)
             camera.headers[stamp_ns] = header
+            camera.monotonic_ns[stamp_ns] = (slot.receive_ns, taken_ns)
             if self._options.publish_debug_image and camera.debug_pub.get_subscription_count():
                 camera.images[stamp_ns] = image
             horizon = 2 * self._pipeline.config.window_size + 2
             while len(camera.headers) > horizon:
                 camera.headers.popitem(last=False)
+            while len(camera.monotonic_ns) > horizon:
+                camera.monotonic_ns.popitem(last=False)
             while len(camera.images) > horizon:
                 camera.images.popitem(last=False)
             batch.append((image, stamp_ns, camera.setup.name))
@@ -461,6 +470,11 @@ class DiffPoseNode(LifecycleNode):
         camera.pose_ms.append(pose_ms)
         latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
         camera.latency_ms.append(latency_ms)
+        received_taken = camera.monotonic_ns.get(result.stamp_ns)
+        if received_taken is not None:
+            received_ns, taken_ns = received_taken
+            camera.slot_wait_ms.append((taken_ns - received_ns) / 1e6)
+            camera.service_ms.append((time.monotonic_ns() - taken_ns) / 1e6)
         self._costs.update(result.timings_ms, result.steps)
         options = self._options
         track_ids = {p.track_id for p in result.persons}
@@ -526,18 +540,23 @@ class DiffPoseNode(LifecycleNode):
     def _camera_status(self, camera: _Camera, now: float) -> DiagnosticStatus:
         status = DiagnosticStatus(name=f'{self.get_name()}: camera {camera.setup.name}',
                                   hardware_id=camera.setup.image_topic)
-        latency = np.array(camera.latency_ms) if camera.latency_ms else np.zeros(1)
-        pose = np.array(camera.pose_ms) if camera.pose_ms else np.zeros(1)
+        def pct(samples: collections.deque[float], q: float) -> str:
+            return f'{np.percentile(np.array(samples), q):.1f}' if samples else 'n/a'
+
         bad_total = sum(camera.bad_input.values())
         values = {
             'input_rate_hz': f'{camera.in_rate.hz(now):.2f}',
             'output_rate_hz': f'{camera.out_rate.hz(now):.2f}',
             'frames_received': camera.received, 'frames_published': camera.published,
             'frames_dropped': camera.dropped, 'bad_input_total': bad_total,
-            'latency_p50_ms': f'{np.percentile(latency, 50):.1f}',
-            'latency_p95_ms': f'{np.percentile(latency, 95):.1f}',
-            'pose_stage_p50_ms': f'{np.percentile(pose, 50):.1f}',
-            'pose_stage_p95_ms': f'{np.percentile(pose, 95):.1f}',
+            'latency_p50_ms': pct(camera.latency_ms, 50),
+            'latency_p95_ms': pct(camera.latency_ms, 95),
+            'slot_wait_p50_ms': pct(camera.slot_wait_ms, 50),
+            'slot_wait_p95_ms': pct(camera.slot_wait_ms, 95),
+            'service_p50_ms': pct(camera.service_ms, 50),
+            'service_p95_ms': pct(camera.service_ms, 95),
+            'pose_stage_p50_ms': pct(camera.pose_ms, 50),
+            'pose_stage_p95_ms': pct(camera.pose_ms, 95),
             'camera_info': 'ok' if camera.camera_matrix is not None else 'missing',
         }
         values.update({f'bad_input.{kind}': camera.bad_input[kind] for kind in BAD_INPUT_KINDS})
