@@ -354,6 +354,18 @@ def markdown(results: dict, image_rel: str) -> str:
     return '\n'.join(lines)
 
 
+def write_section(out: Path, heading: str, section: str) -> None:
+    """Replace the ``heading`` section of a Markdown file (up to the next ``## ``), or append."""
+    text = out.read_text() if out.exists() else '# Benchmarks\n\n'
+    if heading in text:
+        before, _, rest = text.partition(heading)
+        after = rest[rest.find('\n## ') + 1 :] if '\n## ' in rest else ''
+        text = before + section + ('\n' + after if after else '')
+    else:
+        text = text.rstrip() + '\n\n' + section
+    out.write_text(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', default='docs/benchmarks.md')
@@ -398,15 +410,7 @@ def main() -> int:
     section = markdown(results, str(image.relative_to(out.parent)))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    text = out.read_text() if out.exists() else '# Benchmarks\n\n'
-    marker = '## Pose engine (issue 2)'
-    if marker in text:
-        before, _, rest = text.partition(marker)
-        after = rest[rest.find('\n## ') + 1 :] if '\n## ' in rest else ''
-        text = before + section + ('\n' + after if after else '')
-    else:
-        text = text.rstrip() + '\n\n' + section
-    out.write_text(text)
+    write_section(out, '## Pose engine (issue 2)', section)
     print(section)
     return 0
 

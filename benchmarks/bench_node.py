@@ -783,14 +783,9 @@ def evaluate(results: dict) -> dict:
 
 
 def write_section(out: Path, section: str) -> None:
-    text = out.read_text() if out.exists() else '# Benchmarks\n\n'
-    if SECTION in text:
-        before, _, rest = text.partition(SECTION)
-        after = rest[rest.find('\n## ') + 1 :] if '\n## ' in rest else ''
-        text = before + section + ('\n' + after if after else '')
-    else:
-        text = text.rstrip() + '\n\n' + section
-    out.write_text(text)
+    from bench_engine import write_section as write_markdown_section
+
+    write_markdown_section(out, SECTION, section)
 
 
 # ---------------------------------------------------------------------------- main
