@@ -24,7 +24,7 @@ import numpy as np
 from diffpose_ros.buffers import FrameRecord, TrackBuffers, window_offsets
 from diffpose_ros.codec import CropTransform, decode_heatmaps
 from diffpose_ros.config import PipelineConfig
-from diffpose_ros.detection import PersonDetector
+from diffpose_ros.detection import PersonDetector, validate_image_bgr
 from diffpose_ros.diffusion import DiffusionSchedule
 from diffpose_ros.runtime.base import PoseRuntime
 from diffpose_ros.sampler import sample_heatmaps
@@ -86,19 +86,15 @@ class _CameraState:
 
 
 def validate_image(image: np.ndarray, max_pixels: int) -> None:
-    if not isinstance(image, np.ndarray):
-        raise InvalidImageError(f'image must be a numpy array, got {type(image).__name__}')
-    if image.dtype != np.uint8:
-        raise InvalidImageError(f'image must be uint8 BGR, got dtype {image.dtype}')
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidImageError(f'image must be H x W x 3 (BGR), got shape {image.shape}')
+    """The detector's checks (non-empty (H, W, 3) uint8) plus the size limit."""
+    try:
+        validate_image_bgr(image)
+    except ValueError as exc:
+        raise InvalidImageError(str(exc)) from exc
     height, width = image.shape[:2]
-    if height < 1 or width < 1:
-        raise InvalidImageError(f'image has a zero dimension: {width}x{height}')
     if height * width > max_pixels:
         raise InvalidImageError(
-            f'image is too large: {width}x{height} > {max_pixels} pixels (max_image_pixels)'
-        )
+            f'image is too large: {width}x{height} > {max_pixels} pixels (max_image_pixels)')
 
 
 class PosePipeline:
