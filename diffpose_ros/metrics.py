@@ -639,6 +639,19 @@ class PckResult:
             'num_unmatched_predictions': self.num_unmatched_predictions,
         }
 
+def _pck_result(eval_joints: Any, correct_rows: list, labelled_rows: list, matched_rows: list,
+                image_rows: list, n_pred: int, n_unmatched: int, threshold: float) -> PckResult:
+    """Per-person rows collected by limb_pck / pckh -> PckResult arrays."""
+    n_j = len(eval_joints)
+    return PckResult(
+        joints=eval_joints,
+        correct=np.array(correct_rows, dtype=bool).reshape(-1, n_j),
+        labelled=np.array(labelled_rows, dtype=bool).reshape(-1, n_j),
+        matched=np.array(matched_rows, dtype=bool),
+        image_ids=np.array(image_rows, dtype=np.int64),
+        num_predictions=n_pred, num_unmatched_predictions=n_unmatched, threshold=float(threshold))
+
+
 
 def _evaluated_joints(joints: Sequence[int], layout: str) -> tuple[int, ...]:
     _joint_mask(joints)
@@ -708,14 +721,8 @@ def limb_pck(preds_per_image: Mapping[int, PredPersons | None],
             labelled_rows.append(lab)
             matched_rows.append(p >= 0)
             image_rows.append(int(image_id))
-    n_j = len(eval_joints)
-    return PckResult(
-        joints=eval_joints,
-        correct=np.array(correct_rows, dtype=bool).reshape(-1, n_j),
-        labelled=np.array(labelled_rows, dtype=bool).reshape(-1, n_j),
-        matched=np.array(matched_rows, dtype=bool),
-        image_ids=np.array(image_rows, dtype=np.int64),
-        num_predictions=n_pred, num_unmatched_predictions=n_unmatched, threshold=float(threshold))
+    return _pck_result(eval_joints, correct_rows, labelled_rows, matched_rows, image_rows,
+                       n_pred, n_unmatched, threshold)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1121,13 +1128,8 @@ def pckh(preds_per_image: Mapping[int, PredPersons | None],
                     if present[p, j]:
                         ap_scores[j].append(float(preds[p, jidx[j], 2]))
                         ap_labels[j].append(bool(g >= 0 and hit[p, g, j]))
-    pck = PckResult(
-        joints=eval_joints,
-        correct=np.array(correct_rows, dtype=bool).reshape(-1, n_j),
-        labelled=np.array(labelled_rows, dtype=bool).reshape(-1, n_j),
-        matched=np.array(matched_rows, dtype=bool),
-        image_ids=np.array(image_rows, dtype=np.int64),
-        num_predictions=n_pred, num_unmatched_predictions=n_unmatched, threshold=float(threshold))
+    pck = _pck_result(eval_joints, correct_rows, labelled_rows, matched_rows, image_rows,
+                       n_pred, n_unmatched, threshold)
     ap = None
     if has_conf:
         positives = pck.labelled.sum(axis=0)

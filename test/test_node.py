@@ -178,31 +178,34 @@ def test_image_qos_is_overridable(client, two_camera_node, cam0):
         assert f'qos_overrides.{topic}.subscription.depth' in names, names
 
 
-def test_invalid_parameter_changes_are_rejected(client, two_camera_node, cam0,
-                                                vtest_frames_100_129):
+def _set_param(client, name, value, node='/diffpose'):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
 
-    def set_param(name, value):
-        if isinstance(value, bool):
-            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
-        elif isinstance(value, int):
-            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
-        else:
-            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-        request = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
-        return client.call(SetParameters, '/diffpose/set_parameters', request).results[0]
+    if isinstance(value, bool):
+        pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    elif isinstance(value, int):
+        pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    elif isinstance(value, float):
+        pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    else:
+        pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
+    return client.call(SetParameters, f'{node}/set_parameters', request).results[0]
 
+
+def test_invalid_parameter_changes_are_rejected(client, two_camera_node, cam0,
+                                                vtest_frames_100_129):
     for name, value in (('steps', 0), ('hypotheses', 1000), ('window_mode', 'future'),
                         ('window_size', 5), ('backend', 'tensorflow')):
-        result = set_param(name, value)
+        result = _set_param(client, name, value)
         assert not result.successful, (name, value)
         assert name in result.reason, result.reason
-    assert not set_param('steps', 'two').successful        # wrong type
-    assert set_param('steps', 2).successful
+    assert not _set_param(client, 'steps', 'two').successful        # wrong type
+    assert _set_param(client, 'steps', 2).successful
     msg = cam0.send(vtest_frames_100_129[8], BASE_STAMP_NS + 8 * PERIOD_NS)
     assert msg.steps == 2
-    assert set_param('steps', 1).successful
+    assert _set_param(client, 'steps', 1).successful
 
 
 def test_malformed_burst_is_counted_and_the_next_good_frame_served(client, two_camera_node,
@@ -250,22 +253,6 @@ def test_backwards_clock_jump_resets_tracks(client, two_camera_node, cam0,
               for i, frame in enumerate(vtest_frames_100_129[10:12])]
     new_ids = {p.track_id for msg in jumped for p in msg.persons}
     assert new_ids and not (new_ids & old_ids), (old_ids, new_ids)
-
-
-def _set_param(client, name, value, node='/diffpose'):
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-    from rcl_interfaces.srv import SetParameters
-
-    if isinstance(value, bool):
-        pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
-    elif isinstance(value, int):
-        pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
-    elif isinstance(value, float):
-        pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-    else:
-        pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-    request = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
-    return client.call(SetParameters, f'{node}/set_parameters', request).results[0]
 
 
 def test_latency_budget_selects_steps(client, two_camera_node, cam0, vtest_frames_100_129):
