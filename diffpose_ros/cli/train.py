@@ -3,6 +3,7 @@
     diffpose-train --config config/train_default.yaml          # the shipped model's recipe
     diffpose-train --config my.yaml --out outputs/train/mine --iterations 200
     diffpose-train --config my.yaml --no-resume                 # start over
+    diffpose-train --config my.yaml --stop-after 500            # time-boxed; rerun resumes
 
 The YAML lists data sources (COCO keypoint JSON, PoseTrack 2018/21 JSON, or the output of
 diffpose-label) and the recipe (see config/train_default.yaml). Training resumes from
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--batch-size', type=int, default=None, help='overrides batch_size')
     parser.add_argument('--seed', type=int, default=None, help='overrides seed')
     parser.add_argument('--no-resume', action='store_true', help='ignore an existing checkpoint')
+    parser.add_argument('--stop-after', type=int, default=None, metavar='N',
+                        help='checkpoint and exit after N iterations in total (resume later)')
     parser.add_argument('--no-progress', action='store_true')
     return parser
 
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                                        ('batch_size', args.batch_size), ('seed', args.seed))
                      if v is not None}
         config = dataclasses.replace(config, **overrides)
-        summary = train(config, resume=not args.no_resume, progress=not args.no_progress)
+        summary = train(config, resume=not args.no_resume, progress=not args.no_progress,
+                        stop_after=args.stop_after)
     except (FileNotFoundError, ValueError) as exc:
         logging.getLogger('diffpose-train').error('%s', exc)
         return 2

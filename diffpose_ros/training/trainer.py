@@ -467,9 +467,13 @@ def _prefetch(sampler: WindowSampler, start: int, stop: int, cache: FeatureCache
         yield iteration, item
 
 
-def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+def train(config: TrainConfig, resume: bool = True, progress: bool = True,
+          stop_after: int | None = None) -> dict[str, Any]:
     """Run (or resume) training; returns a summary. Writes into ``config.out_dir``:
     checkpoint.safetensors, loss.csv, loss.png, the final weights + config JSON, summary.json.
+
+    ``stop_after``: checkpoint and return once this many iterations are done (a time-boxed
+    session); the learning-rate schedule still follows ``config.iterations``.
     """
     from tqdm import tqdm
 
@@ -504,13 +508,14 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> di
     running, count = 0.0, 0
     bar = tqdm(total=config.iterations, initial=start, desc='train', unit='it',
                disable=not progress, dynamic_ncols=True)
+    stop = config.iterations if stop_after is None else min(stop_after, config.iterations)
     cache = None
-    if config.feature_cache_variants > 0 and start < config.iterations:
+    if config.feature_cache_variants > 0 and start < stop:
         cache = FeatureCache(sampler, model, config.feature_cache_variants, progress=progress)
         LOGGER.info('feature cache: %d crops x %d variants, %.2f GB', len(cache.index),
                     cache.variants, cache.nbytes / 1e9)
     started = time.perf_counter()
-    for iteration, batch in _prefetch(sampler, start, config.iterations, cache):
+    for iteration, batch in _prefetch(sampler, start, stop, cache):
         lr = learning_rate_at(config, iteration)
         for group in optimizer.param_groups:
             group['lr'] = lr
@@ -532,15 +537,19 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> di
             bar.set_postfix(loss=f'{mean:.4f}', lr=f'{lr:.2e}')
             with open(loss_log, 'a') as f:
                 f.write(f'{done},{mean:.6f},{lr:.6e},{time.perf_counter() - started:.1f}\n')
-        if done % config.checkpoint_every == 0 or done == config.iterations:
+        if done % config.checkpoint_every == 0 or done == stop:
             save_checkpoint(checkpoint, model, optimizer, done, config.to_dict())
             plot_loss(loss_log, out_dir / 'loss.png')
     bar.close()
+    if stop < config.iterations:
+        return {'finished': False, 'iterations_done': max(start, stop),
+                'checkpoint': str(checkpoint), 'last_loss': _last_loss(loss_log)}
     model.eval()
     weights_path = save_weights(model, out_dir / DEFAULT_WEIGHTS_NAME, metadata={
         'iterations': config.iterations, 'seed': config.seed,
         'data': [d.path for d in config.data]})
     summary = {
+        'finished': True,
         'weights': str(weights_path),
         'iterations': config.iterations,
         'samples_seen': config.iterations * config.batch_size,

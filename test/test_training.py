@@ -1,0 +1,207 @@
+"""Training: data loading (COCO, PoseTrack, pseudo-labels), windows, a few real iterations,
+resumable checkpoints, and the held-out guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from diffpose_ros.metrics import POSETRACK_KEYPOINT_NAMES
+from diffpose_ros.skeleton import BONES, KEYPOINT_NAMES
+from diffpose_ros.training.data import (
+    HELD_OUT_VIDEO_SHA256,
+    HeldOutDataError,
+    SampleRef,
+    load_sequences,
+    sample_refs,
+    window_frames,
+)
+from diffpose_ros.training.trainer import (
+    DataSource,
+    TrainConfig,
+    WindowSampler,
+    learning_rate_at,
+    train,
+)
+
+# A stick figure (COCO-17) in a 120 x 60 box, relative coordinates.
+FIGURE = np.array([
+    [0.5, 0.08], [0.45, 0.06], [0.55, 0.06], [0.4, 0.08], [0.6, 0.08],
+    [0.3, 0.22], [0.7, 0.22], [0.2, 0.4], [0.8, 0.4], [0.15, 0.55], [0.85, 0.55],
+    [0.35, 0.55], [0.65, 0.55], [0.35, 0.77], [0.65, 0.77], [0.35, 0.97], [0.65, 0.97]])
+
+
+def _draw(image: np.ndarray, kpts: np.ndarray) -> None:
+    for a, b in BONES:
+        cv2.line(image, tuple(int(v) for v in kpts[a]), tuple(int(v) for v in kpts[b]),
+                 (240, 240, 240), 3)
+
+
+def _figure_at(x: float, y: float, w: float = 60.0, h: float = 120.0) -> np.ndarray:
+    return FIGURE * [w, h] + [x, y]
+
+
+def write_coco_fixture(root: Path, images: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    data = {'categories': [{'id': 1, 'name': 'person', 'keypoints': list(KEYPOINT_NAMES)}],
+            'images': [], 'annotations': []}
+    for i in range(images):
+        image = rng.integers(0, 60, (240, 320, 3), dtype=np.uint8)
+        kpts = _figure_at(60 + 40 * i, 50 + 10 * i)
+        _draw(image, kpts)
+        name = f'img{i}.png'
+        cv2.imwrite(str(root / name), image)
+        data['images'].append({'id': i + 1, 'file_name': name, 'width': 320, 'height': 240})
+        flat = np.concatenate([kpts, np.full((17, 1), 2.0)], 1).ravel().tolist()
+        data['annotations'].append({'id': i + 1, 'image_id': i + 1, 'category_id': 1,
+                                    'bbox': [float(kpts[:, 0].min()), float(kpts[:, 1].min()),
+                                             60.0, 120.0], 'keypoints': flat,
+                                    'num_keypoints': 17, 'iscrowd': 0})
+    path = root / 'coco.json'
+    path.write_text(json.dumps(data))
+    return path
+
+
+def write_posetrack_fixture(root: Path, frames: int = 6) -> Path:
+    """PoseTrack-2018-style: one video, one walking person, every other frame labelled."""
+    rng = np.random.default_rng(1)
+    data = {'categories': [{'id': 1, 'name': 'person',
+                            'keypoints': list(POSETRACK_KEYPOINT_NAMES)}],
+            'images': [], 'annotations': []}
+    (root / 'seq').mkdir(exist_ok=True)
+    for f in range(frames):
+        image = rng.integers(0, 60, (240, 320, 3), dtype=np.uint8)
+        coco = _figure_at(50 + 12 * f, 60)
+        _draw(image, coco)
+        name = f'seq/{f:06d}.jpg'
+        cv2.imwrite(str(root / name), image)
+        labelled = f % 2 == 0
+        data['images'].append({'id': 100 + f, 'file_name': name, 'vid_id': 7, 'frame_id': f,
+                               'is_labeled': labelled, 'nframes': frames})
+        if labelled:
+            pt = np.zeros((17, 3))
+            pt[0] = [*coco[0], 1]          # nose; head_bottom/top left unlabelled
+            pt[5:] = np.concatenate([coco[5:], np.ones((12, 1))], 1)
+            data['annotations'].append({'id': f + 1, 'image_id': 100 + f, 'category_id': 1,
+                                        'track_id': 3, 'keypoints': pt.ravel().tolist(),
+                                        'bbox': [float(coco[:, 0].min()),
+                                                 float(coco[:, 1].min()), 60.0, 120.0]})
+    path = root / 'posetrack.json'
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_loaders_map_layouts_and_group_videos(tmp_path):
+    coco = load_sequences(write_coco_fixture(tmp_path))
+    assert len(coco) == 3 and all(len(s.image_paths) == 1 for s in coco)
+    person = next(iter(coco[0].people[0].values()))
+    np.testing.assert_allclose(person.keypoints[:, :2], _figure_at(60, 50))
+    assert (person.keypoints[:, 2] == 1).all()
+
+    pt = load_sequences(write_posetrack_fixture(tmp_path))
+    assert len(pt) == 1 and len(pt[0].image_paths) == 6
+    assert pt[0].labelled == [True, False] * 3
+    kp = pt[0].people[2][3].keypoints
+    assert kp[0, 2] == 1 and (kp[1:5, 2] == 0).all() and (kp[5:, 2] == 1).all()
+    np.testing.assert_allclose(kp[5:, :2], _figure_at(50 + 24, 60)[5:])
+    assert [r.frame for r in sample_refs(pt)] == [0, 2, 4]
+
+
+def test_windows_pad_like_the_pipeline_and_use_unlabelled_neighbours(tmp_path):
+    seq = load_sequences(write_posetrack_fixture(tmp_path))[0]
+    causal = np.array([-2, -1, 0])
+    # frame 2: frame 1 is unlabelled -> its own image with the nearest labelled box (tie: 0)
+    assert window_frames(seq, SampleRef(0, 2, 3), causal) == [(0, 0), (1, 0), (2, 2)]
+    # frame 0: before the sequence -> repeat the first frame
+    assert window_frames(seq, SampleRef(0, 0, 3), causal) == [(0, 0)] * 3
+    centred = np.array([-2, -1, 0, 1, 2])
+    assert window_frames(seq, SampleRef(0, 4, 3), centred)[-1] == (4, 4)   # past the end
+
+
+def test_held_out_vtest_frames_are_refused(tmp_path):
+    data = {'categories': [{'id': 1, 'name': 'person', 'keypoints': list(KEYPOINT_NAMES)}],
+            'videos': [{'id': 1, 'source_sha256': HELD_OUT_VIDEO_SHA256}],
+            'images': [{'id': 1, 'file_name': 'x.jpg', 'vid_id': 1, 'frame_id': 650}],
+            'annotations': []}
+    path = tmp_path / 'bad.json'
+    path.write_text(json.dumps(data))
+    with pytest.raises(HeldOutDataError, match='held-out'):
+        load_sequences(path)
+    data['images'][0]['frame_id'] = 599                   # training frames are fine
+    path.write_text(json.dumps(data))
+    assert len(load_sequences(path)) == 1
+
+
+def test_flip_swaps_left_and_right_labels(tmp_path):
+    config = TrainConfig(data=(DataSource(str(write_coco_fixture(tmp_path, 1))),),
+                         batch_size=1)
+    sampler = WindowSampler(config, config.model_config())
+    ref = sampler.refs[0]
+    from diffpose_ros.training.trainer import Augmentation
+
+    plain, _ = sampler.target(ref, Augmentation())
+    flipped, _ = sampler.target(ref, Augmentation(flip=True))
+    width = config.model_config().heatmap_width
+    # after a flip the left shoulder (5) sits where the mirrored right shoulder (6) was
+    np.testing.assert_allclose(flipped[5, 0], width - plain[6, 0], atol=1e-6)
+    np.testing.assert_allclose(flipped[5, 1], plain[6, 1], atol=1e-6)
+    assert flipped[5, 0] < flipped[6, 0] or plain[5, 0] < plain[6, 0]
+
+
+def test_learning_rate_warms_up_then_decays():
+    config = TrainConfig(data=(DataSource('x'),), iterations=100, warmup_iterations=10,
+                         learning_rate=1e-3, min_learning_rate_fraction=0.1)
+    assert learning_rate_at(config, 0) == pytest.approx(1e-4)
+    assert learning_rate_at(config, 10) == pytest.approx(1e-3)
+    assert learning_rate_at(config, 99) == pytest.approx(1e-4, rel=0.01)
+
+
+@pytest.fixture(scope='module')
+def fixtures(tmp_path_factory):
+    root = tmp_path_factory.mktemp('train_data')
+    return write_coco_fixture(root), write_posetrack_fixture(root)
+
+
+def _config(fixtures, out: Path, **kw) -> TrainConfig:
+    coco, posetrack = fixtures
+    base = dict(data=(DataSource(str(coco)), DataSource(str(posetrack))), out_dir=str(out),
+                iterations=24, batch_size=4, learning_rate=2e-3, warmup_iterations=2,
+                checkpoint_every=12, log_every=4, feature_cache_variants=2,
+                model={'strl_depth': 1, 'decoder_dims': [32, 16, 16]})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.slow
+def test_a_few_iterations_lower_the_loss_and_write_weights(fixtures, tmp_path):
+    from diffpose_ros.model.weights import load_model
+
+    summary = train(_config(fixtures, tmp_path / 'run'), progress=False)
+    assert summary['final_loss'] < 0.7 * summary['first_loss']
+    out = tmp_path / 'run'
+    for name in ('loss.csv', 'loss.png', 'checkpoint.safetensors', 'summary.json'):
+        assert (out / name).is_file()
+    model, trained = load_model(summary['weights'])
+    assert trained and model.config.strl_depth == 1
+
+
+@pytest.mark.slow
+def test_resumed_training_matches_an_uninterrupted_run(fixtures, tmp_path):
+    """Stopped at 12 and resumed to 24 == 24 in one go (per-iteration seeding)."""
+    from safetensors.numpy import load_file
+
+    full = train(_config(fixtures, tmp_path / 'full'), progress=False)
+    config = _config(fixtures, tmp_path / 'half')
+    stopped = train(config, progress=False, stop_after=12)
+    assert stopped == {'finished': False, 'iterations_done': 12,
+                       'checkpoint': str(tmp_path / 'half' / 'checkpoint.safetensors'),
+                       'last_loss': stopped['last_loss']}
+    resumed = train(config, resume=True, progress=False)
+    a, b = load_file(full['weights']), load_file(resumed['weights'])
+    assert a.keys() == b.keys()
+    worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    assert worst < 1e-5
