@@ -1,0 +1,435 @@
+"""diffpose-evaluate: accuracy and temporal metrics of the pose pipeline.
+
+    diffpose-evaluate score  --gt GT.json --pred PRED.json [--layout coco|aic|posetrack]
+    diffpose-evaluate images --gt GT.json [--image-root DIR] [--layout ...]
+    diffpose-evaluate grid   [--gt GT.json ...] [--steps 1 2 4 8] [--hypotheses 1 2 4 8]
+                             [--seeds 0 1 2 3 4] [--ablation-steps 1 2 4]
+    diffpose-evaluate video  [--video PATH --start 600 --stop 795] [--window-mode causal]
+                             [--cache]
+    diffpose-evaluate all    --out DIR
+
+Every subcommand writes JSON and PNG files into ``--out`` (default ``outputs/evaluate/<cmd>``)
+and records whether the DiffPose head is trained. Common options: --weights, --backend
+(onnxruntime | torch), --steps, --hypotheses, --seeds, --detector-imgsz, --max-frames (images
+per GT set, or video frames; 0 = all). See :mod:`diffpose_ros.evaluation` for the definitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+LOGGER = logging.getLogger('diffpose-evaluate')
+DEV_GT = Path(os.environ.get('DIFFPOSE_DEV_GT_IMAGES', '/work/shared/data/dev_gt'))
+DEFAULT_GRID_STEPS = (1, 2, 4, 8)
+DEFAULT_GRID_HYPOTHESES = (1, 2, 4, 8)
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+DEFAULT_ABLATION_STEPS = (1, 2, 4)
+VIDEO_START, VIDEO_STOP = 600, 795  # vtest.avi's held-out block (frames 0-599 train labels)
+PHOTO_IMGSZ, VIDEO_IMGSZ = 640, 1280  # vtest's people are 50-120 px: 640 finds nobody
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+
+def _common(parser: argparse.ArgumentParser, multi: bool, imgsz: int | None) -> None:
+    """Model and sampling options; ``multi``: steps/hypotheses/seeds take lists (grid)."""
+    group = parser.add_argument_group('model and sampling')
+    group.add_argument('--weights', default=None,
+                       help='DiffPose weights (.safetensors; default: the shipped model, else '
+                            'the seeded random head)')
+    group.add_argument('--backend', choices=('onnxruntime', 'torch'), default='onnxruntime')
+    group.add_argument('--device', default='cpu', help="'cpu' or 'cuda[:N]'")
+    nargs = '+' if multi else None
+    group.add_argument('--steps', type=int, nargs=nargs,
+                       default=list(DEFAULT_GRID_STEPS) if multi else 1,
+                       help='DDIM steps' + (' (list)' if multi else ''))
+    group.add_argument('--hypotheses', type=int, nargs=nargs,
+                       default=list(DEFAULT_GRID_HYPOTHESES) if multi else 1,
+                       help='noise hypotheses averaged' + (' (list)' if multi else ''))
+    group.add_argument('--seeds', type=int, nargs=nargs,
+                       default=list(DEFAULT_SEEDS) if multi else 0,
+                       help='noise seeds (list; >= 5 for a spread)' if multi else 'noise seed')
+    group.add_argument('--window-mode', choices=('causal', 'centered'), default='causal')
+    group.add_argument('--window-size', type=int, default=None,
+                       help='frames per window (default 3 causal, 5 centered)')
+    if imgsz is not None:
+        group.add_argument('--detector-imgsz', type=int, default=imgsz,
+                           help=f'YOLO11n-pose inference size (default {imgsz})')
+    group.add_argument('--max-frames', type=int, default=0,
+                       help='images per GT set, or video frames (0 = all): tiny CI runs')
+
+
+def _output(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument('--out', type=Path, default=Path('outputs') / 'evaluate' / name,
+                        help='output folder (JSON + PNG)')
+    parser.add_argument('--quiet', action='store_true', help='no progress bars')
+
+
+def _gt_options(parser: argparse.ArgumentParser, multi: bool) -> None:
+    action = 'append' if multi else 'store'
+    parser.add_argument('--gt', action=action, required=not multi,
+                        help='COCO-format keypoint GT (COCO, AI Challenger or PoseTrack)'
+                             + (' (repeat; default: dev_gt coco + aic)' if multi else ''))
+    parser.add_argument('--image-root', action=action, default=None,
+                        help="folder of the GT's file_name entries (default: the JSON's)")
+    parser.add_argument('--layout', action=action, choices=('coco', 'aic', 'posetrack'),
+                        default=None, help='GT layout (default: from the keypoint names)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='diffpose-evaluate',
+        description='Evaluate DiffPose against ground truth and on unlabelled video.')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('score', help='score a COCO-results prediction file against a GT JSON')
+    p.add_argument('--gt', required=True, help='COCO-format keypoint GT')
+    p.add_argument('--pred', required=True, help='COCO keypoint results JSON')
+    p.add_argument('--layout', choices=('coco', 'aic', 'posetrack'), default=None,
+                   help='GT layout (default: from the keypoint names)')
+    _output(p, 'score')
+
+    p = sub.add_parser('images', help='run the pipeline on GT images; ours vs YOLO11n-pose')
+    _gt_options(p, multi=False)
+    _common(p, multi=False, imgsz=PHOTO_IMGSZ)
+    _output(p, 'images')
+
+    p = sub.add_parser('grid', help='accuracy vs steps x hypotheses x seeds; zeroed ablation')
+    _gt_options(p, multi=True)
+    _common(p, multi=True, imgsz=PHOTO_IMGSZ)
+    p.add_argument('--ablation-steps', type=int, nargs='+', default=list(DEFAULT_ABLATION_STEPS))
+    _output(p, 'grid')
+
+    p = sub.add_parser('video', help='jitter, lag and agreement on unlabelled video')
+    p.add_argument('--video', default=None, help='video file (default: the sample vtest.avi)')
+    p.add_argument('--start', type=int, default=None,
+                   help=f'first frame (default {VIDEO_START} for vtest.avi, else 0)')
+    p.add_argument('--stop', type=int, default=None,
+                   help=f'end frame, exclusive (default {VIDEO_STOP} for vtest.avi, else end)')
+    p.add_argument('--cache', action='store_true',
+                   help='keep detections in OUT/detections.json and reuse them')
+    _common(p, multi=False, imgsz=VIDEO_IMGSZ)
+    _output(p, 'video')
+
+    p = sub.add_parser('all', help='images (coco, aic), grid, video and summary.json')
+    p.add_argument('--dev-gt', type=Path, default=DEV_GT,
+                   help='folder with coco/test_coco.json and aic/test_aic.json + images '
+                        '(env DIFFPOSE_DEV_GT_IMAGES)')
+    _common(p, multi=False, imgsz=PHOTO_IMGSZ)
+    p.add_argument('--grid-steps', type=int, nargs='+', default=list(DEFAULT_GRID_STEPS))
+    p.add_argument('--grid-hypotheses', type=int, nargs='+',
+                   default=list(DEFAULT_GRID_HYPOTHESES))
+    p.add_argument('--grid-seeds', type=int, nargs='+', default=list(DEFAULT_SEEDS))
+    p.add_argument('--ablation-steps', type=int, nargs='+', default=list(DEFAULT_ABLATION_STEPS))
+    p.add_argument('--video', default=None, help='video file (default: the sample vtest.avi)')
+    p.add_argument('--start', type=int, default=None)
+    p.add_argument('--stop', type=int, default=None)
+    p.add_argument('--video-detector-imgsz', type=int, default=VIDEO_IMGSZ)
+    p.add_argument('--cache', action='store_true',
+                   help='keep video detections in OUT/video/detections.json and reuse them')
+    _output(p, 'all')
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# Building the pieces
+# --------------------------------------------------------------------------------------------
+
+def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed: int = 0,
+            imgsz: int | None = None) -> Any:
+    from diffpose_ros.config import PipelineConfig
+
+    window = args.window_size or (5 if args.window_mode == 'centered' else 3)
+    extra = {}
+    if args.device == 'cpu':
+        extra['providers'] = ('CPUExecutionProvider',)  # no warnings about missing GPUs
+    return PipelineConfig(steps=steps, hypotheses=hypotheses, seed=seed,
+                          window_mode=args.window_mode, window_size=window,
+                          detector_imgsz=imgsz or getattr(args, 'detector_imgsz', PHOTO_IMGSZ),
+                          backend=args.backend, device=args.device, **extra)
+
+
+def _runtime(args: argparse.Namespace, config: Any) -> Any:
+    from diffpose_ros.runtime.factory import make_runtime
+
+    runtime = make_runtime(config, weights_path=args.weights)
+    if not runtime.trained:
+        LOGGER.warning('the DiffPose head is UNTRAINED (random weights): our keypoint figures '
+                       'are meaningless until trained weights exist; every JSON records '
+                       '"trained": false')
+    return runtime
+
+
+def _detector(config: Any) -> Any:
+    from diffpose_ros.detection import UltralyticsPoseDetector
+    from diffpose_ros.evaluation import CachingDetector
+
+    return CachingDetector(UltralyticsPoseDetector(
+        imgsz=config.detector_imgsz, score_threshold=config.detection_score_threshold,
+        max_persons=config.max_persons, device=config.device))
+
+
+def _weights_info(args: argparse.Namespace) -> dict[str, Any]:
+    return {'weights': args.weights or 'default (shipped weights if present, else random head)'}
+
+
+# --------------------------------------------------------------------------------------------
+# Subcommands
+# --------------------------------------------------------------------------------------------
+
+def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
+    from diffpose_ros import evaluation as E
+
+    gt_set = E.load_gt_set(args.gt, layout=args.layout)
+    results = E.read_predictions(args.pred)
+    score = E.score_predictions(gt_set.images, results, gt_set.layout)
+    summary = {'gt': args.gt, 'pred': args.pred, **score.summary}
+    out = args.out
+    E.write_json(out / 'score.json', summary)
+    E.plot_per_joint(out / 'score_per_joint.png', {Path(args.pred).stem: score.summary},
+                     f'{Path(args.pred).name} on {Path(args.gt).name}', trained=True)
+    _print_score('score', score.summary)
+    return summary
+
+
+def _print_score(name: str, summary: dict[str, Any]) -> None:
+    pck = summary['limb_pck']
+    lo, hi = pck['ci95_percent']
+    print(f'{name}: limb PCK@0.1 {pck["pck_percent"]:.1f} % [95% CI {lo:.1f}, {hi:.1f}] over '
+          f'{pck["num_persons"]} persons ({pck["num_missed_persons"]} missed); '
+          f'OKS AP {summary["oks_ap_percent"]["AP"]:.1f}')
+
+
+def run_images_command(args: argparse.Namespace, gt_set: Any, out: Path, runtime: Any,
+                       detector: Any, config: Any) -> dict[str, Any]:
+    from diffpose_ros import evaluation as E
+
+    run = E.run_images(runtime, detector, config, gt_set, overlay_dir=out / 'overlays',
+                       progress=not args.quiet)
+    summary = {**run.summary, **_weights_info(args),
+               'predictions_ours': str(out / 'pred_ours.json'),
+               'predictions_yolo': str(out / 'pred_yolo.json')}
+    E.write_json(out / 'pred_ours.json', run.ours_results)
+    E.write_json(out / 'pred_yolo.json', run.yolo_results)
+    E.write_json(out / 'images.json', summary)
+    E.plot_per_joint(out / 'images_per_joint.png',
+                     {'ours': summary['ours'], 'YOLO11n-pose': summary['yolo']},
+                     f'{gt_set.name}: limb PCK@0.1 per joint', trained=summary['trained'])
+    _print_score(f'{gt_set.name} ours', summary['ours'])
+    _print_score(f'{gt_set.name} YOLO', summary['yolo'])
+    diff = summary['ours_minus_yolo_limb_pck']
+    print(f'{gt_set.name} ours - YOLO: {diff["points"]:+.1f} points, paired 95% CI '
+          f'[{diff["ci95_points"][0]:+.1f}, {diff["ci95_points"][1]:+.1f}]')
+    return summary
+
+
+def cmd_images(args: argparse.Namespace) -> dict[str, Any]:
+    from diffpose_ros import evaluation as E
+
+    gt_set = E.load_gt_set(args.gt, args.image_root, args.layout, max_images=args.max_frames)
+    config = _config(args, args.steps, args.hypotheses, args.seeds)
+    detector = _detector(config)
+    return run_images_command(args, gt_set, args.out, _runtime(args, config), detector, config)
+
+
+def _grid_sets(args: argparse.Namespace) -> list[Any]:
+    from diffpose_ros import evaluation as E
+
+    gts = args.gt or [str(DEV_GT / 'coco' / 'test_coco.json'),
+                      str(DEV_GT / 'aic' / 'test_aic.json')]
+    roots = args.image_root or []
+    layouts = args.layout or []
+    if len(roots) not in (0, len(gts)) or len(layouts) not in (0, len(gts)):
+        raise ValueError('give --image-root and --layout once per --gt, or not at all')
+    return [E.load_gt_set(gt, roots[i] if roots else None, layouts[i] if layouts else None,
+                          max_images=args.max_frames) for i, gt in enumerate(gts)]
+
+
+def run_grid_command(args: argparse.Namespace, gt_sets: list[Any], out: Path, runtime: Any,
+                     detector: Any, config: Any, steps: list[int], hypotheses: list[int],
+                     seeds: list[int], ablation_steps: list[int]) -> dict[str, Any]:
+    from diffpose_ros import evaluation as E
+
+    grid = E.run_grid(runtime, detector, config, gt_sets, steps, hypotheses, seeds,
+                      ablation_steps, progress=not args.quiet)
+    grid = {**grid, **_weights_info(args)}
+    E.write_json(out / 'grid.json', grid)
+    E.plot_grid(out / 'grid_accuracy_vs_steps.png', grid)
+    E.plot_ablation(out / 'grid_ablation.png', grid)
+    print(f'grid: best steps {grid["best_steps"]} (at {grid["headline_hypotheses"]} '
+          f'hypotheses); 1 step - best {grid["one_step_minus_best_points"]:+.2f} points; '
+          'more hypotheses ever cost more than the seed spread: '
+          f'{grid["more_hypotheses_ever_cost_more_than_seed_spread"]}; zeroed heatmap costs '
+          f'accuracy: {grid["zeroed_heatmap_costs_accuracy"]}')
+    return grid
+
+
+def cmd_grid(args: argparse.Namespace) -> dict[str, Any]:
+    gt_sets = _grid_sets(args)
+    config = _config(args)
+    detector = _detector(config)
+    return run_grid_command(args, gt_sets, args.out, _runtime(args, config), detector, config,
+                            args.steps, args.hypotheses, args.seeds, args.ablation_steps)
+
+
+def _video_source(args: argparse.Namespace) -> tuple[Path, int, int | None]:
+    from diffpose_ros.assets import VTEST_VIDEO, asset_path
+
+    if args.video:
+        start = 0 if args.start is None else args.start
+        return Path(args.video), start, args.stop
+    start = VIDEO_START if args.start is None else args.start
+    stop = VIDEO_STOP if args.stop is None else args.stop
+    return asset_path(VTEST_VIDEO), start, stop
+
+
+def run_video_command(args: argparse.Namespace, out: Path, runtime: Any, detector: Any,
+                      config: Any) -> dict[str, Any]:
+    from diffpose_ros import evaluation as E
+
+    path, start, stop = _video_source(args)
+    if args.max_frames > 0:
+        stop = min(stop, start + args.max_frames) if stop is not None else \
+            start + args.max_frames
+    cache_path = out / 'detections.json'
+    if args.cache:
+        loaded = detector.load(cache_path)
+        LOGGER.info('detection cache %s: %d frames loaded', cache_path, loaded)
+    fps, total, frames = E.read_video(path, start, stop)
+    run = E.run_video(runtime, detector, config, frames, fps, total=total,
+                      progress=not args.quiet)
+    if args.cache:
+        detector.save(cache_path)
+    summary = {**run.summary, **_weights_info(args), 'video': str(path), 'start': start,
+               'stop': start + run.summary['frames_processed']}
+    E.write_json(out / 'video.json', summary)
+    E.plot_video_jitter(out / 'video_jitter.png', summary)
+    E.plot_wrist_track(out / 'video_wrist_x.png', run)
+    E.write_video_overlays(out, run)
+    jit, agr = summary['jitter'], summary['agreement']
+    print(f'video: {summary["frames_processed"]} frames, {summary["num_tracks_used"]} tracks '
+          f'scored; jitter ours {_fmt(jit["ours"])} vs YOLO {_fmt(jit["yolo_raw"])} (ratio '
+          f'{_fmt(jit["ratio_ours_over_yolo"], 2)}); lag {summary["lag"]["pooled_frames"]} '
+          f'frames; agreement@0.1 ours {_fmt(agr["ours_vs_teacher_percent"], 1)} % vs '
+          f'teacher own {_fmt(agr["yolo_raw_vs_teacher_percent"], 1)} %')
+    return summary
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return 'n/a' if value is None or value != value else f'{value:.{digits}f}'
+
+
+def cmd_video(args: argparse.Namespace) -> dict[str, Any]:
+    config = _config(args, args.steps, args.hypotheses, args.seeds)
+    detector = _detector(config)
+    return run_video_command(args, args.out, _runtime(args, config), detector, config)
+
+
+def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
+    from diffpose_ros import evaluation as E
+
+    out: Path = args.out
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    config = _config(args, args.steps, args.hypotheses, args.seeds)
+    video_config = config.replace(detector_imgsz=args.video_detector_imgsz)
+    photo_detector = _detector(config)  # shared by images and grid: YOLO once per photo
+    video_detector = _detector(video_config)
+    runtime = _runtime(args, config)
+    sets = [E.load_gt_set(args.dev_gt / 'coco' / 'test_coco.json', layout='coco', name='coco',
+                          max_images=args.max_frames),
+            E.load_gt_set(args.dev_gt / 'aic' / 'test_aic.json', layout='aic', name='aic',
+                          max_images=args.max_frames)]
+    timings['setup'] = time.perf_counter() - start
+    images = {}
+    for gt_set in sets:
+        t0 = time.perf_counter()
+        images[gt_set.name] = run_images_command(args, gt_set, out / f'images_{gt_set.name}',
+                                                 runtime, photo_detector, config)
+        timings[f'images_{gt_set.name}'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    grid = run_grid_command(args, sets, out / 'grid', runtime, photo_detector, config,
+                            args.grid_steps, args.grid_hypotheses, args.grid_seeds,
+                            args.ablation_steps)
+    timings['grid'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    video = run_video_command(args, out / 'video', runtime, video_detector, video_config)
+    timings['video'] = time.perf_counter() - t0
+    timings['total'] = time.perf_counter() - start
+    checks = E.evaluate_checks(images, grid, video)
+    summary = {
+        **E.runtime_info(runtime, config), **_weights_info(args),
+        'images': {name: {
+            'gt': run['gt'], 'num_images': run['num_images'],
+            'num_gt_persons': run['ours']['limb_pck']['num_persons'],
+            'ours_limb_pck_percent': run['ours']['limb_pck']['pck_percent'],
+            'ours_limb_pck_ci95': run['ours']['limb_pck']['ci95_percent'],
+            'yolo_limb_pck_percent': run['yolo']['limb_pck']['pck_percent'],
+            'yolo_limb_pck_ci95': run['yolo']['limb_pck']['ci95_percent'],
+            'yolo_all_detections_limb_pck_percent':
+                run['yolo_all_detections']['limb_pck']['pck_percent'],
+            'ours_minus_yolo_points': run['ours_minus_yolo_limb_pck']['points'],
+            'ours_minus_yolo_ci95': run['ours_minus_yolo_limb_pck']['ci95_points'],
+            'ours_oks_ap_percent': run['ours']['oks_ap_percent']['AP'],
+            'yolo_oks_ap_percent': run['yolo']['oks_ap_percent']['AP'],
+        } for name, run in images.items()},
+        'grid': {k: grid[k] for k in (
+            'steps_list', 'hypotheses_list', 'seeds', 'num_images', 'num_gt_persons',
+            'best_steps', 'headline_hypotheses', 'one_step_minus_best_points',
+            'best_steps_by_hypotheses', 'one_step_minus_best_points_by_hypotheses',
+            'best_cell', 'more_hypotheses_ever_cost_more_than_seed_spread',
+            'zeroed_heatmap_costs_accuracy', 'ablation')},
+        'video': {
+            'video': video['video'], 'first_frame': video['first_frame'],
+            'last_frame': video['last_frame'], 'window_mode': video['window_mode'],
+            'detector_imgsz': video['detector_imgsz'],
+            'num_tracks_used': video['num_tracks_used'],
+            'jitter_ours': video['jitter']['ours'], 'jitter_yolo': video['jitter']['yolo_raw'],
+            'jitter_ratio_ours_over_yolo': video['jitter']['ratio_ours_over_yolo'],
+            'lag_frames': video['lag']['pooled_frames'],
+            'agreement_ours_percent': video['agreement']['ours_vs_teacher_percent'],
+            'agreement_teacher_own_percent': video['agreement']['yolo_raw_vs_teacher_percent'],
+        },
+        'checks': checks,
+        'all_checks_passed': all(c['passed'] for c in checks.values()),
+        'runtimes_s': timings,
+        'outputs': {'images': {n: str(out / f'images_{n}') for n in images},
+                    'grid': str(out / 'grid'), 'video': str(out / 'video')},
+    }
+    E.write_json(out / 'summary.json', summary)
+    print('checks: ' + ', '.join(f'{name} {"PASS" if c["passed"] else "FAIL"}'
+                                 for name, c in checks.items()))
+    if not runtime.trained:
+        print('(untrained head: the checks on our keypoints are expected to fail)')
+    print(f'wrote {out / "summary.json"} in {timings["total"]:.0f} s')
+    return summary
+
+
+COMMANDS = {'score': cmd_score, 'images': cmd_images, 'grid': cmd_grid, 'video': cmd_video,
+            'all': cmd_all}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    from diffpose_ros.assets import AssetError
+
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        COMMANDS[args.command](args)
+    except (AssetError, ValueError, OSError) as exc:
+        LOGGER.error('%s', exc)
+        return 2
+    print(f'outputs in {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

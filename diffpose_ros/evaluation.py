@@ -1,0 +1,1301 @@
+"""Evaluation of the pose pipeline: ground-truth images, a sampling grid, unlabelled video.
+
+The engine behind ``diffpose-evaluate`` (:mod:`diffpose_ros.cli.evaluate`). Every metric comes
+from :mod:`diffpose_ros.metrics`; this module runs the pipeline, collects its outputs and pools
+them. ROS-free; cv2, matplotlib and tqdm are imported where they are used.
+
+- :func:`score_predictions`: a COCO-results list against loaded ground truth (limb PCK@0.1 with
+  a bootstrap interval over persons, COCO OKS AP, PCKh@0.5 where head boxes exist).
+- :func:`run_images`: the pipeline on each GT image as a one-frame sequence; scores our
+  keypoints and YOLO11n-pose's keypoints of the same tracked detections, plus a paired bootstrap
+  interval of the difference.
+- :func:`run_grid`: accuracy over steps x hypotheses x seeds, and the zeroed-heatmap ablation
+  (:class:`ZeroHeatmapRuntime`).
+- :func:`run_video`: jitter, lag and agreement on unlabelled video against YOLO11n-pose and its
+  offline-smoothed tracks (the teacher of the pseudo-labels).
+- :func:`evaluate_checks`: the weights milestone's "done when" criteria as booleans.
+
+Conventions: percentages are 0..100; a seed spread is the sample standard deviation
+(``ddof=1``) across seeds; non-finite numbers are written to JSON as null (:func:`jsonable`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffpose_ros import metrics
+from diffpose_ros.config import PipelineConfig
+from diffpose_ros.detection import Detection
+from diffpose_ros.metrics import GtImage
+from diffpose_ros.skeleton import BONES, KEYPOINT_NAMES, NUM_KEYPOINTS
+
+LOGGER = logging.getLogger(__name__)
+
+PCK_THRESHOLD = 0.1  # limb PCK: fraction of the GT box's larger side
+PCKH_THRESHOLD = 0.5  # PCKh: fraction of the head size
+AGREEMENT_THRESHOLD = 0.1  # video agreement: fraction of the box's larger side
+MIN_CONFIDENCE = 0.3  # video: joints below this (in their own source) are not scored
+MIN_TRACK_FRAMES = 5  # video: shorter tracks are not scored
+MAX_LAG = 5  # video: lags -5..5 frames are tried
+BOOTSTRAP_RESAMPLES = 1000
+FRAME_PERIOD_NS = 100_000_000  # stamps of one-frame sequences (any increasing value works)
+CACHE_FORMAT = 'diffpose-evaluate-detections/1'
+
+# Overlay colours (BGR): ground truth green, ours red, YOLO11n-pose blue.
+GT_BGR = (0, 200, 0)
+OURS_BGR = (0, 0, 255)
+YOLO_BGR = (255, 0, 0)
+TEACHER_BGR = (0, 200, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+# --------------------------------------------------------------------------------------------
+
+def jsonable(value: Any) -> Any:
+    """Plain-JSON copy: numpy to Python, NaN/inf to None, tuples to lists, keys to str."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``jsonable(data)`` (strict JSON, indented) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(jsonable(data), indent=1, allow_nan=False) + '\n')
+    return path
+
+
+def _nan_if_none(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Wrappers: a detector that runs once per image, a runtime that never sees the noisy heatmap
+# --------------------------------------------------------------------------------------------
+
+def image_key(image: np.ndarray) -> str:
+    """Content hash of an image (shape, dtype and bytes): the detection cache key."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((image.shape, str(image.dtype))).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
+
+
+def _copy_detection(det: Detection) -> Detection:
+    return Detection(box_xyxy=np.array(det.box_xyxy, dtype=np.float32, copy=True),
+                     score=float(det.score),
+                     keypoints=None if det.keypoints is None
+                     else np.array(det.keypoints, dtype=np.float32, copy=True))
+
+
+def detector_identity(detector: Any) -> dict[str, Any]:
+    """What makes a detector's outputs reproducible (a disk cache must match all of it)."""
+    identity: dict[str, Any] = {'class': type(detector).__name__}
+    weights = getattr(detector, 'weights_path', None)
+    if weights is not None and Path(weights).is_file():
+        from diffpose_ros.assets import sha256_of
+
+        identity['weights_sha256'] = sha256_of(Path(weights))
+    for name in ('imgsz', 'score_threshold', 'iou_threshold', 'max_persons'):
+        value = getattr(detector, name, None)
+        if value is not None:
+            identity[name] = value
+    return identity
+
+
+class CachingDetector:
+    """A :class:`PersonDetector` that runs the wrapped detector once per distinct image.
+
+    Keyed by :func:`image_key` (content, not identity), so re-reading or re-decoding the same
+    frame hits the cache. Returns copies: callers may modify what they get.
+    """
+
+    def __init__(self, detector: Any, identity: Mapping[str, Any] | None = None):
+        self.detector = detector
+        self.identity = dict(identity) if identity is not None else detector_identity(detector)
+        self._cache: dict[str, list[Detection]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __getattr__(self, name: str) -> Any:  # imgsz, warmup(), ... of the wrapped detector
+        if name == 'detector':  # not set yet (e.g. during unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.detector, name)
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        key = image_key(image_bgr)
+        cached = self._cache.get(key)
+        if cached is None:
+            self.misses += 1
+            cached = [_copy_detection(d) for d in self.detector.detect(image_bgr)]
+            self._cache[key] = cached
+        else:
+            self.hits += 1
+        return [_copy_detection(d) for d in cached]
+
+    def to_json(self) -> dict[str, Any]:
+        images = {}
+        for key, dets in self._cache.items():
+            images[key] = [{
+                'box_xyxy': [float(v) for v in d.box_xyxy], 'score': float(d.score),
+                'keypoints': None if d.keypoints is None
+                else [[float(v) for v in row] for row in d.keypoints]} for d in dets]
+        return {'format': CACHE_FORMAT, 'detector': self.identity, 'images': images}
+
+    def load_json(self, data: Mapping[str, Any]) -> int:
+        """Add cached detections from :meth:`to_json` output; returns how many images were
+        added (0 when the file is of another format or another detector setting)."""
+        if data.get('format') != CACHE_FORMAT:
+            LOGGER.warning('detection cache: unknown format %r, ignored', data.get('format'))
+            return 0
+        if jsonable(data.get('detector')) != jsonable(self.identity):
+            LOGGER.warning('detection cache was made by another detector setting (%s, now %s): '
+                           'ignored', data.get('detector'), self.identity)
+            return 0
+        added = 0
+        for key, dets in (data.get('images') or {}).items():
+            if key in self._cache:
+                continue
+            self._cache[key] = [Detection(
+                box_xyxy=np.asarray(d['box_xyxy'], dtype=np.float32), score=float(d['score']),
+                keypoints=None if d.get('keypoints') is None
+                else np.asarray(d['keypoints'], dtype=np.float32)) for d in dets]
+            added += 1
+        return added
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, self.to_json())
+
+    def load(self, path: str | Path) -> int:
+        path = Path(path)
+        if not path.is_file():
+            return 0
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            LOGGER.warning('detection cache %s is unreadable (%s): ignored', path, exc)
+            return 0
+        return self.load_json(data)
+
+
+def caching(detector: Any) -> CachingDetector:
+    """``detector`` itself when it already caches, else wrapped."""
+    return detector if isinstance(detector, CachingDetector) else CachingDetector(detector)
+
+
+class ZeroHeatmapRuntime:
+    """Ablation: a :class:`PoseRuntime` whose denoiser gets zeros instead of the noisy heatmap.
+
+    Delegates everything to the wrapped runtime; only ``denoise`` is changed, so the DDIM loop,
+    the condition (features, STRL) and the decoding are untouched. If accuracy does not drop,
+    the denoiser ignores its heatmap input and the "diffusion" is a plain regressor.
+    """
+
+    zeroed_heatmap = True
+
+    def __init__(self, runtime: Any):
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        if name == '_runtime':
+            raise AttributeError(name)
+        return getattr(self._runtime, name)
+
+    def denoise(self, model_input: np.ndarray, t: np.ndarray, person_index: np.ndarray,
+                condition: Any) -> np.ndarray:
+        return self._runtime.denoise(np.zeros_like(model_input), t, person_index, condition)
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth and predictions
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GtSet:
+    """One ground-truth file, loaded in COCO-17, with where its images are."""
+
+    name: str
+    layout: str
+    images: dict[int, GtImage]
+    image_root: Path
+    gt_path: str
+
+
+def detect_file_layout(dataset: Mapping[str, Any], default: str = 'coco') -> str:
+    """Layout from the first category's keypoint names (``default`` when unknown)."""
+    for cat in dataset.get('categories') or []:
+        if cat.get('keypoints'):
+            found = metrics.detect_layout(cat['keypoints'])
+            if found is not None:
+                return found
+    return default
+
+
+def load_gt_set(gt_path: str | Path, image_root: str | Path | None = None,
+                layout: str | None = None, name: str | None = None,
+                max_images: int = 0) -> GtSet:
+    """Load a COCO/AIC/PoseTrack keypoint JSON.
+
+    Args:
+        gt_path: The JSON file.
+        image_root: Folder the ``file_name`` entries are relative to (default: the JSON's).
+        layout: 'coco', 'aic' or 'posetrack'; None = from the keypoint names (else 'coco').
+        name: Label for reports (default: the file's stem).
+        max_images: Keep only the first N images (0 = all).
+    """
+    gt_path = Path(gt_path)
+    dataset = json.loads(gt_path.read_text())
+    layout = layout or detect_file_layout(dataset)
+    images = metrics.load_coco_keypoints(dataset, layout=layout)
+    if max_images > 0:
+        images = dict(list(images.items())[:max_images])
+    return GtSet(name=name or gt_path.stem, layout=layout, images=images,
+                 image_root=Path(image_root) if image_root else gt_path.parent,
+                 gt_path=str(gt_path))
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """A COCO keypoint-results JSON: a list of {image_id, category_id, keypoints, score}."""
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, Mapping) and 'annotations' in data:
+        data = data['annotations']
+    if not isinstance(data, list):
+        raise ValueError(f'{path}: expected a list of COCO keypoint results')
+    for i, item in enumerate(data):
+        if not isinstance(item, Mapping) or 'image_id' not in item or 'keypoints' not in item:
+            raise ValueError(f'{path}: result {i} needs image_id and keypoints')
+    return data
+
+
+def predictions_by_image(results: Iterable[Mapping[str, Any]]) -> dict[int, np.ndarray]:
+    """COCO results -> image_id -> (P, 17, 3) float64 x, y, confidence."""
+    grouped: dict[int, list[np.ndarray]] = {}
+    for i, res in enumerate(results):
+        kp = np.asarray(res['keypoints'], dtype=np.float64).reshape(-1)
+        if kp.size != 3 * NUM_KEYPOINTS:
+            raise ValueError(f'result {i}: {kp.size} keypoint values, need {3 * NUM_KEYPOINTS}')
+        grouped.setdefault(int(res['image_id']), []).append(kp.reshape(NUM_KEYPOINTS, 3))
+    return {k: np.stack(v) for k, v in grouped.items()}
+
+
+def persons_to_results(image_id: int, persons: Sequence[Any],
+                       detector: bool = False) -> list[dict[str, Any]]:
+    """Pipeline persons -> COCO results (ours, or the detector's keypoints), scored by the
+    detection score (the same ranking for both, so AP compares keypoints only)."""
+    rows = [(p.detector_keypoints if detector else p.keypoints, p.score) for p in persons]
+    rows = [(k, s) for k, s in rows if k is not None]
+    if not rows:
+        return []
+    return metrics.coco_results(image_id, np.stack([k for k, _ in rows]),
+                                np.array([s for _, s in rows]))
+
+
+def detections_to_results(image_id: int, detections: Sequence[Detection]) -> list[dict]:
+    rows = [d for d in detections if d.keypoints is not None]
+    if not rows:
+        return []
+    return metrics.coco_results(image_id, np.stack([d.keypoints for d in rows]),
+                                np.array([d.score for d in rows]))
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """Scores of one prediction set: the per-person limb PCK rows and a JSON-ready summary."""
+
+    pck: metrics.PckResult
+    summary: dict[str, Any]
+
+
+def _evaluable(person: metrics.GtPerson) -> bool:
+    return not person.iscrowd and bool(person.labelled.any())
+
+
+def _head_box_images(gt: Mapping[int, GtImage]) -> dict[int, GtImage]:
+    """Images whose every scorable person has a head box (PCKh needs one per person)."""
+    out = {}
+    for image_id, image in gt.items():
+        people = [p for p in image.persons if _evaluable(p)]
+        if people and all(p.head_box_xywh is not None for p in people):
+            out[image_id] = image
+    return out
+
+
+def score_predictions(gt: Mapping[int, GtImage], results: Sequence[Mapping[str, Any]],
+                      layout: str = 'coco', n_resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 0) -> Score:
+    """Limb PCK@0.1 (+ 95% bootstrap interval over persons), COCO OKS AP, PCKh@0.5.
+
+    Predictions on images absent from ``gt`` are ignored (counted). PCKh and its AP are
+    computed on the images whose scorable persons all have head boxes (PoseTrack), else None.
+
+    Args:
+        gt: image_id -> GtImage (:func:`metrics.load_coco_keypoints`).
+        results: COCO keypoint results (image_id, keypoints 51 numbers, score).
+        layout: Layout the GT came from.
+        n_resamples: Bootstrap resamples.
+        seed: Bootstrap seed (fixed: the same predictions give the same interval).
+    """
+    known = [r for r in results if int(r['image_id']) in gt]
+    preds = predictions_by_image(known)
+    pck = metrics.limb_pck(preds, gt, threshold=PCK_THRESHOLD, layout=layout)
+    if len(pck.matched) and pck.per_person_labelled.sum() > 0:
+        ci = metrics.bootstrap_ci(pck.per_person_correct, pck.per_person_labelled,
+                                  n_resamples=n_resamples, seed=seed)
+    else:
+        ci = (math.nan, math.nan)
+    ap = metrics.coco_oks_ap(gt, known, layout=layout)
+    head_images = _head_box_images(gt)
+    pckh = None
+    if head_images:
+        result = metrics.pckh(preds, head_images, threshold=PCKH_THRESHOLD, layout=layout)
+        pckh = {**result.to_dict(), 'num_images': len(head_images)}
+    summary = {
+        'layout': layout,
+        'num_images': len(gt),
+        'num_predictions': len(known),
+        'num_predictions_on_unknown_images': len(results) - len(known),
+        'limb_pck': {**pck.to_dict(), 'ci95_percent': list(ci),
+                     'bootstrap_resamples': n_resamples, 'bootstrap_seed': seed},
+        'oks_ap_percent': ap,
+        'pckh': pckh,
+    }
+    return Score(pck=pck, summary=summary)
+
+
+def paired_difference(a: Score, b: Score, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 0) -> dict[str, Any]:
+    """PCK(a) - PCK(b) on the same GT persons with a paired bootstrap interval."""
+    if not np.array_equal(a.pck.labelled, b.pck.labelled) or \
+            not np.array_equal(a.pck.image_ids, b.pck.image_ids):
+        raise ValueError('paired difference needs both scores on the same GT persons')
+    diff = a.pck.pck_percent - b.pck.pck_percent
+    if a.pck.per_person_labelled.sum() > 0:
+        ci = metrics.bootstrap_diff_ci(a.pck.per_person_correct, b.pck.per_person_correct,
+                                       a.pck.per_person_labelled, n_resamples=n_resamples,
+                                       seed=seed)
+    else:
+        ci = (math.nan, math.nan)
+    return {'points': diff, 'ci95_points': list(ci), 'paired_bootstrap_over_persons': True}
+
+
+def ci_overlaps_or_beats(ours_ci: Sequence[float], theirs_ci: Sequence[float]) -> bool:
+    """Our interval reaches theirs (overlap) or lies above it."""
+    lo_theirs, hi_ours = _nan_if_none(theirs_ci[0]), _nan_if_none(ours_ci[1])
+    return bool(hi_ours >= lo_theirs)
+
+
+# --------------------------------------------------------------------------------------------
+# Running the pipeline
+# --------------------------------------------------------------------------------------------
+
+def make_pipeline(config: PipelineConfig, runtime: Any, detector: Any) -> Any:
+    from diffpose_ros.pipeline import PosePipeline
+
+    return PosePipeline(config, runtime, detector)
+
+
+def estimate_single_image(pipeline: Any, image_bgr: np.ndarray, stamp_ns: int) -> list[Any]:
+    """The pipeline on one image as a sequence of its own (reset first; a causal window pads
+    with the same frame; a centred one is flushed)."""
+    pipeline.reset()
+    result = pipeline.process(image_bgr, stamp_ns)
+    results = [result] if result is not None else pipeline.flush()
+    return list(results[-1].persons) if results else []
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f'cannot read image {path}')
+    return image
+
+
+def runtime_info(runtime: Any, config: PipelineConfig) -> dict[str, Any]:
+    """What every output JSON records about the model and sampling."""
+    return {
+        'trained': bool(runtime.trained),
+        'backend': getattr(runtime, 'name', config.backend),
+        'providers': list(getattr(runtime, 'providers', []) or []),
+        'steps': config.steps, 'hypotheses': config.hypotheses, 'seed': config.seed,
+        'window_mode': config.window_mode, 'window_size': config.window_size,
+        'ddim_eta': config.ddim_eta,
+    }
+
+
+def _progress(iterable: Any = None, **kwargs: Any) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
+@dataclasses.dataclass
+class ImagesRun:
+    summary: dict[str, Any]
+    ours_results: list[dict[str, Any]]
+    yolo_results: list[dict[str, Any]]
+
+
+def run_images(runtime: Any, detector: Any, config: PipelineConfig, gt_set: GtSet, *,
+               overlay_dir: str | Path | None = None, progress: bool = True,
+               n_resamples: int = BOOTSTRAP_RESAMPLES) -> ImagesRun:
+    """Our keypoints and YOLO11n-pose's (same tracked detections) against one GT set.
+
+    Each image is a one-frame sequence. ``yolo`` scores the detector keypoints of exactly the
+    persons the pipeline estimated (the paired comparison); ``yolo_all_detections`` scores every
+    raw detection (the tracker only starts tracks from confident detections, so it may drop
+    some people).
+    """
+    start = time.perf_counter()
+    detector = caching(detector)
+    pipeline = make_pipeline(config, runtime, detector)
+    ours, yolo, yolo_all, per_image = [], [], [], []
+    items = list(gt_set.images.values())
+    for index, image in enumerate(_progress(items, desc=f'images {gt_set.name}', unit='image',
+                                            disable=not progress)):
+        bgr = read_image(gt_set.image_root / image.file_name)
+        persons = estimate_single_image(pipeline, bgr, index * FRAME_PERIOD_NS)
+        detections = detector.detect(bgr)  # cached: the pipeline just ran it on this image
+        ours_i = persons_to_results(image.image_id, persons)
+        yolo_i = persons_to_results(image.image_id, persons, detector=True)
+        ours += ours_i
+        yolo += yolo_i
+        yolo_all += detections_to_results(image.image_id, detections)
+        per_image.append({'image_id': image.image_id, 'file_name': image.file_name,
+                          'gt_persons': sum(_evaluable(p) for p in image.persons),
+                          'detections': len(detections), 'persons_estimated': len(persons)})
+        if overlay_dir is not None:
+            write_overlay(Path(overlay_dir) / f'{gt_set.name}_{image.image_id}.png', bgr,
+                          image, ours_i, yolo_i)
+    gt = gt_set.images
+    s_ours = score_predictions(gt, ours, gt_set.layout, n_resamples=n_resamples)
+    s_yolo = score_predictions(gt, yolo, gt_set.layout, n_resamples=n_resamples)
+    s_all = score_predictions(gt, yolo_all, gt_set.layout, n_resamples=n_resamples)
+    ours_ci = s_ours.summary['limb_pck']['ci95_percent']
+    yolo_ci = s_yolo.summary['limb_pck']['ci95_percent']
+    summary = {
+        **runtime_info(runtime, config),
+        'gt': gt_set.gt_path, 'gt_name': gt_set.name, 'image_root': str(gt_set.image_root),
+        'layout': gt_set.layout, 'detector_imgsz': getattr(detector, 'imgsz', None),
+        'num_images': len(items),
+        'num_detections': sum(r['detections'] for r in per_image),
+        'num_persons_estimated': sum(r['persons_estimated'] for r in per_image),
+        'ours': s_ours.summary,
+        'yolo': s_yolo.summary,
+        'yolo_all_detections': s_all.summary,
+        'ours_minus_yolo_limb_pck': paired_difference(s_ours, s_yolo, n_resamples=n_resamples),
+        'ours_ci_overlaps_or_beats_yolo': ci_overlaps_or_beats(ours_ci, yolo_ci),
+        'per_image': per_image,
+        'elapsed_s': time.perf_counter() - start,
+    }
+    return ImagesRun(summary=summary, ours_results=ours, yolo_results=yolo)
+
+
+# --------------------------------------------------------------------------------------------
+# Grid: steps x hypotheses x seeds, and the zeroed-heatmap ablation
+# --------------------------------------------------------------------------------------------
+
+def merge_gt_sets(gt_sets: Sequence[GtSet]) -> tuple[dict[int, GtImage], dict[int, str],
+                                                     list[tuple[int, Path]]]:
+    """Pool several GT sets under new image ids 1..N (ids may collide across files).
+
+    Returns:
+        merged image_id -> GtImage (COCO-17), image_id -> layout, [(image_id, image path)].
+    """
+    merged: dict[int, GtImage] = {}
+    layouts: dict[int, str] = {}
+    paths: list[tuple[int, Path]] = []
+    for gt_set in gt_sets:
+        for image in gt_set.images.values():
+            uid = len(merged) + 1
+            merged[uid] = dataclasses.replace(image, image_id=uid)
+            layouts[uid] = gt_set.layout
+            paths.append((uid, gt_set.image_root / image.file_name))
+    return merged, layouts, paths
+
+
+def pooled_limb_pck(gt: Mapping[int, GtImage], layouts: Mapping[int, str],
+                    results: Sequence[Mapping[str, Any]]) -> tuple[float, np.ndarray, np.ndarray]:
+    """Limb PCK pooled over persons of GT images of several layouts.
+
+    Returns:
+        (PCK percent, per-person correct, per-person labelled).
+    """
+    preds = predictions_by_image(results)
+    correct, labelled = [], []
+    for layout in dict.fromkeys(layouts.values()):
+        subset = {i: img for i, img in gt.items() if layouts[i] == layout}
+        pck = metrics.limb_pck(preds, subset, threshold=PCK_THRESHOLD, layout=layout)
+        correct.append(pck.per_person_correct)
+        labelled.append(pck.per_person_labelled)
+    c = np.concatenate(correct) if correct else np.zeros(0, np.int64)
+    n = np.concatenate(labelled) if labelled else np.zeros(0, np.int64)
+    total = int(n.sum())
+    return (100.0 * int(c.sum()) / total if total else math.nan), c, n
+
+
+def _spread(values: Sequence[float]) -> float:
+    vals = np.asarray(values, dtype=np.float64)
+    return float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def _cell(steps: int, hypotheses: int, zeroed: bool, pcks: list[float],
+          aps: list[float], seeds: Sequence[int]) -> dict[str, Any]:
+    return {'steps': steps, 'hypotheses': hypotheses, 'zeroed_heatmap': zeroed,
+            'seeds': list(seeds),
+            'limb_pck_per_seed': pcks, 'oks_ap_per_seed': aps,
+            'limb_pck_mean': float(np.mean(pcks)), 'limb_pck_std': _spread(pcks),
+            'oks_ap_mean': float(np.mean(aps)), 'oks_ap_std': _spread(aps)}
+
+
+def analyse_grid(cells: Sequence[Mapping[str, Any]],
+                 ablation_cells: Sequence[Mapping[str, Any]] = (),
+                 tolerance_points: float = 1.0) -> dict[str, Any]:
+    """Headline figures of a grid (limb PCK means and seed spreads of the cells).
+
+    - best steps per hypotheses count (ties: fewer steps) and 1-step minus best;
+    - whether more hypotheses ever cost more than the seed spread: for every step count and
+      every pair h < h', ``mean(h) - mean(h') > max(std(h), std(h'))``;
+    - ablation: cost = mean(normal, steps, 1 hypothesis) - mean(zeroed); the zeroed heatmap
+      "costs accuracy" when at some step count the cost exceeds the larger seed spread of
+      the two rows (at 1 step from pure noise the input carries almost nothing even for a
+      well-trained model, so requiring it at every step count would be wrong).
+    """
+    normal = {(c['steps'], c['hypotheses']): c for c in cells if not c['zeroed_heatmap']}
+    steps_all = sorted({s for s, _ in normal})
+    hyps_all = sorted({h for _, h in normal})
+    best_by_h, one_minus_best = {}, {}
+    for h in hyps_all:
+        row = {s: normal[(s, h)]['limb_pck_mean'] for s in steps_all if (s, h) in normal}
+        best = max(row, key=lambda s: (row[s], -s))
+        best_by_h[h] = best
+        if 1 in row:
+            one_minus_best[h] = row[1] - row[best]
+    headline_h = 1 if 1 in hyps_all else (hyps_all[0] if hyps_all else None)
+    cases = []
+    for s in steps_all:
+        hs = [h for h in hyps_all if (s, h) in normal]
+        for i, h_lo in enumerate(hs):
+            for h_hi in hs[i + 1:]:
+                lo, hi = normal[(s, h_lo)], normal[(s, h_hi)]
+                drop = lo['limb_pck_mean'] - hi['limb_pck_mean']
+                spread = max(lo['limb_pck_std'], hi['limb_pck_std'])
+                if drop > spread:
+                    cases.append({'steps': s, 'fewer_hypotheses': h_lo,
+                                  'more_hypotheses': h_hi, 'drop_points': drop,
+                                  'seed_spread_points': spread})
+    rows = []
+    for z in ablation_cells:
+        ref = normal.get((z['steps'], 1))
+        if ref is None:
+            continue
+        cost = ref['limb_pck_mean'] - z['limb_pck_mean']
+        spread = max(ref['limb_pck_std'], z['limb_pck_std'])
+        rows.append({'steps': z['steps'],
+                     'normal_limb_pck_mean': ref['limb_pck_mean'],
+                     'normal_limb_pck_std': ref['limb_pck_std'],
+                     'zeroed_limb_pck_mean': z['limb_pck_mean'],
+                     'zeroed_limb_pck_std': z['limb_pck_std'],
+                     'normal_oks_ap_mean': ref['oks_ap_mean'],
+                     'zeroed_oks_ap_mean': z['oks_ap_mean'],
+                     'cost_points': cost, 'seed_spread_points': spread,
+                     'costs_more_than_spread': bool(cost > spread and cost > 0)})
+    best_cell = max(normal.values(), key=lambda c: (c['limb_pck_mean'], -c['steps'],
+                                                    -c['hypotheses'])) if normal else None
+    worst_one_step = min(one_minus_best.values()) if one_minus_best else math.nan
+    return {
+        'headline_hypotheses': headline_h,
+        'best_steps': best_by_h.get(headline_h),
+        'one_step_minus_best_points': one_minus_best.get(headline_h, math.nan),
+        'best_steps_by_hypotheses': best_by_h,
+        'one_step_minus_best_points_by_hypotheses': one_minus_best,
+        'worst_one_step_minus_best_points': worst_one_step,
+        'one_step_within_tolerance_of_best': bool(worst_one_step >= -tolerance_points),
+        'tolerance_points': tolerance_points,
+        'best_cell': None if best_cell is None else {
+            k: best_cell[k] for k in ('steps', 'hypotheses', 'limb_pck_mean', 'limb_pck_std',
+                                      'oks_ap_mean', 'oks_ap_std')},
+        'more_hypotheses_ever_cost_more_than_seed_spread': bool(cases),
+        'hypotheses_cost_cases': cases,
+        'ablation': rows,
+        'zeroed_heatmap_costs_accuracy': any(r['costs_more_than_spread'] for r in rows),
+    }
+
+
+def run_grid(runtime: Any, detector: Any, config: PipelineConfig, gt_sets: Sequence[GtSet],
+             steps_list: Sequence[int] = (1, 2, 4, 8),
+             hypotheses_list: Sequence[int] = (1, 2, 4, 8),
+             seeds: Sequence[int] = (0, 1, 2, 3, 4),
+             ablation_steps: Sequence[int] = (1, 2, 4), *, progress: bool = True
+             ) -> dict[str, Any]:
+    """Limb PCK and OKS AP (persons of all GT sets pooled) per steps x hypotheses x seed.
+
+    Detections come from one :class:`CachingDetector` (YOLO runs once per image for the whole
+    grid); the backbone and STRL are re-run per configuration (cheap next to the denoiser).
+    The ablation re-runs ``ablation_steps`` x 1 hypothesis with :class:`ZeroHeatmapRuntime`;
+    the normal (steps, 1) cells it is compared with are run too when the grid lacks them.
+    """
+    start = time.perf_counter()
+    detector = caching(detector)
+    merged, layouts, paths = merge_gt_sets(gt_sets)
+    frames = [(uid, read_image(path)) for uid, path in paths]
+    seeds = list(seeds)
+    runs = [(s, h, False) for s in steps_list for h in hypotheses_list]
+    runs += [(s, 1, False) for s in ablation_steps if (s, 1, False) not in runs]
+    runs += [(s, 1, True) for s in ablation_steps]
+    zeroed_runtime = ZeroHeatmapRuntime(runtime)
+    bar = _progress(total=len(runs) * len(seeds) * len(frames), desc='grid', unit='image',
+                    disable=not progress)
+    cells = []
+    for steps, hyps, zeroed in runs:
+        pcks, aps = [], []
+        for seed in seeds:
+            cfg = config.replace(steps=steps, hypotheses=hyps, seed=seed)
+            pipeline = make_pipeline(cfg, zeroed_runtime if zeroed else runtime, detector)
+            results = []
+            for k, (uid, bgr) in enumerate(frames):
+                results += persons_to_results(
+                    uid, estimate_single_image(pipeline, bgr, k * FRAME_PERIOD_NS))
+                bar.update(1)
+            pcks.append(pooled_limb_pck(merged, layouts, results)[0])
+            aps.append(metrics.coco_oks_ap(merged, results)['AP'])
+        cells.append(_cell(steps, hyps, zeroed, pcks, aps, seeds))
+    bar.close()
+    grid_keys = {(s, h) for s in steps_list for h in hypotheses_list}
+    main = [c for c in cells if not c['zeroed_heatmap']]
+    ablation = [c for c in cells if c['zeroed_heatmap']]
+    _, _, labelled = pooled_limb_pck(merged, layouts, [])
+    return {
+        **runtime_info(runtime, config),
+        'steps': None, 'hypotheses': None, 'seed': None,  # varied: see the lists below
+        'steps_list': list(steps_list), 'hypotheses_list': list(hypotheses_list),
+        'seeds': seeds, 'ablation_steps': list(ablation_steps),
+        'gt_sets': [{'name': g.name, 'gt': g.gt_path, 'layout': g.layout,
+                     'num_images': len(g.images)} for g in gt_sets],
+        'num_images': len(frames), 'num_gt_persons': int(len(labelled)),
+        'num_labelled_limb_joints': int(labelled.sum()),
+        'detector_imgsz': getattr(detector, 'imgsz', None),
+        'spread': 'sample standard deviation (ddof=1) across seeds',
+        'cells': [c for c in main if (c['steps'], c['hypotheses']) in grid_keys],
+        'extra_cells': [c for c in main if (c['steps'], c['hypotheses']) not in grid_keys],
+        'ablation_cells': ablation,
+        **analyse_grid(main, ablation),
+        'detector_cache': {'images': len(detector), 'hits': detector.hits,
+                           'misses': detector.misses},
+        'elapsed_s': time.perf_counter() - start,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Video: jitter, lag and agreement without labels
+# --------------------------------------------------------------------------------------------
+
+def read_video(path: str | Path, start: int = 0, stop: int | None = None
+               ) -> tuple[float, int, Iterator[tuple[int, np.ndarray]]]:
+    """(fps, number of frames that will be read, iterator of (frame index, BGR image)).
+
+    Frames [start, stop) (stop None = to the end), decoded sequentially (seeking is codec
+    dependent).
+    """
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise FileNotFoundError(f'cannot open video {path}')
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) or 10.0
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    stop = count if stop is None or (count and stop > count) else stop
+    if not 0 <= start < stop:
+        capture.release()
+        raise ValueError(f'bad frame range [{start}, {stop}) for a {count}-frame video')
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        try:
+            for _ in range(start):
+                capture.grab()
+            for index in range(start, stop):
+                ok, image = capture.read()
+                if not ok:
+                    LOGGER.warning('%s: cannot read frame %d, stopping', path, index)
+                    return
+                yield index, image
+        finally:
+            capture.release()
+
+    return fps, stop - start, frames()
+
+
+@dataclasses.dataclass
+class TrackSeries:
+    """One track over consecutive frames (NaN rows where it was not reported)."""
+
+    track_id: int
+    frames: np.ndarray  # (T,) source frame indices
+    ours: np.ndarray  # (T, 17, 3)
+    yolo: np.ndarray  # (T, 17, 3) the detector's keypoints
+    boxes: np.ndarray  # (T, 4) xyxy
+    present: np.ndarray  # (T,) bool
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.present.sum())
+
+
+def _conf_valid(kp: np.ndarray, min_confidence: float) -> np.ndarray:
+    return np.nan_to_num(kp[..., 2], nan=-1.0) >= min_confidence
+
+
+def _lag_pair_counts(ours: np.ndarray, ref: np.ndarray, valid: np.ndarray,
+                     ref_valid: np.ndarray, sizes: np.ndarray, max_lag: int) -> dict[int, int]:
+    """Pairs behind each value of :func:`metrics.lag_profile` (same masks), for pooling."""
+    ok = np.all(np.isfinite(ours[..., :2]), axis=2) & valid
+    good = np.isfinite(sizes) & (sizes > 0)
+    ref_ok = np.all(np.isfinite(ref[..., :2]), axis=2) & ref_valid & good[:, None]
+    n = len(ours)
+    out = {}
+    for lag in range(-max_lag, max_lag + 1):
+        t0, t1 = max(0, -lag), min(n, n - lag)
+        out[lag] = int((ok[t0 + lag:t1 + lag] & ref_ok[t0:t1]).sum()) if t1 > t0 else 0
+    return out
+
+
+def _agreement_weight(ref: np.ndarray, ref_valid: np.ndarray, sizes: np.ndarray) -> int:
+    good = np.isfinite(sizes) & (sizes > 0)
+    return int((np.all(np.isfinite(ref[..., :2]), axis=2) & ref_valid & good[:, None]).sum())
+
+
+def _weighted(values: Sequence[float], weights: Sequence[int]) -> float:
+    pairs = [(v, w) for v, w in zip(values, weights) if w > 0 and math.isfinite(v)]
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total else math.nan
+
+
+def analyse_tracks(tracks: Sequence[TrackSeries], min_track_frames: int = MIN_TRACK_FRAMES,
+                   min_confidence: float = MIN_CONFIDENCE, max_lag: int = MAX_LAG,
+                   agreement_threshold: float = AGREEMENT_THRESHOLD) -> dict[str, Any]:
+    """Temporal metrics pooled over tracks of >= ``min_track_frames`` frames.
+
+    The teacher is :func:`labeling.smooth_track_quadratic` of each track's YOLO keypoints
+    (centred, offline). A joint counts where its own source's confidence is >= min_confidence
+    (the teacher keeps YOLO's confidences). Pooling: jitter = mean of all acceleration terms;
+    agreement weighted by scored teacher joints; lag = argmin of the lag profiles summed with
+    their pair counts as weights (ties: smallest |lag|, then the negative one).
+    """
+    from diffpose_ros.labeling import LabelConfig, smooth_track_quadratic
+
+    label_cfg = LabelConfig()
+    terms = {'ours': [], 'yolo': [], 'teacher': []}
+    lag_num: dict[int, float] = {}
+    lag_den: dict[int, int] = {}
+    agree = {'ours': ([], []), 'yolo': ([], [])}
+    per_track = []
+    used = []
+    for track in tracks:
+        if track.num_frames < min_track_frames:
+            continue
+        used.append(track)
+        sizes = metrics.box_sizes_from_xyxy(track.boxes)
+        teacher = smooth_track_quadratic(track.yolo, label_cfg.smooth_half_window,
+                                         label_cfg.smooth_sigma_frames)
+        v_ours = _conf_valid(track.ours, min_confidence)
+        v_yolo = _conf_valid(track.yolo, min_confidence)
+        v_teacher = _conf_valid(teacher, min_confidence)
+        t_ours = metrics.acceleration_norms(track.ours, sizes, v_ours)
+        t_yolo = metrics.acceleration_norms(track.yolo, sizes, v_yolo)
+        t_teacher = metrics.acceleration_norms(teacher, sizes, v_teacher)
+        terms['ours'].append(t_ours)
+        terms['yolo'].append(t_yolo)
+        terms['teacher'].append(t_teacher)
+        n = len(track.frames)
+        track_max_lag = min(max_lag, n - 1)
+        profile = metrics.lag_profile(track.ours, teacher, max_lag=track_max_lag, valid=v_ours,
+                                      reference_valid=v_teacher, box_sizes=sizes)
+        counts = _lag_pair_counts(track.ours, teacher, v_ours, v_teacher, sizes, track_max_lag)
+        for lag, value in profile.items():
+            if counts[lag] and math.isfinite(value):
+                lag_num[lag] = lag_num.get(lag, 0.0) + value * counts[lag]
+                lag_den[lag] = lag_den.get(lag, 0) + counts[lag]
+        try:
+            lag = metrics.lag_frames(track.ours, teacher, max_lag=track_max_lag, valid=v_ours,
+                                     reference_valid=v_teacher, box_sizes=sizes)
+        except ValueError:
+            lag = None
+        weight = _agreement_weight(teacher, v_teacher, sizes)
+        a_ours = metrics.agreement(track.ours, teacher, sizes, agreement_threshold,
+                                   valid=v_ours, reference_valid=v_teacher)
+        a_yolo = metrics.agreement(track.yolo, teacher, sizes, agreement_threshold,
+                                   valid=v_yolo, reference_valid=v_teacher)
+        for key, value in (('ours', a_ours), ('yolo', a_yolo)):
+            agree[key][0].append(value)
+            agree[key][1].append(weight)
+        per_track.append({
+            'track_id': track.track_id, 'frames': track.num_frames,
+            'first_frame': int(track.frames[0]), 'last_frame': int(track.frames[-1]),
+            'jitter_ours': float(t_ours.mean()) if t_ours.size else math.nan,
+            'jitter_yolo': float(t_yolo.mean()) if t_yolo.size else math.nan,
+            'lag_frames': lag, 'agreement_ours_percent': a_ours,
+            'agreement_yolo_percent': a_yolo, 'teacher_joints_scored': weight})
+    pooled = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in terms.items()}
+    jit = {k: (float(v.mean()) if v.size else math.nan) for k, v in pooled.items()}
+    profile = {lag: lag_num[lag] / lag_den[lag] for lag in sorted(lag_den)}
+    pooled_lag = (min(profile, key=lambda k: (profile[k], abs(k), k)) if profile else None)
+    ratio = jit['ours'] / jit['yolo'] if jit['yolo'] > 0 else math.nan
+    return {
+        'min_track_frames': min_track_frames, 'min_confidence': min_confidence,
+        'num_tracks': len(tracks), 'num_tracks_used': len(used),
+        'person_frames_used': sum(t.num_frames for t in used),
+        'jitter': {
+            'definition': 'mean box-normalised keypoint acceleration (metrics.jitter), '
+                          'pooled over all joints and frames of the used tracks',
+            'ours': jit['ours'], 'yolo_raw': jit['yolo'], 'teacher_smoothed': jit['teacher'],
+            'ratio_ours_over_yolo': ratio,
+            'terms_ours': int(pooled['ours'].size), 'terms_yolo': int(pooled['yolo'].size)},
+        'lag': {
+            'definition': 'positive = ours late vs the smoothed teacher (metrics.lag_frames)',
+            'pooled_frames': pooled_lag, 'pooled_profile': profile,
+            'pooled_pairs': {lag: lag_den[lag] for lag in sorted(lag_den)},
+            'max_lag': max_lag},
+        'agreement': {
+            'threshold': agreement_threshold,
+            'ours_vs_teacher_percent': _weighted(*agree['ours']),
+            'yolo_raw_vs_teacher_percent': _weighted(*agree['yolo']),
+            'teacher_joints_scored': int(sum(agree['ours'][1]))},
+        'per_track': per_track,
+    }
+
+
+@dataclasses.dataclass
+class VideoRun:
+    summary: dict[str, Any]
+    tracks: list[TrackSeries]
+    teachers: dict[int, np.ndarray]  # track id -> (T, 17, 3) smoothed teacher
+    overlay_frames: dict[int, np.ndarray]  # source frame index -> BGR image
+
+
+def collect_tracks(records: Sequence[tuple[int, Any]]) -> list[TrackSeries]:
+    """[(source frame index, PersonPose)] -> one :class:`TrackSeries` per track id."""
+    by_track: dict[int, dict[int, Any]] = {}
+    for frame, person in records:
+        by_track.setdefault(int(person.track_id), {})[int(frame)] = person
+    tracks = []
+    for track_id, frames in sorted(by_track.items()):
+        first, last = min(frames), max(frames)
+        n = last - first + 1
+        ours = np.full((n, NUM_KEYPOINTS, 3), np.nan)
+        yolo = np.full((n, NUM_KEYPOINTS, 3), np.nan)
+        boxes = np.full((n, 4), np.nan)
+        present = np.zeros(n, dtype=bool)
+        for frame, person in frames.items():
+            t = frame - first
+            ours[t] = person.keypoints
+            if person.detector_keypoints is not None:
+                yolo[t] = person.detector_keypoints
+            boxes[t] = person.box_xyxy
+            present[t] = True
+        tracks.append(TrackSeries(track_id=track_id, frames=np.arange(first, last + 1),
+                                  ours=ours, yolo=yolo, boxes=boxes, present=present))
+    return tracks
+
+
+def run_video(runtime: Any, detector: Any, config: PipelineConfig,
+              frames: Iterable[tuple[int, np.ndarray]], fps: float, *,
+              total: int | None = None, overlay_count: int = 3, progress: bool = True,
+              min_track_frames: int = MIN_TRACK_FRAMES, min_confidence: float = MIN_CONFIDENCE,
+              max_lag: int = MAX_LAG) -> VideoRun:
+    """Run the pipeline over video frames and compute :func:`analyse_tracks`.
+
+    Stamps are ``frame_index / fps`` (100 ms per frame at vtest.avi's 10 fps). A centred
+    window is flushed at the end. ``overlay_count`` frames evenly spread over ``total`` are
+    kept for overlays.
+    """
+    from diffpose_ros.labeling import LabelConfig, smooth_track_quadratic
+
+    start_time = time.perf_counter()
+    detector = caching(detector)
+    pipeline = make_pipeline(config, runtime, detector)
+    keep_positions = set()
+    if total and overlay_count > 0:
+        keep_positions = {int(round(p)) for p in
+                          np.linspace(0, total - 1, min(overlay_count, total))}
+    source_index: list[int] = []
+    kept: dict[int, np.ndarray] = {}
+    records: list[tuple[int, Any]] = []
+    timings: dict[str, float] = {}
+
+    def take(results: Sequence[Any]) -> None:
+        for result in results:
+            frame = source_index[result.frame_index]
+            records.extend((frame, p) for p in result.persons)
+            for stage, ms in result.timings_ms.items():
+                timings[stage] = timings.get(stage, 0.0) + ms
+
+    bar = _progress(total=total, desc='video', unit='frame', disable=not progress)
+    for position, (frame, image) in enumerate(frames):
+        source_index.append(frame)
+        if position in keep_positions:
+            kept[frame] = image
+        result = pipeline.process(image, int(round(frame * 1e9 / fps)))
+        take([result] if result is not None else [])
+        bar.update(1)
+    take(pipeline.flush())
+    bar.close()
+    tracks = collect_tracks(records)
+    analysis = analyse_tracks(tracks, min_track_frames=min_track_frames,
+                              min_confidence=min_confidence, max_lag=max_lag)
+    label_cfg = LabelConfig()
+    teachers = {t.track_id: smooth_track_quadratic(t.yolo, label_cfg.smooth_half_window,
+                                                   label_cfg.smooth_sigma_frames)
+                for t in tracks}
+    n_frames = len(source_index)
+    summary = {
+        **runtime_info(runtime, config),
+        'fps': fps, 'stamp_period_ms': 1000.0 / fps,
+        'first_frame': source_index[0] if source_index else None,
+        'last_frame': source_index[-1] if source_index else None,
+        'frames_processed': n_frames, 'person_frames': len(records),
+        'detector_imgsz': getattr(detector, 'imgsz', None),
+        'teacher': 'labeling.smooth_track_quadratic of the YOLO11n-pose keypoints per track '
+                   f'(half window {label_cfg.smooth_half_window}, sigma '
+                   f'{label_cfg.smooth_sigma_frames} frames; centred, uses future frames)',
+        **analysis,
+        'mean_stage_ms_per_frame': {k: v / max(n_frames, 1) for k, v in timings.items()},
+        'detector_cache': {'images': len(detector), 'hits': detector.hits,
+                           'misses': detector.misses},
+        'elapsed_s': time.perf_counter() - start_time,
+    }
+    return VideoRun(summary=summary, tracks=tracks, teachers=teachers, overlay_frames=kept)
+
+
+# --------------------------------------------------------------------------------------------
+# "Done when" checks
+# --------------------------------------------------------------------------------------------
+
+def _check(passed: Any, value: Any, threshold: Any, detail: str) -> dict[str, Any]:
+    return {'passed': bool(passed), 'value': value, 'threshold': threshold, 'detail': detail}
+
+
+def evaluate_checks(images: Mapping[str, Mapping[str, Any]], grid: Mapping[str, Any] | None,
+                    video: Mapping[str, Any] | None, jitter_ratio_max: float = 0.7,
+                    lag_max_frames: int = 1, one_step_tolerance: float = 1.0
+                    ) -> dict[str, dict[str, Any]]:
+    """The weights milestone's criteria as booleans with their numbers.
+
+    A criterion whose inputs are missing or not finite fails.
+    """
+    checks: dict[str, dict[str, Any]] = {}
+    if video is not None:
+        ratio = _nan_if_none(video['jitter']['ratio_ours_over_yolo'])
+        checks['jitter_ratio_at_most_0.7'] = _check(
+            ratio <= jitter_ratio_max, ratio, jitter_ratio_max,
+            'video jitter ours / raw YOLO11n-pose (pooled over tracks)')
+        lag = video['lag']['pooled_frames']
+        checks['abs_lag_at_most_1_frame'] = _check(
+            lag is not None and abs(lag) <= lag_max_frames, lag, lag_max_frames,
+            'pooled lag of ours vs the smoothed teacher, frames')
+        ours = _nan_if_none(video['agreement']['ours_vs_teacher_percent'])
+        floor = _nan_if_none(video['agreement']['yolo_raw_vs_teacher_percent'])
+        checks['agreement_ours_at_least_teachers_own'] = _check(
+            ours >= floor, {'ours_percent': ours, 'teacher_own_percent': floor}, floor,
+            'agreement@0.1 with the smoothed teacher: ours vs raw YOLO11n-pose (the floor)')
+    if images:
+        per_set = {}
+        for name, run in images.items():
+            o = run['ours']['limb_pck']
+            y = run['yolo']['limb_pck']
+            per_set[name] = {
+                'ours_percent': o['pck_percent'], 'ours_ci95': o['ci95_percent'],
+                'yolo_percent': y['pck_percent'], 'yolo_ci95': y['ci95_percent'],
+                'ours_minus_yolo_ci95': run['ours_minus_yolo_limb_pck']['ci95_points'],
+                'passed': ci_overlaps_or_beats(o['ci95_percent'], y['ci95_percent'])}
+        checks['limb_pck_ci_overlaps_or_beats_yolo'] = _check(
+            all(v['passed'] for v in per_set.values()), per_set, 'ours CI high >= YOLO CI low',
+            'limb PCK@0.1 95% bootstrap intervals on each GT set (same tracked detections)')
+    if grid is not None:
+        worst = _nan_if_none(grid['worst_one_step_minus_best_points'])
+        checks['one_step_within_1_pck_point_of_best'] = _check(
+            worst >= -one_step_tolerance,
+            {'worst_over_hypotheses': worst,
+             'by_hypotheses': grid['one_step_minus_best_points_by_hypotheses'],
+             'best_steps_by_hypotheses': grid['best_steps_by_hypotheses']},
+            -one_step_tolerance, 'limb PCK(1 step) - PCK(best steps), every hypotheses count')
+        cases = grid['hypotheses_cost_cases']
+        checks['hypotheses_never_cost_more_than_seed_spread'] = _check(
+            not cases, cases, 'drop <= max seed std of the two cells',
+            'limb PCK(fewer hypotheses) - PCK(more), every step count and pair')
+        rows = grid['ablation']
+        checks['zeroed_heatmap_costs_accuracy'] = _check(
+            bool(grid['zeroed_heatmap_costs_accuracy']),
+            {r['steps']: {'cost_points': r['cost_points'],
+                          'seed_spread_points': r['seed_spread_points']} for r in rows},
+            'cost > seed spread at some step count',
+            'limb PCK(normal, 1 hypothesis) - PCK(noisy heatmap input zeroed)')
+    return checks
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing (cv2 overlays, matplotlib Agg figures)
+# --------------------------------------------------------------------------------------------
+
+def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, colour: tuple[int, int, int],
+                  scale: float = 1.0, mask: np.ndarray | None = None, radius: int = 2,
+                  thickness: int = 1) -> None:
+    """Draw bones and joints in place; keypoints (17, 2|3) in pixels of the unscaled image."""
+    import cv2
+
+    kp = np.asarray(keypoints, dtype=np.float64)
+    ok = np.all(np.isfinite(kp[:, :2]), axis=1)
+    if mask is not None:
+        ok &= np.asarray(mask, dtype=bool)
+    pts = [(int(round((x - 0.5) * scale)), int(round((y - 0.5) * scale)))
+           if good else None for (x, y), good in zip(np.nan_to_num(kp[:, :2]), ok)]
+    for a, b in BONES:
+        if ok[a] and ok[b]:
+            cv2.line(image, pts[a], pts[b], colour, thickness, cv2.LINE_AA)
+    for j in np.flatnonzero(ok):
+        cv2.circle(image, pts[j], radius, colour, -1, cv2.LINE_AA)
+
+
+def _resized(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    import cv2
+
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    if scale >= 1.0:
+        return image.copy(), 1.0
+    size = (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _legend(image: np.ndarray, entries: Sequence[tuple[str, tuple[int, int, int]]]) -> None:
+    import cv2
+
+    x = 4
+    for text, colour in entries:
+        cv2.putText(image, text, (x, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3,
+                    cv2.LINE_AA)
+        cv2.putText(image, text, (x, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1,
+                    cv2.LINE_AA)
+        x += 9 * len(text) + 10
+
+
+def write_overlay(path: str | Path, image_bgr: np.ndarray, gt_image: GtImage,
+                  ours: Sequence[Mapping[str, Any]], yolo: Sequence[Mapping[str, Any]],
+                  max_side: int = 480) -> Path:
+    """Small PNG: ours red (bottom), GT green (labelled joints), YOLO11n-pose blue (top)."""
+    import cv2
+
+    canvas, scale = _resized(image_bgr, max_side)
+    for res in ours:  # bottom layer: GT and YOLO stay visible where they agree
+        draw_skeleton(canvas, np.reshape(res['keypoints'], (NUM_KEYPOINTS, 3)), OURS_BGR, scale)
+    for person in gt_image.persons:
+        draw_skeleton(canvas, person.keypoints, GT_BGR, scale, mask=person.labelled)
+    for res in yolo:
+        draw_skeleton(canvas, np.reshape(res['keypoints'], (NUM_KEYPOINTS, 3)), YOLO_BGR, scale)
+    _legend(canvas, (('GT', GT_BGR), ('ours', OURS_BGR), ('YOLO', YOLO_BGR)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), canvas):
+        raise OSError(f'cannot write {path}')
+    return path
+
+
+def write_video_overlays(out_dir: str | Path, run: VideoRun,
+                         min_confidence: float = MIN_CONFIDENCE) -> list[Path]:
+    """PNG per kept frame: ours red, raw YOLO blue, smoothed teacher green (joints >= conf)."""
+    import cv2
+
+    paths = []
+    for frame, image in sorted(run.overlay_frames.items()):
+        canvas = image.copy()
+        for track in run.tracks:
+            t = frame - int(track.frames[0])
+            if not 0 <= t < len(track.frames) or not track.present[t]:
+                continue
+            teacher = run.teachers[track.track_id][t]
+            draw_skeleton(canvas, teacher, TEACHER_BGR,
+                          mask=_conf_valid(teacher, min_confidence))
+            draw_skeleton(canvas, track.yolo[t], YOLO_BGR,
+                          mask=_conf_valid(track.yolo[t], min_confidence))
+            draw_skeleton(canvas, track.ours[t], OURS_BGR,
+                          mask=_conf_valid(track.ours[t], min_confidence))
+        _legend(canvas, (('teacher', TEACHER_BGR), ('ours', OURS_BGR), ('YOLO', YOLO_BGR)))
+        path = Path(out_dir) / f'video_overlay_{frame:05d}.png'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), canvas):
+            raise OSError(f'cannot write {path}')
+        paths.append(path)
+    return paths
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _untrained_note(trained: bool) -> str:
+    return '' if trained else ' [UNTRAINED head: random weights]'
+
+
+def plot_per_joint(path: str | Path, series: Mapping[str, Mapping[str, Any]],
+                   title: str, trained: bool) -> Path:
+    """Per-joint limb PCK bars, one bar per series (name -> score summary)."""
+    plt = _pyplot()
+    names = list(series)
+    joints = list(next(iter(series.values()))['limb_pck']['per_joint_percent'])
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(joints))
+    for i, name in enumerate(names):
+        pck = series[name]['limb_pck']
+        vals = [_nan_if_none(pck['per_joint_percent'][j]) for j in joints]
+        lo, hi = (_nan_if_none(v) for v in pck['ci95_percent'])
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width,
+               label=f'{name}: {_nan_if_none(pck["pck_percent"]):.1f} '
+                     f'[{lo:.1f}, {hi:.1f}]')
+    ax.set_xticks(x)
+    ax.set_xticklabels([j.replace('_', '\n') for j in joints], fontsize=7)
+    ax.set_ylabel('PCK@0.1 [%]')
+    ax.set_ylim(0, 105)
+    ax.set_title(title + _untrained_note(trained), fontsize=9)
+    ax.legend(fontsize=8, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_grid(path: str | Path, grid: Mapping[str, Any]) -> Path:
+    """Limb PCK and OKS AP vs steps, a line per hypotheses count, error bars = seed std."""
+    plt = _pyplot()
+    cells = grid['cells']
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((axes[0], 'limb_pck', 'limb PCK@0.1 [%]'),
+                           (axes[1], 'oks_ap', 'COCO OKS AP [%]')):
+        for h in sorted({c['hypotheses'] for c in cells}):
+            row = sorted((c for c in cells if c['hypotheses'] == h), key=lambda c: c['steps'])
+            ax.errorbar([c['steps'] for c in row],
+                        [_nan_if_none(c[f'{key}_mean']) for c in row],
+                        yerr=[_nan_if_none(c[f'{key}_std']) for c in row],
+                        marker='o', capsize=3, label=f'{h} hypotheses')
+        ax.set_xscale('log', base=2)
+        steps = sorted({c['steps'] for c in cells})
+        ax.set_xticks(steps)
+        ax.set_xticklabels([str(s) for s in steps])
+        ax.set_xlabel('DDIM steps')
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f'accuracy vs steps, {len(grid["seeds"])} seeds, {grid["num_gt_persons"]} '
+                 f'GT persons{_untrained_note(grid["trained"])}', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_ablation(path: str | Path, grid: Mapping[str, Any]) -> Path:
+    """Bars: limb PCK with the noisy heatmap input vs zeroed, per step count (1 hypothesis)."""
+    plt = _pyplot()
+    rows = grid['ablation']
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    x = np.arange(len(rows))
+    for offset, key, label in ((-0.2, 'normal', 'noisy heatmap input'),
+                               (0.2, 'zeroed', 'input zeroed')):
+        ax.bar(x + offset, [_nan_if_none(r[f'{key}_limb_pck_mean']) for r in rows], 0.4,
+               yerr=[_nan_if_none(r[f'{key}_limb_pck_std']) for r in rows], capsize=3,
+               label=label)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f'{r["steps"]} steps' for r in rows])
+    ax.set_ylabel('limb PCK@0.1 [%]')
+    ax.set_title('ablation: denoiser without its heatmap input'
+                 + _untrained_note(grid['trained']), fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_video_jitter(path: str | Path, summary: Mapping[str, Any]) -> Path:
+    plt = _pyplot()
+    jit = summary['jitter']
+    names = ['ours', 'YOLO raw', 'teacher (smoothed)']
+    vals = [_nan_if_none(jit[k]) for k in ('ours', 'yolo_raw', 'teacher_smoothed')]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    bars = ax.bar(names, vals, color=['tab:red', 'tab:blue', 'tab:green'])
+    for bar, v in zip(bars, vals):
+        ax.annotate(f'{v:.4f}', (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha='center', va='bottom', fontsize=8)
+    ratio = _nan_if_none(jit['ratio_ours_over_yolo'])
+    ax.set_ylabel('jitter (box-normalised acceleration)')
+    ax.set_title(f'video jitter, ours/YOLO = {ratio:.2f}' + _untrained_note(summary['trained']),
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_wrist_track(path: str | Path, run: VideoRun,
+                     min_confidence: float = MIN_CONFIDENCE) -> Path | None:
+    """The longest track's wrist x over time: ours, raw YOLO, smoothed teacher."""
+    plt = _pyplot()
+    if not run.tracks:
+        return None
+    track = max(run.tracks, key=lambda t: (t.num_frames, -t.track_id))
+    teacher = run.teachers[track.track_id]
+    wrists = [KEYPOINT_NAMES.index('left_wrist'), KEYPOINT_NAMES.index('right_wrist')]
+    joint = max(wrists, key=lambda j: int(_conf_valid(teacher[:, j], min_confidence).sum()))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for kp, label, colour in ((track.ours, 'ours', 'tab:red'),
+                              (track.yolo, 'YOLO raw', 'tab:blue'),
+                              (teacher, 'teacher (smoothed)', 'tab:green')):
+        x = np.where(_conf_valid(kp[:, joint], min_confidence), kp[:, joint, 0], np.nan)
+        ax.plot(track.frames, x, marker='.', label=label, color=colour)
+    ax.set_xlabel('frame')
+    ax.set_ylabel(f'{KEYPOINT_NAMES[joint]} x [px]')
+    ax.set_title(f'track {track.track_id} ({track.num_frames} frames); joints with '
+                 f'confidence >= {min_confidence}' + _untrained_note(run.summary['trained']),
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
