@@ -26,14 +26,18 @@ LOGGER = logging.getLogger(__name__)
 
 
 def save_weights(
-    model: DiffPoseNet, weights_path: str | Path, metadata: dict | None = None
+    model: DiffPoseNet, weights_path: str | Path, metadata: dict | None = None,
+    storage_dtype: torch.dtype = torch.float32,
 ) -> Path:
+    """Write the head; ``storage_dtype`` float16 halves the file (loading casts back)."""
     from safetensors.torch import save_file
 
     path = Path(weights_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {
-        k: v.detach().float().contiguous().cpu() for k, v in model.head_state_dict().items()
+        k: (v.detach().to(storage_dtype) if v.is_floating_point() else v.detach())
+        .contiguous().cpu()
+        for k, v in model.head_state_dict().items()
     }
     meta = {'format': 'diffpose_ros-head-v1'}
     meta.update(
