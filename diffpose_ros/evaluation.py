@@ -737,6 +737,9 @@ def read_video(path: str | Path, start: int = 0, stop: int | None = None
         raise FileNotFoundError(f'cannot open video {path}')
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) or 10.0
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if stop is None and count <= 0:
+        capture.release()
+        raise ValueError(f'{path}: the frame count is unknown; give the stop frame')
     stop = count if stop is None or (count and stop > count) else stop
     if not 0 <= start < stop:
         capture.release()
@@ -1169,7 +1172,7 @@ def _pyplot() -> Any:
 
 
 def _untrained_note(trained: bool) -> str:
-    return '' if trained else ' [UNTRAINED head: random weights]'
+    return '' if trained else '\n[UNTRAINED head: random weights]'
 
 
 def plot_per_joint(path: str | Path, series: Mapping[str, Mapping[str, Any]],

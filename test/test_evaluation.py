@@ -114,6 +114,7 @@ def test_score_perfect_prediction_via_cli(tmp_path):
                      '--out', str(tmp_path / 'out')]) == 0
     out = _read(tmp_path / 'out' / 'score.json')
     assert out['layout'] == 'coco'  # detected from the keypoint names
+    assert out['trained'] is None  # no model ran
     assert out['limb_pck']['pck_percent'] == 100.0
     assert out['limb_pck']['ci95_percent'] == [100.0, 100.0]
     assert out['limb_pck']['num_persons'] == 12

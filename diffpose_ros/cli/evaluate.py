@@ -190,7 +190,9 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     gt_set = E.load_gt_set(args.gt, layout=args.layout)
     results = E.read_predictions(args.pred)
     score = E.score_predictions(gt_set.images, results, gt_set.layout)
-    summary = {'gt': args.gt, 'pred': args.pred, **score.summary}
+    # no model runs here: whoever made the prediction file knows whether it was trained
+    summary = {'gt': args.gt, 'pred': args.pred, 'trained': None,
+               'model': 'none (scores a prediction file)', **score.summary}
     out = args.out
     E.write_json(out / 'score.json', summary)
     E.plot_per_joint(out / 'score_per_joint.png', {Path(args.pred).stem: score.summary},
