@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench export clean
+.PHONY: setup demo test lint bench export label train evaluate teachers clean
 
 setup:
 	bash scripts/setup.sh
@@ -21,6 +21,23 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_engine.py --out docs/benchmarks.md
+
+# Issue 4's recipe: pseudo-label vtest.avi 0-599 with both teachers, train (~1 h on 2 CPU
+# cores), evaluate on dev_gt and the held-out frames 600-794. `make train` resumes.
+VTEST = $(shell $(PY) -c 'from diffpose_ros.assets import VTEST_VIDEO, asset_path; print(asset_path(VTEST_VIDEO, verify=False))' 2>/dev/null)
+
+teachers: setup
+	$(PY) scripts/setup_blazepose_teacher.py
+
+label: setup
+	$(PY) -m diffpose_ros.cli.label --video $(VTEST):0:600 --teachers yolo,blazepose \
+	  --out data/pseudo/vtest_train
+
+train: setup
+	$(PY) -m diffpose_ros.cli.train --config config/train_default.yaml
+
+evaluate: setup
+	$(PY) -m diffpose_ros.cli.evaluate all --out outputs/eval
 
 export: setup
 	$(PY) -m diffpose_ros.runtime.export --out outputs/onnx

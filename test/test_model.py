@@ -16,9 +16,28 @@ from diffpose_ros.model.weights import WeightsError, load_model, save_weights
 
 @pytest.fixture(scope='module')
 def random_model():
-    model, trained = load_model(None, seed=0)
+    # without shipped weights load_model falls back to a seeded random head
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr('diffpose_ros.model.weights.default_weights_path', lambda: None)
+        model, trained = load_model(None, seed=0)
     assert not trained
     return model
+
+
+def test_shipped_weights_load_by_default_when_present():
+    from diffpose_ros.model.files import default_weights_path
+
+    path = default_weights_path()
+    if path is None:
+        pytest.fail('models/diffpose_yolo11n_coco17.safetensors is missing: the shipped '
+                    'model must be in the repository')
+    model, trained = load_model(None)
+    assert trained
+    assert path.stat().st_size < 8_000_000  # float16 head: a few MB
+    reloaded, _ = load_model(path)
+    for (name, a), b in zip(model.head_state_dict().items(),
+                            reloaded.head_state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_config_round_trip_and_validation(tmp_path):
