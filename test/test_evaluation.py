@@ -24,7 +24,8 @@ from diffpose_ros.skeleton import LIMB_JOINTS
 # Annotations committed in the repository; the photos live only in the shared dev_gt folder.
 GT_DIR = Path(__file__).resolve().parent / 'data' / 'dev_gt'
 COCO_JSON = GT_DIR / 'coco' / 'test_coco.json'
-DEV_GT_IMAGES = Path(os.environ.get('DIFFPOSE_DEV_GT_IMAGES', '/work/shared/data/dev_gt'))
+DEV_GT_IMAGES = Path(os.environ.get('DIFFPOSE_DEV_GT_IMAGES',
+                    Path(__file__).resolve().parents[1] / 'test' / 'data' / 'dev_gt'))
 CPU = ('CPUExecutionProvider',)
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 LOGGER = logging.getLogger('diffpose-evaluate')
-DEV_GT = Path(os.environ.get('DIFFPOSE_DEV_GT_IMAGES', '/work/shared/data/dev_gt'))
+DEV_GT = Path(os.environ.get('DIFFPOSE_DEV_GT_IMAGES',
+                    Path(__file__).resolve().parents[2] / 'test' / 'data' / 'dev_gt'))
 DEFAULT_GRID_STEPS = (1, 2, 4, 8)
 DEFAULT_GRID_HYPOTHESES = (1, 2, 4, 8)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
