@@ -318,6 +318,22 @@ def persons_to_results(image_id: int, persons: Sequence[Any],
                                 np.array([s for _, s in rows]))
 
 
+def blazepose_results(teacher: Any, image_id: int, image_bgr: np.ndarray,
+                      persons: Sequence[Any]) -> list[dict[str, Any]]:
+    """BlazePose on each estimated person's box -> COCO results (same scores as ours)."""
+    from diffpose_ros.teachers.blazepose import keypoints_in_box
+
+    rows = []
+    for person in persons:
+        keypoints = keypoints_in_box(teacher, image_bgr, np.asarray(person.box_xyxy))
+        if keypoints is not None:
+            rows.append((keypoints, person.score))
+    if not rows:
+        return []
+    return metrics.coco_results(image_id, np.stack([k for k, _ in rows]),
+                                np.array([s for _, s in rows]))
+
+
 def detections_to_results(image_id: int, detections: Sequence[Detection]) -> list[dict]:
     rows = [d for d in detections if d.keypoints is not None]
     if not rows:
@@ -471,18 +487,19 @@ class ImagesRun:
 
 def run_images(runtime: Any, detector: Any, config: PipelineConfig, gt_set: GtSet, *,
                overlay_dir: str | Path | None = None, progress: bool = True,
-               n_resamples: int = BOOTSTRAP_RESAMPLES) -> ImagesRun:
+               n_resamples: int = BOOTSTRAP_RESAMPLES, blazepose: Any = None) -> ImagesRun:
     """Our keypoints and YOLO11n-pose's (same tracked detections) against one GT set.
 
     Each image is a one-frame sequence. ``yolo`` scores the detector keypoints of exactly the
     persons the pipeline estimated (the paired comparison); ``yolo_all_detections`` scores every
     raw detection (the tracker only starts tracks from confident detections, so it may drop
-    some people).
+    some people). With a ``blazepose`` teacher, BlazePose on the same persons' boxes is scored
+    too (a person it finds no pose for counts as missed).
     """
     start = time.perf_counter()
     detector = caching(detector)
     pipeline = make_pipeline(config, runtime, detector)
-    ours, yolo, yolo_all, per_image = [], [], [], []
+    ours, yolo, yolo_all, blaze, per_image = [], [], [], [], []
     items = list(gt_set.images.values())
     for index, image in enumerate(_progress(items, desc=f'images {gt_set.name}', unit='image',
                                             disable=not progress)):
@@ -494,6 +511,8 @@ def run_images(runtime: Any, detector: Any, config: PipelineConfig, gt_set: GtSe
         ours += ours_i
         yolo += yolo_i
         yolo_all += detections_to_results(image.image_id, detections)
+        if blazepose is not None:
+            blaze += blazepose_results(blazepose, image.image_id, bgr, persons)
         per_image.append({'image_id': image.image_id, 'file_name': image.file_name,
                           'gt_persons': sum(_evaluable(p) for p in image.persons),
                           'detections': len(detections), 'persons_estimated': len(persons)})
@@ -521,6 +540,11 @@ def run_images(runtime: Any, detector: Any, config: PipelineConfig, gt_set: GtSe
         'per_image': per_image,
         'elapsed_s': time.perf_counter() - start,
     }
+    if blazepose is not None:
+        s_blaze = score_predictions(gt, blaze, gt_set.layout, n_resamples=n_resamples)
+        summary['blazepose'] = s_blaze.summary
+        summary['ours_minus_blazepose_limb_pck'] = paired_difference(
+            s_ours, s_blaze, n_resamples=n_resamples)
     return ImagesRun(summary=summary, ours_results=ours, yolo_results=yolo)
 
 

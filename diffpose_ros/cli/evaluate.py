@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _output(p, 'score')
 
     p = sub.add_parser('images', help='run the pipeline on GT images; ours vs YOLO11n-pose')
+    p.add_argument('--blazepose', action='store_true',
+                   help='also score BlazePose on the same persons (sets up its environment)')
     _gt_options(p, multi=False)
     _common(p, multi=False, imgsz=PHOTO_IMGSZ)
     _output(p, 'images')
@@ -120,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     _output(p, 'video')
 
     p = sub.add_parser('all', help='images (coco, aic), grid, video and summary.json')
+    p.add_argument('--blazepose', action='store_true',
+                   help='also score BlazePose on the same persons (sets up its environment)')
     p.add_argument('--dev-gt', type=Path, default=DEV_GT,
                    help='folder with coco/test_coco.json and aic/test_aic.json + images '
                         '(env DIFFPOSE_DEV_GT_IMAGES)')
@@ -214,8 +218,17 @@ def run_images_command(args: argparse.Namespace, gt_set: Any, out: Path, runtime
                        detector: Any, config: Any) -> dict[str, Any]:
     from diffpose_ros import evaluation as E
 
-    run = E.run_images(runtime, detector, config, gt_set, overlay_dir=out / 'overlays',
-                       progress=not args.quiet)
+    teacher = None
+    if getattr(args, 'blazepose', False):
+        from diffpose_ros.teachers.blazepose import BlazePoseTeacher, ensure_blazepose_env
+
+        teacher = BlazePoseTeacher(ensure_blazepose_env(log=LOGGER.info))
+    try:
+        run = E.run_images(runtime, detector, config, gt_set, overlay_dir=out / 'overlays',
+                           progress=not args.quiet, blazepose=teacher)
+    finally:
+        if teacher is not None:
+            teacher.close()
     summary = {**run.summary, **_weights_info(args),
                'predictions_ours': str(out / 'pred_ours.json'),
                'predictions_yolo': str(out / 'pred_yolo.json')}
@@ -227,6 +240,8 @@ def run_images_command(args: argparse.Namespace, gt_set: Any, out: Path, runtime
                      f'{gt_set.name}: limb PCK@0.1 per joint', trained=summary['trained'])
     _print_score(f'{gt_set.name} ours', summary['ours'])
     _print_score(f'{gt_set.name} YOLO', summary['yolo'])
+    if 'blazepose' in summary:
+        _print_score(f'{gt_set.name} BlazePose', summary['blazepose'])
     diff = summary['ours_minus_yolo_limb_pck']
     print(f'{gt_set.name} ours - YOLO: {diff["points"]:+.1f} points, paired 95% CI '
           f'[{diff["ci95_points"][0]:+.1f}, {diff["ci95_points"][1]:+.1f}]')
@@ -382,6 +397,12 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
             'ours_minus_yolo_ci95': run['ours_minus_yolo_limb_pck']['ci95_points'],
             'ours_oks_ap_percent': run['ours']['oks_ap_percent']['AP'],
             'yolo_oks_ap_percent': run['yolo']['oks_ap_percent']['AP'],
+            **({'blazepose_limb_pck_percent': run['blazepose']['limb_pck']['pck_percent'],
+                'blazepose_limb_pck_ci95': run['blazepose']['limb_pck']['ci95_percent'],
+                'ours_minus_blazepose_points': run['ours_minus_blazepose_limb_pck']['points'],
+                'ours_minus_blazepose_ci95':
+                    run['ours_minus_blazepose_limb_pck']['ci95_points']}
+               if 'blazepose' in run else {}),
         } for name, run in images.items()},
         'grid': {k: grid[k] for k in (
             'steps_list', 'hypotheses_list', 'seeds', 'num_images', 'num_gt_persons',

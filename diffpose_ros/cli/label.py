@@ -40,7 +40,6 @@ from diffpose_ros.labeling import (
 
 LOGGER = logging.getLogger('diffpose-label')
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
-BLAZEPOSE_CROP_HW = (384, 288)  # people in vtest are 50-120 px: upscale for BlazePose
 
 
 @dataclasses.dataclass
@@ -151,21 +150,6 @@ class _Observation:
     blaze_keypoints: np.ndarray | None
 
 
-def _blazepose_keypoints(teacher: Any, image_bgr: np.ndarray, box_xyxy: np.ndarray,
-                         ) -> np.ndarray | None:
-    from diffpose_ros.codec import CropTransform
-    from diffpose_ros.teachers.blazepose import to_coco17
-
-    transform = CropTransform.from_box(box_xyxy, crop_hw=BLAZEPOSE_CROP_HW, enlarge=1.25)
-    crop_rgb = np.ascontiguousarray(transform.warp(image_bgr)[..., ::-1])
-    landmarks = teacher.landmarks(crop_rgb)
-    if landmarks is None:
-        return None
-    coco = to_coco17(landmarks).astype(np.float64)
-    coco[:, :2] = transform.crop_to_image(coco[:, :2])
-    return coco
-
-
 def label_sequence(seq: LabelSequence, detector: Any, blazepose: Any, config: LabelConfig,
                    out_dir: Path, jpeg_quality: int, progress: bool) -> dict[str, Any]:
     """Teachers over one sequence -> {'tracks': {id: [observations]}, 'frames': [paths]}."""
@@ -173,6 +157,9 @@ def label_sequence(seq: LabelSequence, detector: Any, blazepose: Any, config: La
     from tqdm import tqdm
 
     from diffpose_ros.tracking import CameraTracker, TrackerConfig
+
+    if blazepose is not None:
+        from diffpose_ros.teachers.blazepose import keypoints_in_box
 
     tracker = CameraTracker(TrackerConfig(max_age_s=1.0))
     frame_dir = out_dir / 'frames' / seq.name
@@ -201,7 +188,7 @@ def label_sequence(seq: LabelSequence, detector: Any, blazepose: Any, config: La
             yolo = np.asarray(yolo_kpts, dtype=np.float64)
             blaze = None
             if blazepose is not None and box[3] - box[1] >= config.min_box_height_px:
-                blaze = _blazepose_keypoints(blazepose, image, box)
+                blaze = keypoints_in_box(blazepose, image, box)
             size = float(max(box[2] - box[0], box[3] - box[1]))
             fused, _ = fuse_teachers(yolo, blaze, size, config)
             tracks.setdefault(track_id, []).append(

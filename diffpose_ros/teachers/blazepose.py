@@ -146,6 +146,26 @@ def to_coco17(landmarks33: np.ndarray) -> np.ndarray:
 # --- Environment setup ---
 
 
+# People in vtest are 50-120 px tall: BlazePose sees them upscaled to this crop.
+PERSON_CROP_HW = (384, 288)
+
+
+def keypoints_in_box(teacher: BlazePoseTeacher, image_bgr: np.ndarray, box_xyxy: np.ndarray,
+                     crop_hw: tuple[int, int] = PERSON_CROP_HW, enlarge: float = 1.25,
+                     ) -> np.ndarray | None:
+    """BlazePose on one person's box: (17, 3) COCO-17 x, y (image px), confidence, or None."""
+    from diffpose_ros.codec import CropTransform
+
+    transform = CropTransform.from_box(box_xyxy, crop_hw=crop_hw, enlarge=enlarge)
+    crop_rgb = np.ascontiguousarray(transform.warp(image_bgr)[..., ::-1])
+    landmarks = teacher.landmarks(crop_rgb)
+    if landmarks is None:
+        return None
+    coco = to_coco17(landmarks).astype(np.float64)
+    coco[:, :2] = transform.crop_to_image(coco[:, :2])
+    return coco
+
+
 def default_cache_dir() -> Path:
     from diffpose_ros.assets import cache_dir  # lazy: keep this module importable standalone
 
