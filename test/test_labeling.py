@@ -153,3 +153,21 @@ def test_jitter_of_smoothed_labels_is_lower_on_a_noisy_walk():
     assert keep.all()
     sizes = np.full(60, 120.0)
     assert jitter(labels[..., :2], sizes) < 0.5 * jitter(noisy[..., :2], sizes)
+
+
+@pytest.mark.slow
+def test_label_command_fuses_blazepose_on_vtest_frames(tmp_path):
+    """Both teachers on 3 real frames: BlazePose joints are fused in and agreement reported."""
+    from diffpose_ros.assets import VTEST_VIDEO, asset_path
+    from diffpose_ros.cli.label import main
+
+    out = tmp_path / 'fused'
+    assert main(['--video', f'{asset_path(VTEST_VIDEO)}:600:603', '--out', str(out),
+                 '--teachers', 'yolo,blazepose', '--no-progress']) == 0
+    report = json.loads((out / 'report.json').read_text())
+    agreement = report['teacher_agreement_yolo_vs_blazepose']
+    assert report['teachers'] == ['yolo', 'blazepose']
+    assert agreement['persons'] >= 3 and agreement['joints_seen_by_both'] >= 30
+    # two independent real models on real people: most shared joints within 0.1 box
+    assert agreement['share_within_0.1_box'] > 0.6
+    assert report['counts']['labelled_person_frames'] >= 3
