@@ -1,0 +1,328 @@
+"""diffpose-bag: make, inspect, play and record rosbag2 bags without rosbag2 (see --help).
+
+    diffpose-bag make                                  # the sample bag from vtest.avi
+    diffpose-bag make clip.mp4:100:400 --out bags/clip --compressed
+    diffpose-bag info outputs/bags/vtest
+    diffpose-bag play outputs/bags/vtest --clock --loop
+    diffpose-bag record --out outputs/bags/run1 --duration 60
+
+Exit codes: 0 success; 1 a bag or source cannot be read or written (a one-line message, no
+traceback); 2 bad command-line usage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+PROG = 'diffpose-bag'
+
+_DESCRIPTION = """\
+Rosbag2 bags for diffpose_ros without rosbag2: make them from videos, image folders and
+labelled sequences, inspect, play them into the node and record its outputs. Bags are
+rosbag2 directories (metadata.yaml + one .mcap or .db3 file) that `ros2 bag` on Humble and
+Jazzy reads (metadata version 8; docs/bags.md)."""
+
+_EPILOG = """\
+subcommands (each has its own --help):
+  make     video / image folder / sequence JSON -> bag (no argument: the sample bag)
+  info     topics, counts, duration and size of a bag
+  play     publish a bag's messages at the recorded rate (needs ROS)
+  record   write topics to a new bag until Ctrl-C or --duration (needs ROS)
+
+example session (three terminals; scripts/bag_demo.sh does the same):
+  diffpose-bag make                                   # outputs/bags/vtest (sample bag)
+  diffpose-bag record --out outputs/bags/run1         # the node's outputs
+  python -m diffpose_ros.ros.node --ros-args -p autostart:=true -p use_sim_time:=true \\
+      -p transport:=compressed
+  diffpose-bag play outputs/bags/vtest --clock
+
+exit codes: 0 ok, 1 unreadable/unwritable bag or source (one-line message), 2 usage error
+"""
+
+_MAKE_EPILOG = """\
+input (positional, optional):
+  (none)                    the sample bag: vtest.avi, all 795 frames (10 fps, 768x576),
+                            compressed JPEG, into outputs/bags/vtest (kept if it exists)
+  VIDEO[:START[:STOP]]      a video, optionally frames START..STOP-1 (as diffpose-label)
+  FOLDER                    every image (.jpg .jpeg .png .bmp .tif) in name order; --fps
+  SEQUENCE.json             COCO/PoseTrack keypoint JSON with images (vid_id, frame_id,
+                            file_name) and optional annotations -> ground truth topic
+
+topics (prefix --namespace, default /camera); every message of a frame has the same stamp:
+  /camera/camera_info             sensor_msgs/CameraInfo (pinhole, --hfov-deg, no distortion)
+  /camera/image_raw               sensor_msgs/Image bgr8 (default), or
+  /camera/image_raw/compressed    sensor_msgs/CompressedImage JPEG (--compressed)
+  /camera/ground_truth            diffpose_ros/PersonPoseArray per labelled frame (sequences
+                                  with annotations): track ids, boxes, 17 keypoints; keypoint
+                                  confidence = keypoint_scores (pseudo labels) or 1 (labelled),
+                                  0 = not labelled
+
+examples:
+  diffpose-bag make                                       # sample bag
+  diffpose-bag make --raw --out outputs/bags/vtest_raw    # sample as raw bgr8 (~1 GB)
+  diffpose-bag make vtest.avi:600:795 --out bags/heldout --storage sqlite3
+  diffpose-bag make data/pseudo/vtest_heldout/labels_coco.json --compressed --out bags/gt
+  diffpose-bag make photos/ --fps 5 --start-time now --out bags/photos
+"""
+
+_PLAY_EPILOG = """\
+Messages are forwarded as serialized bytes (never decoded), paced by their log time.
+QoS: images best effort (sensor data) unless --reliable; other topics reliable.
+
+examples:
+  diffpose-bag play outputs/bags/vtest                      # once, real time
+  diffpose-bag play outputs/bags/vtest --clock --rate 0.5   # /clock for use_sim_time nodes
+  diffpose-bag play BAG --loop --start-offset 30 --topics /camera/image_raw/compressed
+  diffpose-bag play BAG --remap /camera/image_raw:=/front/image_raw --wait-for /front/image_raw
+"""
+
+_RECORD_EPILOG = """\
+Each topic is subscribed when a publisher for it appears (start the recorder first), its
+type discovered on the graph and stored with its definition; messages are written as
+received (serialized bytes) with the receive time as log time.
+
+examples:
+  diffpose-bag record --out outputs/bags/run1                 # node outputs until Ctrl-C
+  diffpose-bag record --out run2 --duration 30 --topics /diffpose/front/poses /diagnostics
+  diffpose-bag record --out run3 --use-sim-time                # log time from /clock
+"""
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f'must be > 0, got {text}')
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f'must be >= 0, got {text}')
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {text}')
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from diffpose_ros.bags import io, make
+    from diffpose_ros.ros.bag_record import DEFAULT_TOPICS
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=formatter)
+    sub = parser.add_subparsers(dest='command', metavar='{make,info,play,record}')
+    sub.required = True
+
+    # ---------------------------------------------------------------------------- make
+    p = sub.add_parser('make', help='video / image folder / sequence JSON -> bag',
+                       description='Make a rosbag2 bag from a video, an image folder or a '
+                       'labelled sequence JSON; without an input, the sample bag from vtest.avi.',
+                       epilog=_MAKE_EPILOG, formatter_class=formatter)
+    p.add_argument('input', nargs='?', help='video[:start[:stop]], image folder or .json '
+                   '(default: the sample bag from vtest.avi)')
+    p.add_argument('-o', '--out', type=Path,
+                   help='bag directory to create (default: outputs/bags/<input name>; the '
+                   f'sample bag: {make.sample_bag_path()})')
+    p.add_argument('--storage', choices=io.STORAGES, default=io.DEFAULT_STORAGE,
+                   help='storage plugin (default: %(default)s)')
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument('--compressed', dest='compressed', action='store_true', default=None,
+                     help='CompressedImage JPEG on <ns>/image_raw/compressed (default for the '
+                     'sample bag)')
+    fmt.add_argument('--raw', dest='compressed', action='store_false',
+                     help='Image bgr8 on <ns>/image_raw (default for other inputs)')
+    p.add_argument('--jpeg-quality', type=int, default=make.DEFAULT_JPEG_QUALITY,
+                   help='JPEG quality 1-100 when encoding frames (default: %(default)s)')
+    p.add_argument('--reencode', action='store_true',
+                   help='re-encode JPEG/PNG files too (default: stored byte for byte)')
+    p.add_argument('--fps', type=_positive_float,
+                   help='frame rate for stamps (default: the video\'s or the JSON videos[].fps; '
+                   f'else {make.DEFAULT_FPS})')
+    p.add_argument('--start-time', default=None, metavar='SECONDS|now',
+                   help='stamp of the first frame, seconds since the epoch (default: '
+                   f'{make.DEFAULT_START_TIME_NS // 10**9} = 2025-01-01T00:00:00Z, so a bag '
+                   'made twice is identical)')
+    p.add_argument('--max-frames', type=_positive_int, help='stop after this many frames')
+    p.add_argument('--namespace', default=make.DEFAULT_NAMESPACE,
+                   help='topic prefix (default: %(default)s)')
+    p.add_argument('--frame-id', default=make.DEFAULT_FRAME_ID,
+                   help='header frame_id (default: %(default)s)')
+    p.add_argument('--hfov-deg', type=float, default=make.DEFAULT_HFOV_DEG,
+                   help='horizontal field of view of the CameraInfo (default: %(default)s)')
+    p.add_argument('--video-id', help='sequence JSON with several vid_id: the one to use')
+    p.add_argument('--image-root', help='sequence JSON: directory file_name is relative to '
+                   '(default: the JSON\'s directory or one of its parents)')
+    p.add_argument('--force', action='store_true', help='replace an existing output bag')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
+
+    # ---------------------------------------------------------------------------- info
+    p = sub.add_parser('info', help='topics, counts, duration and size of a bag',
+                       description='Print what a bag holds (like `ros2 bag info`).',
+                       epilog='example:\n  diffpose-bag info outputs/bags/vtest\n',
+                       formatter_class=formatter)
+    p.add_argument('bag', help='bag directory, its metadata.yaml, or a .mcap/.db3 file')
+
+    # ---------------------------------------------------------------------------- play
+    p = sub.add_parser('play', help="publish a bag's messages at the recorded rate",
+                       description="Publish a bag's topics with rclpy at the recorded rate, "
+                       'forwarding serialized bytes.', epilog=_PLAY_EPILOG,
+                       formatter_class=formatter)
+    p.add_argument('bag', help='bag directory, its metadata.yaml, or a .mcap/.db3 file')
+    p.add_argument('-r', '--rate', type=_positive_float, default=1.0,
+                   help='playback speed factor (default: %(default)s)')
+    p.add_argument('-l', '--loop', action='store_true', help='play again and again')
+    p.add_argument('--start-offset', type=_non_negative_float, default=0.0, metavar='SECONDS',
+                   help='skip this much of the bag from its start (default: 0)')
+    p.add_argument('--clock', nargs='?', type=_positive_float, const=40.0, default=None,
+                   metavar='HZ', help='publish /clock (rosgraph_msgs/Clock) for use_sim_time '
+                   'nodes, at HZ (default 40)')
+    p.add_argument('--topics', nargs='+', metavar='TOPIC', help='only these topics')
+    p.add_argument('--remap', nargs='+', default=[], metavar='OLD:=NEW',
+                   help='publish topic OLD as NEW')
+    p.add_argument('--reliable', action='store_true',
+                   help='reliable QoS for images too (default: sensor data, best effort)')
+    p.add_argument('--wait-for', nargs='+', default=[], metavar='TOPIC',
+                   help='before playing, wait until each (output) topic has a subscriber')
+    p.add_argument('--wait-timeout', type=_positive_float, default=30.0, metavar='SECONDS',
+                   help='give up waiting after this long (default: %(default)s)')
+    p.add_argument('--delay', type=_non_negative_float, default=0.0, metavar='SECONDS',
+                   help='sleep before playing (default: 0)')
+
+    # ---------------------------------------------------------------------------- record
+    p = sub.add_parser('record', help='write topics to a new bag',
+                       description='Record topics (serialized, with their types) into a new '
+                       'bag until Ctrl-C / SIGTERM or --duration.', epilog=_RECORD_EPILOG,
+                       formatter_class=formatter)
+    p.add_argument('-o', '--out', type=Path, required=True, help='bag directory to create')
+    p.add_argument('--topics', nargs='+', default=list(DEFAULT_TOPICS), metavar='TOPIC',
+                   help='topics to record (default: %(default)s: the node\'s outputs with '
+                   'the launch defaults)')
+    p.add_argument('--duration', type=_positive_float, metavar='SECONDS',
+                   help='stop after this long (default: until Ctrl-C / SIGTERM)')
+    p.add_argument('--storage', choices=io.STORAGES, default=io.DEFAULT_STORAGE,
+                   help='storage plugin (default: %(default)s)')
+    p.add_argument('--use-sim-time', action='store_true',
+                   help='log time from /clock instead of the wall clock')
+
+    # Reserved: `evaluate` (score a bag's recorded or offline poses against its ground truth)
+    # is added here by its own module; it is deliberately not registered until it exists.
+    return parser
+
+
+def _error(command: str, message: str) -> int:
+    print(f'{PROG} {command}: error: {message}', file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _run_make(args: argparse.Namespace) -> int:
+    from diffpose_ros.bags import io, make
+
+    sample = args.input is None
+    compressed = sample if args.compressed is None else args.compressed
+    if sample:
+        source = make.vtest_source(args.fps)
+        out = args.out or make.sample_bag_path()
+    else:
+        source = make.open_source(args.input, args.fps, args.video_id, args.image_root)
+        stem = Path(args.input.split(':')[0] if source.kind == 'video' else args.input)
+        out = args.out or Path('outputs') / 'bags' / (stem.stem or stem.name)
+    out = Path(out)
+    if out.exists():
+        if args.force:
+            make.remove_existing_bag(out)
+        elif sample and args.out is None:
+            info = io.bag_info(out)
+            print(f'sample bag already exists ({info["message_count"]} messages, '
+                  f'{info["size_bytes"] / 1e6:.1f} MB): {out}  (--force rebuilds it)')
+            return EXIT_OK
+        else:
+            return _error('make', f'{out} already exists (use --force to replace it)')
+    if not source.fps_from_source:
+        print(f'note: the source has no frame rate; stamping at {source.fps} fps (--fps)',
+              file=sys.stderr)
+    options = make.MakeOptions(
+        out=out, storage=args.storage, compressed=compressed, jpeg_quality=args.jpeg_quality,
+        reencode=args.reencode,
+        start_time_ns=(make.parse_start_time(args.start_time) if args.start_time is not None
+                       else make.DEFAULT_START_TIME_NS),
+        namespace=args.namespace, frame_id=args.frame_id, hfov_deg=args.hfov_deg,
+        max_frames=args.max_frames, progress=not args.quiet)
+    summary = make.make_bag(source, options)
+    topics = ', '.join(f'{t} x{n}' for t, n in summary['topics'].items())
+    print(f"wrote {summary['out']} ({summary['storage']}, metadata version "
+          f"{summary['metadata_version']}): {summary['frames']} frames "
+          f"{summary['width']}x{summary['height']} at {summary['fps']:g} fps, "
+          f"{summary['size_bytes'] / 1e6:.1f} MB in {summary['seconds']:.1f} s; {topics}")
+    return EXIT_OK
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from diffpose_ros.bags import io
+
+    print(io.format_info(io.bag_info(args.bag)))
+    return EXIT_OK
+
+
+def _run_play(args: argparse.Namespace) -> int:
+    from diffpose_ros.ros import bag_play
+
+    result = bag_play.play(
+        args.bag, rate=args.rate, loop=args.loop, start_offset_s=args.start_offset,
+        clock=args.clock is not None, clock_hz=args.clock or bag_play.DEFAULT_CLOCK_HZ,
+        topics=args.topics, remaps=bag_play.parse_remaps(args.remap), reliable=args.reliable,
+        wait_for=args.wait_for, wait_timeout_s=args.wait_timeout, delay_s=args.delay)
+    counts = ', '.join(f'{t} x{n}' for t, n in result.published.items())
+    print(f"{'interrupted' if result.interrupted else 'done'}: {counts} in {result.wall_s:.2f} s "
+          f'({result.loops} pass(es) over {result.bag_span_s:.2f} s of bag time); schedule lag '
+          f'p50 {result.lag_p50_ms:.1f} ms, max {result.lag_max_ms:.1f} ms'
+          + (f'; /clock x{result.clock_messages}' if args.clock is not None else ''))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _run_record(args: argparse.Namespace) -> int:
+    from diffpose_ros.ros import bag_record
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    result = bag_record.record(
+        str(args.out), args.topics, duration_s=args.duration, storage=args.storage,
+        use_sim_time=args.use_sim_time, log=log)
+    counts = ', '.join(f'{t} x{n}' for t, n in result.counts.items())
+    print(f'stopped ({result.stopped_by}) after {result.wall_s:.1f} s; wrote {result.out}: '
+          f'{counts}', flush=True)
+    if result.never_seen:
+        print(f'warning: never saw a publisher on {", ".join(result.never_seen)}',
+              file=sys.stderr)
+    if result.skipped_before_clock:
+        print(f'note: {result.skipped_before_clock} message(s) arrived before the first /clock '
+              'and were not written', file=sys.stderr)
+    return EXIT_OK
+
+
+_RUNNERS = {'make': _run_make, 'info': _run_info, 'play': _run_play, 'record': _run_record}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from diffpose_ros.bags.io import BagError
+
+    try:
+        return _RUNNERS[args.command](args)
+    except (BagError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        return _error(args.command, str(exc))
+    except KeyboardInterrupt:
+        return _error(args.command, 'interrupted')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
