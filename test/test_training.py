@@ -200,7 +200,13 @@ def test_resumed_training_matches_an_uninterrupted_run(fixtures, tmp_path):
     assert stopped == {'finished': False, 'iterations_done': 12,
                        'checkpoint': str(tmp_path / 'half' / 'checkpoint.safetensors'),
                        'last_loss': stopped['last_loss']}
+    # a run killed after its last checkpoint leaves later rows behind: resuming re-runs them
+    with open(tmp_path / 'half' / 'loss.csv', 'a') as f:
+        f.write('16,99.0,1e-3,1.0\n')
     resumed = train(config, resume=True, progress=False)
+    rows = (tmp_path / 'half' / 'loss.csv').read_text().splitlines()[1:]
+    assert [int(r.split(',')[0]) for r in rows] == list(range(4, 25, 4))  # no duplicates
+    assert '99.0' not in ''.join(rows)
     a, b = load_file(full['weights']), load_file(resumed['weights'])
     assert a.keys() == b.keys()
     worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)

@@ -500,6 +500,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     if resume and checkpoint.is_file():
         start = load_checkpoint(checkpoint, model, optimizer)
         LOGGER.info('resumed from %s at iteration %d', checkpoint, start)
+        _truncate_log(loss_log, start)  # rows after the checkpoint are re-run
     elif loss_log.exists():
         loss_log.unlink()
     if not loss_log.exists():
@@ -562,6 +563,14 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     }
     (out_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _truncate_log(loss_log: Path, last_iteration: int) -> None:
+    if not loss_log.exists():
+        return
+    lines = loss_log.read_text().splitlines()
+    kept = lines[:1] + [ln for ln in lines[1:] if ln and int(ln.split(',')[0]) <= last_iteration]
+    loss_log.write_text('\n'.join(kept) + '\n')
 
 
 def _read_log(loss_log: Path) -> np.ndarray:
