@@ -321,6 +321,19 @@ def test_make_is_deterministic(bags, vtest):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
 
 
+def test_message_definitions_found_in_a_copy_install(monkeypatch, tmp_path):
+    """A copy install has no msg/ next to the package: the installed share/ copy is used."""
+    assert io.custom_msg_dir() == ROOT / 'msg'
+    monkeypatch.setattr(io, '__file__', str(tmp_path / 'site-packages' / 'diffpose_ros' /
+                                            'bags' / 'io.py'))
+    share = Path(sys.prefix) / 'share' / 'diffpose_ros' / 'msg'
+    assert io.custom_msg_dir() == share
+    monkeypatch.setenv('AMENT_PREFIX_PATH', '')
+    monkeypatch.setattr(sys, 'prefix', str(tmp_path))
+    with pytest.raises(io.BagError, match='cannot find the diffpose_ros .msg files'):
+        io.custom_msg_dir()
+
+
 def test_parse_video_spec_and_start_time():
     assert make.parse_video_spec('a/b.avi') == (Path('a/b.avi'), 0, None)
     assert make.parse_video_spec('a/b.avi:5') == (Path('a/b.avi'), 5, None)

@@ -21,8 +21,8 @@ PROG = 'diffpose-bag'
 _DESCRIPTION = """\
 Rosbag2 bags for diffpose_ros without rosbag2: make them from videos, image folders and
 labelled sequences, inspect, play them into the node and record its outputs. Bags are
-rosbag2 directories (metadata.yaml + one .mcap or .db3 file) that `ros2 bag` on Humble and
-Jazzy reads (metadata version 8; docs/bags.md)."""
+rosbag2 directories (metadata.yaml + one .mcap or .db3 file) in metadata version 8, the version
+`ros2 bag` on both Humble and Jazzy reads (docs/bags.md)."""
 
 _EPILOG = """\
 subcommands (each has its own --help):
