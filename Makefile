@@ -44,3 +44,13 @@ export: setup
 
 clean:
 	rm -rf build outputs .pytest_cache
+
+# Rosbags (docs/bags.md): the sample bag from vtest.avi (outputs/bags/vtest, 61 MB), and the
+# bag flow of launch/diffpose_bag.launch.py (record + node on sim time + play) run on it here.
+.PHONY: bag bag-demo
+
+bag: setup
+	$(PY) -m diffpose_ros.cli.bag make
+
+bag-demo: setup
+	bash scripts/bag_demo.sh
