@@ -311,6 +311,9 @@ def test_image_folder_and_sample_mode(bags, sequence, frames, capsys):
     assert [m.ros_msg.data for m in read_mcap(sample) if m.channel.topic == COMPRESSED] == [
         jpeg(f) for f in frames[:2]]
     assert 'wrote' in capsys.readouterr().out
+    # variants of the sample bag need their own --out
+    assert cli.main(['make', '--raw', '-q']) == cli.EXIT_ERROR
+    assert '--raw make a variant of the sample bag' in capsys.readouterr().err
 
 
 def test_make_is_deterministic(bags, vtest):

@@ -121,7 +121,7 @@ class Source:
 
     kind = 'source'
     fps: float = DEFAULT_FPS
-    fps_from_source = True
+    fps_from_source = True          # False: nobody gave a frame rate, DEFAULT_FPS is used
     count: int | None = None
     has_ground_truth = False
     first_index = 0
@@ -160,9 +160,10 @@ class VideoSource(Source):
         source_fps = capture.get(cv2.CAP_PROP_FPS)
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         capture.release()
-        self.fps_from_source = fps is None and source_fps > 0 and math.isfinite(source_fps)
+        video_fps = source_fps > 0 and math.isfinite(source_fps)
+        self.fps_from_source = fps is not None or video_fps
         self.fps = float(fps) if fps is not None else (
-            float(source_fps) if self.fps_from_source else DEFAULT_FPS)
+            float(source_fps) if video_fps else DEFAULT_FPS)
         end = total if self.stop is None else min(self.stop, total) if total > 0 else self.stop
         self.count = max(0, end - self.start) if end else None
         self.first_index = self.start

@@ -212,8 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--use-sim-time', action='store_true',
                    help='log time from /clock instead of the wall clock')
 
-    # Reserved: `evaluate` (score a bag's recorded or offline poses against its ground truth)
-    # is added here by its own module; it is deliberately not registered until it exists.
+    # ------------------------------------------------------------------ evaluate (reserved)
+    # EVALUATE GOES HERE: `diffpose-bag evaluate` (run the pipeline offline over a bag, or
+    # score a recorded output bag, against the bag's ground truth) is added by its own module:
+    # a `sub.add_parser('evaluate', ...)` block here, an `_run_evaluate` entry in _RUNNERS and a
+    # line in _EPILOG. Deliberately not registered until it exists (no stub).
     return parser
 
 
@@ -222,11 +225,31 @@ def _error(command: str, message: str) -> int:
     return EXIT_ERROR
 
 
+def _sample_variant(args: argparse.Namespace) -> list[str]:
+    """Options that make `make` without input differ from the sample bag."""
+    from diffpose_ros.bags import io, make
+
+    changed = {
+        '--raw': args.compressed is False, '--storage': args.storage != io.DEFAULT_STORAGE,
+        '--jpeg-quality': args.jpeg_quality != make.DEFAULT_JPEG_QUALITY,
+        '--fps': args.fps is not None, '--start-time': args.start_time is not None,
+        '--max-frames': args.max_frames is not None,
+        '--namespace': args.namespace != make.DEFAULT_NAMESPACE,
+        '--frame-id': args.frame_id != make.DEFAULT_FRAME_ID,
+        '--hfov-deg': args.hfov_deg != make.DEFAULT_HFOV_DEG,
+    }
+    return [name for name, differs in changed.items() if differs]
+
+
 def _run_make(args: argparse.Namespace) -> int:
     from diffpose_ros.bags import io, make
 
     sample = args.input is None
     compressed = sample if args.compressed is None else args.compressed
+    if sample and args.out is None and _sample_variant(args):
+        return _error('make', f'{", ".join(_sample_variant(args))} make a variant of the sample '
+                      f'bag: give it its own --out (the default, {make.sample_bag_path()}, is '
+                      'the sample bag itself)')
     if sample:
         source = make.vtest_source(args.fps)
         out = args.out or make.sample_bag_path()
@@ -309,6 +332,7 @@ def _run_record(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# subcommand -> runner (EVALUATE GOES HERE too, see build_parser)
 _RUNNERS = {'make': _run_make, 'info': _run_info, 'play': _run_play, 'record': _run_record}
 
 
