@@ -19,5 +19,7 @@ setup(
         'torchvision', 'ultralytics-opencv-headless>=8.3', 'lap>=0.5', 'onnx>=1.16',
         'onnxruntime-gpu>=1.18', 'safetensors>=0.4', 'tqdm>=4.66', 'matplotlib>=3.8',
     ],
-    entry_points={'console_scripts': ['diffpose-video = diffpose_ros.cli.video:main']},
+    entry_points={'console_scripts': [
+        f'diffpose-{name} = diffpose_ros.cli.{name}:main'
+        for name in ('video', 'label', 'train', 'evaluate', 'bag')]},
 )
