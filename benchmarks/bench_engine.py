@@ -1,93 +1,554 @@
 #!/usr/bin/env python3
-"""Pose-engine benchmark: per-stage latency on real vtest.avi crops, PyTorch vs ONNX Runtime.
+"""In-process benchmarks of the suite (``benchmarks/run_all.py``): two parts.
 
-Measures, on this machine, in one run (so ratios are comparable):
-  - detector latency (YOLO11n-pose, 768x576 frames) at the given input sizes;
-  - per backend, for 1/3/6 persons (real person crops of one vtest frame): backbone, STRL
-    (causal window of 3 cached frames), one denoiser step (persons x hypotheses rows) and
-    decode, p50/p95; the whole pose stage (backbone + STRL + K steps + decode) for
-    steps x hypotheses, as person-frames/s;
-  - backbone passes per person-frame over a real tracked sequence (centred windows of 5);
-  - peak RSS.
-Writes a Markdown section (--out) and PNG plots next to it (docs/img/).
+``pipeline`` (issue 5): ``PosePipeline.process()`` on real 640x480 frames with exactly 1, 3 and
+6 people (``common.SCENES``), for steps 1/2/4/8 x hypotheses 1/2/4, PyTorch and ONNX Runtime,
+and YOLO11n-pose alone on the same frames. Every configuration and the detector alone run once
+per round, in a shuffled order, on the same frame of each scene (the rounds walk the scene's
+frames ping-pong), so the machine's drift hits all of them alike. Per stage (detector,
+tracking, crop, backbone, strl, denoise, decode: ``FrameResult.timings_ms``) and end to end
+(wall time of ``process()``) p50/p95, person-frames/s, PyTorch vs ONNX Runtime, full pipeline
+vs YOLO11n-pose alone, peak RSS; the issue's targets checked.
 
-    python benchmarks/bench_engine.py --out docs/benchmarks.md [--iterations 20]
+``engine`` (issue 2): the network stages in isolation on real person crops of one vtest frame
+(backbone, STRL over a causal window of 3 cached frames, one denoiser step for persons x
+hypotheses rows, decode) per backend for 1/3/6 persons; YOLO11n-pose on a full 768x576 frame at
+imgsz 640 and 1280; backbone passes per person-frame over a real tracked sequence (centred
+windows of 5); peak RSS.
+
+    python benchmarks/run_all.py --only engine,pipeline    # the suite (writes the doc)
+    python benchmarks/bench_engine.py [--quick]            # the same two parts
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import resource
+import gc
+import itertools
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import (  # noqa: E402
+    FRAME_WH,
+    SCENES,
+    PingPong,
+    fmt_pair,
+    linear_slope,
+    machine_info,
+    machine_line,
+    paired_ratio,
+    peak_rss_mb,
+    percentiles,
+    pyplot,
+    ratio,
+    read_vtest_frames,
+    reset_peak_rss,
+    rss_mb,
+    save_figure,
+    scene_frames,
+    stats,
+    time_call,
+)
+
+ENGINE_SECTION = '## Pose engine (issue 2)'
+PIPELINE_SECTION = '## Pipeline on real frames (issue 5)'
+TARGETS_SECTION = '## Targets (issue 5)'
+
+BACKENDS = ('onnxruntime', 'torch')
 PERSON_COUNTS = (1, 3, 6)
-STEPS = (1, 2, 4)
-HYPOTHESES = (1, 2)
-BENCH_FRAME = 100  # vtest frame with >= 6 people found by the detector at 1280
+STEPS = (1, 2, 4, 8)
+HYPOTHESES = (1, 2, 4)
+PIPELINE_STAGES = ('detector', 'tracking', 'crop', 'backbone', 'strl', 'denoise', 'decode')
+POSE_STAGES = ('backbone', 'strl', 'denoise', 'decode')
+DETECTOR_IMGSZ = 640
+BENCH_FRAME = 100  # engine part: vtest frame with >= 6 people found by the detector at 1280
+
+# The issue's targets: this CPU, ONNX Runtime, 3 persons, 1 step, 1 hypothesis, 640x480.
+TARGET_CELL = ('onnxruntime', 3, 1, 1)
+TARGET_MIN_FPS = 5.0
+TARGET_MAX_YOLO_RATIO = 2.0
+
+# Cost model for the up-front run-time estimate (ms per call, idle 2-core AMD EPYC, from the
+# 2026-11-23 figures in docs/benchmarks.md): detector per frame; pose stage per backend =
+# fixed + per_person * N + K * (per_step + per_row_step * N * H).
+COST_MS: dict[str, Any] = {
+    'detector': {640: 62.0, 1280: 211.0},
+    'tracking_crop': 2.0,
+    'onnxruntime': {'fixed': 7.0, 'per_person': 12.5, 'per_step': 1.5, 'per_row_step': 3.0},
+    'torch': {'fixed': 8.0, 'per_person': 17.0, 'per_step': 2.0, 'per_row_step': 3.5},
+    'model_load_s': 20.0,
+}
 
 
-def percentiles(samples_ms: list[float]) -> tuple[float, float]:
-    return float(np.percentile(samples_ms, 50)), float(np.percentile(samples_ms, 95))
+def cell_key(backend: str, persons: int, steps: int, hypotheses: int) -> str:
+    return f'{backend}/{persons}/{steps}/{hypotheses}'
 
 
-def time_call(fn, iterations: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000.0)
-    return samples
+def estimate_frame_ms(backend: str, persons: int, steps: int, hypotheses: int) -> float:
+    """Cost model: expected wall time of one ``process()`` call (640x480, detector at 640)."""
+    c = COST_MS[backend]
+    pose = c['fixed'] + c['per_person'] * persons + steps * (
+        c['per_step'] + c['per_row_step'] * persons * hypotheses)
+    return COST_MS['detector'][DETECTOR_IMGSZ] + COST_MS['tracking_crop'] + pose
 
 
-def machine_info() -> dict:
-    import onnxruntime
-    import torch
+# ============================================================================ pipeline part
+def pipeline_options(quick: bool = False, **overrides: Any) -> dict[str, Any]:
+    opts = {
+        'rounds': 30,  # timed samples per cell
+        'warmup_rounds': 1,
+        'backends': BACKENDS,
+        'persons': PERSON_COUNTS,
+        'steps': STEPS,
+        'hypotheses': HYPOTHESES,
+        'seed': 0,
+    }
+    if quick:
+        opts.update(rounds=3, steps=(1, 2), hypotheses=(1, 2))
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    return opts
 
-    cpu = 'unknown'
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
 
+def pipeline_cells(opts: dict[str, Any]) -> list[tuple[str, int, int, int]]:
+    cells = list(itertools.product(opts['backends'], opts['persons'], opts['steps'],
+                                   opts['hypotheses']))
+    if TARGET_CELL[0] in opts['backends'] and TARGET_CELL[1] in opts['persons']:
+        if TARGET_CELL not in cells:  # the targets are always measured
+            cells.append(TARGET_CELL)
+    return cells
+
+
+def estimate_pipeline_s(opts: dict[str, Any]) -> float:
+    per_round_ms = sum(estimate_frame_ms(*cell) for cell in pipeline_cells(opts))
+    per_round_ms += len(opts['persons']) * COST_MS['detector'][DETECTOR_IMGSZ]  # YOLO alone
+    rounds = opts['rounds'] + opts['warmup_rounds']
+    verify_s = sum(SCENES[n].num_frames for n in opts['persons']) * (
+        COST_MS['detector'][DETECTOR_IMGSZ] / 1000)
+    return COST_MS['model_load_s'] + verify_s + rounds * per_round_ms / 1000
+
+
+def run_pipeline(opts: dict[str, Any], progress: Any = None) -> dict[str, Any]:
+    """The real-frame grid; returns the results dict (JSON-serialisable)."""
+    from diffpose_ros.config import PipelineConfig
+    from diffpose_ros.detection import UltralyticsPoseDetector
+    from diffpose_ros.pipeline import PosePipeline
+    from diffpose_ros.runtime.factory import make_runtime
+
+    started = time.perf_counter()
+    reset_peak_rss()
+    memory = {'start_rss_mb': rss_mb()}
+    detector = UltralyticsPoseDetector(imgsz=DETECTOR_IMGSZ)
+    detector.warmup()
+    memory['after_detector_rss_mb'] = rss_mb()
+
+    # ---- scenes: real 640x480 frames, the number of people checked with this detector
+    scenes, frames = {}, {}
+    for n in opts['persons']:
+        scene = SCENES[n]
+        frames[n] = scene_frames(scene)
+        counts = [len(detector.detect(f)) for f in frames[n]]
+        scenes[str(n)] = {'description': scene.describe(), 'first_frame': scene.first_frame,
+                     'num_frames': scene.num_frames, 'region_xywh': scene.region_xywh,
+                     'scale': scene.scale, 'persons_detected': counts,
+                     'exact': all(c == n for c in counts)}
+        if not scenes[str(n)]['exact']:
+            _say(progress, f'WARNING: scene of {n} person(s): the detector found {counts}')
+
+    # ---- runtimes and one pipeline per (backend, persons); K and H set per call
+    runtimes, providers = {}, {}
+    for backend in opts['backends']:
+        before = rss_mb()
+        runtimes[backend] = make_runtime(PipelineConfig(backend=backend))
+        providers[backend] = list(runtimes[backend].providers)
+        memory[f'{backend}_load_mb'] = rss_mb() - before
+    trained = {b: bool(getattr(r, 'trained', False)) for b, r in runtimes.items()}
+    pipelines, stamps = {}, {}
+    for backend, n in itertools.product(opts['backends'], opts['persons']):
+        config = PipelineConfig(backend=backend, detector_imgsz=DETECTOR_IMGSZ)
+        pipelines[backend, n] = PosePipeline(config, runtimes[backend], detector)
+        stamps[backend, n] = 0
+
+    cells = pipeline_cells(opts)
+    tasks: list[tuple] = [('pipeline', *cell) for cell in cells]
+    tasks += [('yolo', n) for n in opts['persons']]
+    samples: dict[str, list[dict]] = {cell_key(*c): [] for c in cells}
+    yolo: dict[int, list[float]] = {n: [] for n in opts['persons']}
+    order_rng = np.random.default_rng(opts['seed'])
+    sequences = {n: PingPong(len(frames[n])) for n in opts['persons']}
+    total_rounds = opts['warmup_rounds'] + opts['rounds']
+    bar = None
+    if progress is not None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_rounds * len(tasks), desc='pipeline grid', unit='frame',
+                   leave=False)
+    grid_started = time.perf_counter()
+    for round_index in range(total_rounds):
+        timed = round_index >= opts['warmup_rounds']
+        frame_of = {n: frames[n][sequences[n].take(1)[0]] for n in opts['persons']}
+        for task_index in order_rng.permutation(len(tasks)):
+            task = tasks[task_index]
+            if task[0] == 'yolo':
+                n = task[1]
+                start = time.perf_counter()
+                detector.detect(frame_of[n])
+                elapsed = (time.perf_counter() - start) * 1000.0
+                if timed:
+                    yolo[n].append(elapsed)
+            else:
+                _, backend, n, k, h = task
+                pipeline = pipelines[backend, n]
+                pipeline.set_sampling(steps=k, hypotheses=h)
+                stamps[backend, n] += 33_333_333
+                start = time.perf_counter()
+                result = pipeline.process(frame_of[n], stamps[backend, n])
+                elapsed = (time.perf_counter() - start) * 1000.0
+                if timed:
+                    samples[cell_key(backend, n, k, h)].append({
+                        'round': round_index,
+                        'e2e_ms': elapsed,
+                        'persons': len(result.persons) if result else 0,
+                        'timings_ms': dict(result.timings_ms) if result else {},
+                    })
+            if bar is not None:
+                bar.update(1)
+        if round_index == 0 and progress is not None:
+            spent = time.perf_counter() - grid_started
+            _say(progress, f'pipeline: first round {spent:.0f} s -> about '
+                           f'{spent * (total_rounds - 1) / 60:.1f} min for the remaining '
+                           f'{total_rounds - 1} round(s)')
+    if bar is not None:
+        bar.close()
+    memory['peak_rss_mb'] = peak_rss_mb()
+
+    # ---- statistics
+    results_cells = {}
+    for (backend, n, k, h) in cells:
+        rows = samples[cell_key(backend, n, k, h)]
+        e2e = [r['e2e_ms'] for r in rows]
+        stage_stats = {s: stats([r['timings_ms'].get(s, 0.0) for r in rows])
+                       for s in PIPELINE_STAGES}
+        pose = [sum(r['timings_ms'].get(s, 0.0) for s in POSE_STAGES) for r in rows]
+        other = [r['e2e_ms'] - sum(r['timings_ms'].values()) for r in rows]
+        e2e_stats = stats(e2e)
+        results_cells[cell_key(backend, n, k, h)] = {
+            'backend': backend, 'persons': n, 'steps': k, 'hypotheses': h,
+            'e2e': e2e_stats,
+            'stages': stage_stats,
+            'pose_stage': stats(pose),
+            'other': stats(other),
+            'persons_mean': float(np.mean([r['persons'] for r in rows])) if rows else 0.0,
+            'fps_mean': ratio(1000.0, e2e_stats.get('mean', float('nan'))),
+            'person_frames_per_s': ratio(n * 1000.0, e2e_stats.get('p50', float('nan'))),
+            'pose_person_frames_per_s': ratio(
+                n * 1000.0, stats(pose).get('p50', float('nan'))),
+            'e2e_by_round': {int(r['round']): r['e2e_ms'] for r in rows},
+        }
+    yolo_stats = {str(n): stats(v) for n, v in yolo.items()}
+    rounds_timed = list(range(opts['warmup_rounds'], total_rounds))
+    vs_yolo = {}
+    for backend, n in itertools.product(opts['backends'], opts['persons']):
+        cell = results_cells.get(cell_key(backend, n, 1, 1))
+        if cell is None:
+            continue
+        by_round = cell['e2e_by_round']
+        paired = [(by_round[r], yolo[n][i]) for i, r in enumerate(rounds_timed) if r in by_round]
+        vs_yolo[f'{backend}/{n}'] = {
+            'ratio_p50': ratio(cell['e2e']['p50'], yolo_stats[str(n)]['p50']),
+            'ratio_p95': ratio(cell['e2e']['p95'], yolo_stats[str(n)]['p95']),
+            'ratio_paired': paired_ratio([p for p, _ in paired], [y for _, y in paired]),
+        }
     return {
-        'cpu': cpu,
-        'logical_cores': os.cpu_count(),
-        'python': platform.python_version(),
-        'torch': torch.__version__,
-        'torch_threads': torch.get_num_threads(),
-        'onnxruntime': onnxruntime.__version__,
-        'platform': platform.platform(),
+        'part': 'pipeline',
+        'date': time.strftime('%Y-%m-%d %H:%M'),
+        'machine': machine_info(),
+        'options': {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        'frame_wh': FRAME_WH,
+        'detector_imgsz': DETECTOR_IMGSZ,
+        'providers': providers,
+        'trained': trained,
+        'scenes': scenes,
+        'cells': results_cells,
+        'yolo': yolo_stats,
+        'vs_yolo': vs_yolo,
+        'targets': check_targets(results_cells, yolo_stats, vs_yolo),
+        'memory': memory,
+        'runtime_s': time.perf_counter() - started,
+        'grid_s': time.perf_counter() - grid_started,
     }
 
 
-def read_frame(index: int) -> np.ndarray:
-    import cv2
+def _say(progress: Any, message: str) -> None:
+    if progress is not None:
+        from tqdm import tqdm
 
-    from diffpose_ros.assets import VTEST_VIDEO, asset_path
+        tqdm.write(message)
 
-    capture = cv2.VideoCapture(str(asset_path(VTEST_VIDEO)))
-    for _ in range(index):
-        capture.grab()
-    ok, frame = capture.read()
-    capture.release()
-    if not ok:
-        raise RuntimeError(f'cannot read vtest frame {index}')
-    return frame
+
+def check_targets(cells: dict[str, dict], yolo: dict[str, dict],
+                  vs_yolo: dict[str, dict]) -> list[dict[str, Any]]:
+    backend, n, k, h = TARGET_CELL
+    cell = cells.get(cell_key(*TARGET_CELL))
+    if cell is None:
+        return []
+    where = f'{backend}, {n} persons, {k} step, {h} hypothesis, {FRAME_WH[0]}x{FRAME_WH[1]}'
+    fps = cell['fps_mean']
+    versus = vs_yolo[f'{backend}/{n}']
+    return [
+        {
+            'what': f'end-to-end frames/s ({where}) = 1000 / mean latency',
+            'value': fps,
+            'target': f'>= {TARGET_MIN_FPS:g}',
+            'met': bool(fps >= TARGET_MIN_FPS),
+            'detail': f'mean {cell["e2e"]["mean"]:.1f} ms, p50 {cell["e2e"]["p50"]:.1f} ms '
+                      f'({ratio(1000.0, cell["e2e"]["p50"]):.1f} frames/s at p50)',
+        },
+        {
+            'what': f'full pipeline / YOLO11n-pose alone, p50 latency ({where})',
+            'value': versus['ratio_p50'],
+            'target': f'<= {TARGET_MAX_YOLO_RATIO:g}',
+            'met': bool(versus['ratio_p50'] <= TARGET_MAX_YOLO_RATIO),
+            'detail': f'{cell["e2e"]["p50"]:.1f} / {yolo[str(n)]["p50"]:.1f} ms; p95 ratio '
+                      f'{versus["ratio_p95"]:.2f}, median of per-round ratios '
+                      f'{versus["ratio_paired"]:.2f}',
+        },
+    ]
+
+
+def plot_pipeline(results: dict, path_stages: Path, path_grid: Path) -> None:
+    plt = pyplot()
+    cells, opts = results['cells'], results['options']
+    backends, persons = opts['backends'], opts['persons']
+    colours = dict(zip(PIPELINE_STAGES, plt.get_cmap('tab10').colors))
+    # 1) stacked stage p50 at K=1, H=1 per person count and backend, YOLO alone beside
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    positions, labels, x = [], [], 0.0
+    for n in persons:
+        for backend in list(backends) + ['yolo']:
+            if backend == 'yolo':
+                ax.bar(x, results['yolo'][str(n)]['p50'], color='0.5',
+                       label='YOLO11n-pose alone' if n == persons[0] else None)
+            else:
+                cell = cells.get(cell_key(backend, n, 1, 1))
+                bottom = 0.0
+                for stage in PIPELINE_STAGES:
+                    value = cell['stages'][stage]['p50'] if cell else 0.0
+                    ax.bar(x, value, bottom=bottom, color=colours[stage],
+                           label=stage if (n == persons[0] and backend == backends[0]) else None)
+                    bottom += value
+            positions.append(x)
+            short = {'onnxruntime': 'ORT', 'yolo': 'YOLO alone'}.get(backend, backend)
+            labels.append(f'{n}p\n{short}')
+            x += 1.0
+        x += 0.5
+    ax.set_xticks(positions, labels, fontsize=8)
+    ax.set_ylabel('p50 latency [ms]')
+    ax.set_title('PosePipeline.process() per stage, 1 step, 1 hypothesis, 640x480 real frames')
+    ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, path_stages)
+    # 2) end-to-end p50 over steps, per hypotheses, per person count
+    fig, axes = plt.subplots(1, len(persons), figsize=(4.2 * len(persons), 4), squeeze=False)
+    for ax, n in zip(axes[0], persons):
+        for backend, style in zip(backends, ('-', '--')):
+            for h, colour in zip(opts['hypotheses'], ('tab:blue', 'tab:orange', 'tab:green',
+                                                      'tab:red')):
+                ks = [k for k in opts['steps'] if cell_key(backend, n, k, h) in cells]
+                ax.plot(ks, [cells[cell_key(backend, n, k, h)]['e2e']['p50'] for k in ks],
+                        style, marker='o', color=colour, label=f'{backend}, H={h}')
+        yolo_p50 = results['yolo'][str(n)]['p50']
+        ax.axhline(yolo_p50, color='0.4', linestyle=':', label='YOLO11n-pose alone')
+        ax.set_title(f'{n} person(s)')
+        ax.set_xlabel('denoising steps K')
+        ax.set_xscale('log', base=2)
+        ax.set_xticks(list(opts['steps']), [str(k) for k in opts['steps']])
+        ax.set_ylabel('end-to-end p50 [ms]')
+    axes[0][0].legend(fontsize=7)
+    save_figure(fig, path_grid)
+
+
+def pipeline_markdown(results: dict, images: list[str]) -> str:
+    cells, opts, info = results['cells'], results['options'], results['machine']
+    backends = opts['backends']
+    persons, steps, hyps = opts['persons'], opts['steps'], opts['hypotheses']
+    yolo = results['yolo']
+    lines = [
+        PIPELINE_SECTION,
+        '',
+        f'Measured {results["date"]} by `benchmarks/run_all.py` (part `pipeline`, '
+        f'{results["runtime_s"] / 60:.1f} min) on {machine_line(info)}; execution providers '
+        + ', '.join(f'{b}: {", ".join(p)}' for b, p in results['providers'].items())
+        + '; FP32, '
+        + ('trained head' if all(results['trained'].values()) else
+           'random-head weights (cost does not depend on training)')
+        + '. Load average at the start '
+        f'{", ".join(str(v) for v in info["load_average"])}.',
+        '',
+        f'**Method**: `PosePipeline.process(frame, stamp)` (detector YOLO11n-pose at imgsz '
+        f'{results["detector_imgsz"]} on every frame, tracking, crops, backbone, STRL over a '
+        'causal window of 3, DDIM sampling with K steps x H hypotheses, decoding), one '
+        'pipeline per backend and person count with `set_sampling(K, H)` before each call. '
+        f'{opts["rounds"]} timed rounds after {opts["warmup_rounds"]} warm-up round(s); in a '
+        'round every configuration and YOLO11n-pose alone (`detector.detect(frame)`) process '
+        "the same frame of each scene once, in a shuffled order, so the VM's drift hits all "
+        'of them alike; the rounds walk the scene ping-pong. **End to end** = wall time of '
+        '`process()`; stages from `FrameResult.timings_ms`; **pose stage** = backbone + '
+        'STRL + denoise + decode; **person-frames/s** = persons x 1000 / p50; **frames/s** = '
+        '1000 / mean.',
+        '',
+        '| scene | frames (640x480) | persons found by YOLO11n-pose at 640, per frame |',
+        '|---|---|---|',
+    ]
+    for n in persons:
+        scene = results['scenes'][str(n)]
+        counts = scene['persons_detected']
+        found = (f'exactly {n} in all {len(counts)}' if scene['exact']
+                 else 'NOT exact: ' + ', '.join(str(c) for c in counts))
+        lines.append(f'| {n} person(s) | {scene["description"]} | {found} |')
+    lines += [
+        '',
+        '### End to end, p50 / p95 ms and person-frames/s',
+        '',
+        '| persons | K | H | ' + ' | '.join(
+            f'{b} p50 / p95 | {b} person-frames/s' for b in backends)
+        + (' | torch / onnxruntime (p50) |' if len(backends) == 2 else ' |'),
+        '|---|---|---|' + '---|---|' * len(backends) + ('---|' if len(backends) == 2 else ''),
+    ]
+    for n, k, h in itertools.product(persons, steps, hyps):
+        row = f'| {n} | {k} | {h} | '
+        values = []
+        for b in backends:
+            cell = cells.get(cell_key(b, n, k, h))
+            values.append(f'{fmt_pair(cell["e2e"], 0)} | {cell["person_frames_per_s"]:.1f}'
+                          if cell else '- | -')
+        row += ' | '.join(values)
+        if len(backends) == 2:
+            a, b = (cells.get(cell_key(x, n, k, h)) for x in ('torch', 'onnxruntime'))
+            row += (f' | {ratio(a["e2e"]["p50"], b["e2e"]["p50"]):.2f}' if a and b else ' | -')
+        lines.append(row + ' |')
+    lines += [
+        '',
+        '### Full pipeline vs YOLO11n-pose alone (same frames, same rounds)',
+        '',
+        '| persons | YOLO11n-pose alone p50 / p95 | '
+        + ' | '.join(f'{b} K=1, H=1 p50 / p95 | ratio p50 | ratio p95 | median per-round ratio'
+                     for b in backends) + ' |',
+        '|---|---|' + '---|---|---|---|' * len(backends),
+    ]
+    for n in persons:
+        row = f'| {n} | {fmt_pair(yolo[str(n)])} | '
+        parts = []
+        for b in backends:
+            cell, v = cells.get(cell_key(b, n, 1, 1)), results['vs_yolo'].get(f'{b}/{n}')
+            parts.append(f'{fmt_pair(cell["e2e"])} | {v["ratio_p50"]:.2f} | '
+                         f'{v["ratio_p95"]:.2f} | {v["ratio_paired"]:.2f}'
+                         if cell and v else '- | - | - | -')
+        lines.append(row + ' | '.join(parts) + ' |')
+    slope_lines = []
+    for b in backends:
+        for n in persons:
+            ks = [k for k in steps if cell_key(b, n, k, 1) in cells]
+            ts = [cells[cell_key(b, n, k, 1)]['pose_stage']['p50'] for k in ks]
+            one = cells.get(cell_key(b, n, 1, 1))
+            if len(ks) < 2 or one is None:
+                continue
+            slope = linear_slope(ks, ts)
+            slope_lines.append(
+                f'- {b}, {n} person(s): 1-step pose stage {one["pose_stage"]["p50"]:.1f} ms = '
+                f'{one["pose_person_frames_per_s"]:.1f} person-frames/s; one extra step '
+                f'{slope:+.1f} ms (slope over K = {", ".join(map(str, ks))}) = '
+                f'{100 * slope / one["pose_stage"]["p50"]:.0f} % of the 1-step pose stage.')
+    if slope_lines:
+        lines += ['', 'Pose stage cost of one extra denoising step (least-squares slope of the '
+                  'pose stage p50 over K, H = 1), as a share of the 1-step pose stage:', '']
+        lines += slope_lines
+    for b in backends:
+        lines += [
+            '',
+            f'<details><summary>{b}: every stage, p50 / p95 ms (click)</summary>',
+            '',
+            '| persons | K | H | ' + ' | '.join(PIPELINE_STAGES)
+            + ' | pose stage | other | end to end | persons/frame |',
+            '|---|---|---|' + '---|' * (len(PIPELINE_STAGES) + 4),
+        ]
+        for n, k, h in itertools.product(persons, steps, hyps):
+            cell = cells.get(cell_key(b, n, k, h))
+            if not cell:
+                continue
+            lines.append(
+                f'| {n} | {k} | {h} | '
+                + ' | '.join(fmt_pair(cell['stages'][s]) for s in PIPELINE_STAGES)
+                + f' | {fmt_pair(cell["pose_stage"])} | {fmt_pair(cell["other"])} | '
+                f'{fmt_pair(cell["e2e"])} | {cell["persons_mean"]:.2f} |')
+        lines += ['', '</details>']
+    mem = results['memory']
+    lines += [
+        '',
+        f'Memory (RSS): {mem["start_rss_mb"]:.0f} MB at the start of the part, '
+        f'{mem["after_detector_rss_mb"]:.0f} MB with the detector loaded, '
+        + ', '.join(f'+{mem[f"{b}_load_mb"]:.0f} MB loading the {b} runtime' for b in backends)
+        + ' (before its first inference)'
+        + f'; peak {mem["peak_rss_mb"]:.0f} MB over the part (all pipelines in one process).',
+        '',
+    ]
+    lines += [f'![{Path(image).stem}]({image})' for image in images]
+    lines.append('')
+    return '\n'.join(lines)
+
+
+def targets_markdown(results: dict) -> str:
+    lines = [
+        TARGETS_SECTION,
+        '',
+        f'Issue 5 targets, checked with the numbers of the `pipeline` part measured '
+        f'{results["date"]} (section below; this CPU: {results["machine"]["cpu"]}, '
+        f'{results["machine"]["logical_cores"]} cores). The ROS node targets (issue 3) are '
+        'checked in their own section; the soak, fuzz and fault targets in the last section.',
+        '',
+        '| target | measured | required | met |',
+        '|---|---|---|---|',
+    ]
+    for t in results['targets']:
+        lines.append(f'| {t["what"]} ({t["detail"]}) | **{t["value"]:.2f}** | {t["target"]} | '
+                     f'{"met" if t["met"] else "MISSED"} |')
+    if not results['targets']:
+        lines.append('| (the target cell was not measured in this run) | - | - | - |')
+    lines.append('')
+    return '\n'.join(lines)
+
+
+# ============================================================================ engine part
+def engine_options(quick: bool = False, **overrides: Any) -> dict[str, Any]:
+    opts = {
+        'iterations': 20,
+        'backends': BACKENDS,
+        'persons': PERSON_COUNTS,
+        'hypotheses': HYPOTHESES,
+        'detector_sizes': (640, 1280),
+        'passes_frames': 30,
+    }
+    if quick:
+        opts.update(iterations=3, passes_frames=8)
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    return opts
+
+
+def estimate_engine_s(opts: dict[str, Any]) -> float:
+    it = opts['iterations'] + 2
+    det = sum(COST_MS['detector'][s] * (it + 1) for s in opts['detector_sizes'])
+    stages = 0.0
+    for backend in opts['backends']:
+        c = COST_MS[backend]
+        for n in opts['persons']:
+            stages += it * (c['fixed'] + c['per_person'] * n + 1.0)
+            stages += sum(it * (c['per_step'] + c['per_row_step'] * n * h)
+                          for h in opts['hypotheses'])
+    passes = opts['passes_frames'] * (COST_MS['detector'][1280] + 80.0)
+    return COST_MS['model_load_s'] + (det + stages + passes + COST_MS['detector'][1280]) / 1000
 
 
 def bench_detector(frame: np.ndarray, sizes: list[int], iterations: int) -> dict:
@@ -97,16 +558,13 @@ def bench_detector(frame: np.ndarray, sizes: list[int], iterations: int) -> dict
     for imgsz in sizes:
         detector = UltralyticsPoseDetector(imgsz=imgsz)
         samples = time_call(lambda: detector.detect(frame), iterations)
-        out[imgsz] = {
-            'p50_ms': percentiles(samples)[0],
-            'p95_ms': percentiles(samples)[1],
-            'persons': len(detector.detect(frame)),
-        }
+        p50, p95 = percentiles(samples)
+        out[int(imgsz)] = {'p50_ms': p50, 'p95_ms': p95, 'persons': len(detector.detect(frame))}
     return out
 
 
-def real_crops(frame: np.ndarray, model_config) -> tuple[np.ndarray, list]:
-    """Crops (N, 3, H, W) float32 RGB [0,1] of the people in the frame (tiled if fewer than 6)."""
+def real_crops(frame: np.ndarray, model_config, count: int) -> np.ndarray:
+    """Crops (count, 3, H, W) float32 RGB [0,1] of the people in the frame (tiled if fewer)."""
     from diffpose_ros.codec import CropTransform
     from diffpose_ros.detection import UltralyticsPoseDetector
 
@@ -114,30 +572,26 @@ def real_crops(frame: np.ndarray, model_config) -> tuple[np.ndarray, list]:
     if not detections:
         raise RuntimeError('no person found in the benchmark frame')
     transforms = [
-        CropTransform.from_box(
-            d.box_xyxy,
-            (model_config.crop_height, model_config.crop_width),
-            model_config.box_enlarge,
-        )
+        CropTransform.from_box(d.box_xyxy, (model_config.crop_height, model_config.crop_width),
+                               model_config.box_enlarge)
         for d in detections
     ]
-    while len(transforms) < max(PERSON_COUNTS):  # tile real crops if needed
+    while len(transforms) < count:  # tile real crops if needed
         transforms = transforms + transforms
     crops = np.stack([t.warp(frame) for t in transforms])[..., ::-1].transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(crops, dtype=np.float32) / 255.0, transforms
+    return np.ascontiguousarray(crops, dtype=np.float32) / 255.0
 
 
-def bench_backend(runtime, crops: np.ndarray, iterations: int) -> dict:
+def bench_backend(runtime, crops: np.ndarray, opts: dict[str, Any]) -> dict:
+    """Isolated stage latencies for each person count (whole batch of N crops)."""
     from diffpose_ros.codec import decode_heatmaps
-    from diffpose_ros.diffusion import DiffusionSchedule
-    from diffpose_ros.sampler import sample_heatmaps
 
     config = runtime.model_config
-    schedule = DiffusionSchedule.from_config(config)
     heatmap_shape = (config.num_keypoints, config.heatmap_height, config.heatmap_width)
     offsets = np.array([-2, -1, 0], np.int64)
+    iterations = opts['iterations']
     result = {}
-    for n in PERSON_COUNTS:
+    for n in opts['persons']:
         batch = crops[:n]
         features = runtime.extract_features(batch)
         window = np.repeat(features[:, None], len(offsets), axis=1)  # (N, T, C, h, w)
@@ -146,68 +600,19 @@ def bench_backend(runtime, crops: np.ndarray, iterations: int) -> dict:
             'backbone': time_call(lambda: runtime.extract_features(batch), iterations),
             'strl': time_call(lambda: runtime.encode_window(window, offsets), iterations),
         }
-        for hyp in HYPOTHESES:
+        for hyp in opts['hypotheses']:
             rows = n * hyp
-            model_input = np.random.default_rng(0).random(
-                (rows,) + heatmap_shape, dtype=np.float32
-            )
+            model_input = np.random.default_rng(0).random((rows,) + heatmap_shape,
+                                                          dtype=np.float32)
             t = np.full(rows, 999, np.int64)
             person_index = np.repeat(np.arange(n), hyp)
             stages[f'denoise_step_h{hyp}'] = time_call(
-                lambda: runtime.denoise(model_input, t, person_index, condition), iterations
-            )
-        heatmaps = runtime.denoise(
-            np.zeros((n,) + heatmap_shape, np.float32),
-            np.full(n, 999, np.int64),
-            np.arange(n),
-            condition,
-        )
+                lambda: runtime.denoise(model_input, t, person_index, condition), iterations)
+        heatmaps = runtime.denoise(np.zeros((n,) + heatmap_shape, np.float32),
+                                   np.full(n, 999, np.int64), np.arange(n), condition)
         stages['decode'] = time_call(lambda: decode_heatmaps(heatmaps), iterations)
-
-        def pose_stage(steps: int, hyp: int) -> None:
-            feats = runtime.extract_features(batch)
-            cond = runtime.encode_window(
-                np.concatenate([window[:, :-1], feats[:, None]], axis=1), offsets
-            )
-            sampled = sample_heatmaps(
-                lambda x, tt, pi: runtime.denoise(x, tt, pi, cond),
-                schedule,
-                n,
-                heatmap_shape,
-                steps=steps,
-                hypotheses=hyp,
-                seed=0,
-                eta=1.0,
-            )
-            decode_heatmaps(sampled.heatmaps)
-
-        # Interleaved rounds (every configuration once per round, shuffled): this VM's speed
-        # drifts, and back-to-back blocks would turn drift into fake differences between cells.
-        configs = [(k, h) for k in STEPS for h in HYPOTHESES]
-        samples: dict[tuple[int, int], list[float]] = {c: [] for c in configs}
-        order_rng = np.random.default_rng(n)
-        for config in configs:
-            pose_stage(*config)  # warm-up
-        for _ in range(iterations):
-            for index in order_rng.permutation(len(configs)):
-                config = configs[index]
-                start = time.perf_counter()
-                pose_stage(*config)
-                samples[config].append((time.perf_counter() - start) * 1000.0)
-        grid = {}
-        for (steps, hyp), values in samples.items():
-            p50, p95 = percentiles(values)
-            grid[f'{steps}x{hyp}'] = {
-                'p50_ms': p50,
-                'p95_ms': p95,
-                'person_frames_per_s': n * 1000.0 / p50,
-            }
-        result[n] = {
-            'stages': {
-                k: dict(zip(('p50_ms', 'p95_ms'), percentiles(v))) for k, v in stages.items()
-            },
-            'pose_stage': grid,
-        }
+        result[str(n)] = {'stages': {k: dict(zip(('p50_ms', 'p95_ms'), percentiles(v)))
+                                for k, v in stages.items()}}
     return result
 
 
@@ -217,19 +622,10 @@ def backbone_passes_per_person_frame(frames_start: int, num_frames: int) -> dict
     from diffpose_ros.pipeline import PosePipeline
     from diffpose_ros.runtime.factory import make_runtime
 
-    config = PipelineConfig(
-        window_mode='centered', window_size=5, detector_imgsz=1280, backend='onnxruntime'
-    )
+    config = PipelineConfig(window_mode='centered', window_size=5, detector_imgsz=1280,
+                            backend='onnxruntime')
     pipeline = PosePipeline(config, make_runtime(config), UltralyticsPoseDetector(imgsz=1280))
-    import cv2
-
-    from diffpose_ros.assets import VTEST_VIDEO, asset_path
-
-    capture = cv2.VideoCapture(str(asset_path(VTEST_VIDEO)))
-    for _ in range(frames_start):
-        capture.grab()
-    for i in range(num_frames):
-        ok, frame = capture.read()
+    for i, frame in enumerate(read_vtest_frames(frames_start, num_frames)):
         pipeline.process(frame, i * 100_000_000)
     pipeline.flush()
     return {
@@ -240,42 +636,71 @@ def backbone_passes_per_person_frame(frames_start: int, num_frames: int) -> dict
     }
 
 
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
+def run_engine(opts: dict[str, Any], progress: Any = None) -> dict[str, Any]:
+    from diffpose_ros.config import PipelineConfig
+    from diffpose_ros.runtime.factory import make_runtime
 
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    started = time.perf_counter()
+    reset_peak_rss()
+    frame = read_vtest_frames(BENCH_FRAME, 1)[0]
+    results: dict[str, Any] = {
+        'part': 'engine',
+        'date': time.strftime('%Y-%m-%d %H:%M'),
+        'machine': machine_info(),
+        'options': {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        'iterations': opts['iterations'],
+    }
+    _say(progress, 'engine: detector on a full 768x576 frame')
+    results['detector'] = bench_detector(frame, list(opts['detector_sizes']),
+                                         opts['iterations'])
+    results['backends'] = {}
+    crops = None
+    for backend in opts['backends']:
+        _say(progress, f'engine: {backend} stages on real crops')
+        runtime = make_runtime(PipelineConfig(backend=backend))
+        if crops is None:
+            crops = real_crops(frame, runtime.model_config, max(opts['persons']))
+        results['backends'][backend] = bench_backend(runtime, crops, opts)
+        del runtime
+        gc.collect()
+    if opts['passes_frames']:
+        _say(progress, 'engine: backbone passes per person-frame')
+        results['backbone_passes'] = backbone_passes_per_person_frame(100, opts['passes_frames'])
+    results['peak_rss_mb'] = peak_rss_mb()
+    results['runtime_s'] = time.perf_counter() - started
+    return results
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, backend in zip(axes, ('torch', 'onnxruntime')):
-        data = results['backends'].get(backend)
-        if not data:
-            continue
-        stages = ('backbone', 'strl', 'denoise_step_h1', 'decode')
-        bottom = np.zeros(len(PERSON_COUNTS))
-        for stage in stages:
-            values = np.array([data[n]['stages'][stage]['p50_ms'] for n in PERSON_COUNTS])
-            ax.bar([str(n) for n in PERSON_COUNTS], values, bottom=bottom, label=stage)
+
+def plot_engine(results: dict, path: Path) -> None:
+    plt = pyplot()
+    backends = list(results['backends'])
+    fig, axes = plt.subplots(1, len(backends), figsize=(5.5 * len(backends), 4), squeeze=False)
+    for ax, backend in zip(axes[0], backends):
+        data = results['backends'][backend]
+        persons = sorted(int(n) for n in data)
+        bottom = np.zeros(len(persons))
+        for stage in ('backbone', 'strl', 'denoise_step_h1', 'decode'):
+            values = np.array([data[str(n)]['stages'][stage]['p50_ms'] for n in persons])
+            ax.bar([str(n) for n in persons], values, bottom=bottom, label=stage)
             bottom += values
-        ax.set_title(f'{backend}: pose stage, 1 step, 1 hypothesis (p50)')
-        ax.set_xlabel('persons per frame')
+        ax.set_title(f'{backend}: network stages, 1 step, 1 hypothesis (p50)')
+        ax.set_xlabel('persons per batch')
         ax.set_ylabel('latency [ms]')
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def markdown(results: dict, image_rel: str) -> str:
+def engine_markdown(results: dict, images: list[str]) -> str:
     info = results['machine']
+    hyps = results['options']['hypotheses']
     lines = [
-        '## Pose engine (issue 2)',
+        ENGINE_SECTION,
         '',
-        f'Measured {results["date"]} by `benchmarks/bench_engine.py` on {info["cpu"]} '
-        f'({info["logical_cores"]} logical cores), torch {info["torch"]} '
-        f'({info["torch_threads"]} threads), ONNX Runtime {info["onnxruntime"]} '
-        f'(CPU EP), FP32, random-head weights (cost does not depend on training). '
-        f'{results["iterations"]} timed iterations after warm-up; latency in ms.',
+        f'Measured {results["date"]} by `benchmarks/run_all.py` (part `engine`) on '
+        f'{machine_line(info)} (CPU EP), FP32, random-head weights (cost does not depend on '
+        f'training). {results["iterations"]} timed iterations after warm-up; latency in ms. '
+        'The whole pose stage for steps x hypotheses is measured through the pipeline on real '
+        'frames (section above).',
         '',
         '### Detector (YOLO11n-pose, PyTorch, one 768x576 vtest frame)',
         '',
@@ -289,131 +714,38 @@ def markdown(results: dict, image_rel: str) -> str:
             '',
             f'### {backend}: per-stage latency (whole batch of N persons)',
             '',
-            '| persons | backbone p50/p95 | STRL p50/p95 | 1 denoiser step, H=1 | '
-            '1 denoiser step, H=2 | decode |',
-            '|---|---|---|---|---|---|',
+            '| persons | backbone p50/p95 | STRL p50/p95 | '
+            + ' | '.join(f'1 denoiser step, H={h}' for h in hyps) + ' | decode |',
+            '|---|---|---|' + '---|' * len(hyps) + '---|',
         ]
-        for n in PERSON_COUNTS:
-            s = data[n]['stages']
+        for n in sorted(int(k) for k in data):
+            s = data[str(n)]['stages']
 
             def cell(key):
                 return f'{s[key]["p50_ms"]:.1f} / {s[key]["p95_ms"]:.1f}'
 
-            lines.append(
-                f'| {n} | {cell("backbone")} | {cell("strl")} | '
-                f'{cell("denoise_step_h1")} | {cell("denoise_step_h2")} | '
-                f'{cell("decode")} |'
-            )
+            lines.append(f'| {n} | {cell("backbone")} | {cell("strl")} | '
+                         + ' | '.join(cell(f'denoise_step_h{h}') for h in hyps)
+                         + f' | {cell("decode")} |')
+    bp = results.get('backbone_passes')
+    if bp:
         lines += [
             '',
-            f'{backend}: whole pose stage (backbone + STRL + K steps + decode), '
-            'p50 ms and person-frames/s',
-            '',
-            '| persons | ' + ' | '.join(f'K={k}, H={h}' for k in STEPS for h in HYPOTHESES) + ' |',
-            '|---|' + '---|' * (len(STEPS) * len(HYPOTHESES)),
+            f'Backbone passes per person-frame over {bp["frames"]} real vtest frames, '
+            f'centred windows of 5: {bp["backbone_passes"]} passes / {bp["person_frames"]} '
+            f'person-frames = **{bp["passes_per_person_frame"]:.2f}**.',
         ]
-        for n in PERSON_COUNTS:
-            g = data[n]['pose_stage']
-            lines.append(
-                f'| {n} | '
-                + ' | '.join(
-                    f'{g[f"{k}x{h}"]["p50_ms"]:.0f} ms, '
-                    f'{g[f"{k}x{h}"]["person_frames_per_s"]:.1f}/s'
-                    for k in STEPS
-                    for h in HYPOTHESES
-                )
-                + ' |'
-            )
-        lines.append('')
-        for n in PERSON_COUNTS:
-            g = data[n]['pose_stage']
-            # cost of one extra step: least-squares slope of p50 over K = 1, 2, 4 (H = 1)
-            ks = np.array(STEPS, float)
-            ts = np.array([g[f'{k}x1']['p50_ms'] for k in STEPS])
-            slope_ms = float(np.polyfit(ks, ts, 1)[0])
-            one_step = g['1x1']['p50_ms']
-            data[n]['extra_step_share'] = slope_ms / one_step
-            lines.append(
-                f'- {backend}, {n} person(s): 1-step pose stage {one_step:.1f} ms = '
-                f'{g["1x1"]["person_frames_per_s"]:.1f} person-frames/s; one extra step '
-                f'+{slope_ms:.1f} ms (slope over K = 1, 2, 4) = {100 * slope_ms / one_step:.0f} % '
-                'of the 1-step pose stage.'
-            )
-    bp = results['backbone_passes']
     lines += [
         '',
-        f'Backbone passes per person-frame over {bp["frames"]} real vtest frames, '
-        f'centred windows of 5: {bp["backbone_passes"]} passes / {bp["person_frames"]} '
-        f'person-frames = **{bp["passes_per_person_frame"]:.2f}**.',
-        '',
-        f'Peak RSS of the benchmark process: {results["peak_rss_mb"]:.0f} MB.',
-        '',
-        f'![pose stage latency]({image_rel})',
+        f'Peak RSS of the part: {results["peak_rss_mb"]:.0f} MB.',
         '',
     ]
+    lines += [f'![pose stage latency]({image})' for image in images]
+    lines.append('')
     return '\n'.join(lines)
 
 
-def write_section(out: Path, heading: str, section: str) -> None:
-    """Replace the ``heading`` section of a Markdown file (up to the next ``## ``), or append."""
-    text = out.read_text() if out.exists() else '# Benchmarks\n\n'
-    if heading in text:
-        before, _, rest = text.partition(heading)
-        after = rest[rest.find('\n## ') + 1 :] if '\n## ' in rest else ''
-        text = before + section + ('\n' + after if after else '')
-    else:
-        text = text.rstrip() + '\n\n' + section
-    out.write_text(text)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out', default='docs/benchmarks.md')
-    parser.add_argument('--iterations', type=int, default=20)
-    parser.add_argument('--backends', default='torch,onnxruntime')
-    parser.add_argument('--detector-sizes', default='640,1280')
-    parser.add_argument('--json', default='outputs/bench_engine.json')
-    args = parser.parse_args()
-    from tqdm import tqdm
-
-    from diffpose_ros.config import PipelineConfig
-    from diffpose_ros.runtime.factory import make_runtime
-
-    frame = read_frame(BENCH_FRAME)
-    progress = tqdm(total=3 + len(args.backends.split(',')), desc='benchmark', unit='part')
-    results = {
-        'date': time.strftime('%Y-%m-%d'),
-        'machine': machine_info(),
-        'iterations': args.iterations,
-    }
-    results['detector'] = bench_detector(
-        frame, [int(s) for s in args.detector_sizes.split(',')], args.iterations
-    )
-    progress.update(1)
-    results['backends'] = {}
-    crops = None
-    for backend in args.backends.split(','):
-        runtime = make_runtime(PipelineConfig(backend=backend))
-        if crops is None:
-            crops, _ = real_crops(frame, runtime.model_config)
-        results['backends'][backend] = bench_backend(runtime, crops, args.iterations)
-        progress.update(1)
-    results['backbone_passes'] = backbone_passes_per_person_frame(100, 30)
-    progress.update(1)
-    results['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = Path(args.out)
-    image = out.parent / 'img' / 'bench_engine_stages.png'
-    image.parent.mkdir(parents=True, exist_ok=True)
-    plot(results, image)
-    progress.update(1)
-    progress.close()
-    section = markdown(results, str(image.relative_to(out.parent)))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    write_section(out, '## Pose engine (issue 2)', section)
-    print(section)
-    return 0
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    import run_all
+
+    sys.exit(run_all.main(['--only', 'engine,pipeline', *sys.argv[1:]]))

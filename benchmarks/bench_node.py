@@ -20,24 +20,23 @@ domain, feeds it real 640x480 frames from this process and measures, in one run:
     replayed through an ideal one-slot queue at the same rate (the latency with zero ROS
     overhead), so queueing at high load is told apart from ROS overhead.
 
-About 4 minutes on 2 cores (--quick: ~1.5 minutes, report into a temp dir).
+About 4 minutes on 2 cores (--quick: ~1.5 minutes). Part ``node`` of the benchmark suite
+(``benchmarks/run_all.py``), which writes the report; the functions here measure and render.
 
 Frames: vtest.avi (768x576) frames 200-299, crop x 0..320, y 144..384 (320x240) upscaled x2
 (bilinear) to 640x480 bgr8; YOLO11n-pose at imgsz 640 finds 1-3 people in each (checked and
 reported every run). Played ping-pong (0..99, 98..1, 0..) so motion stays continuous.
 
-Writes the ``## ROS node end to end (issue 3)`` section of docs/benchmarks.md (other sections
-kept), raw numbers to outputs/bench_node.json and plots to docs/img/bench_node_*.png.
+The suite writes the ``## ROS node end to end (issue 3)`` section of docs/benchmarks.md (other
+sections kept), raw numbers to outputs/bench/node.json and plots to docs/img/bench_node_*.png.
 
-    python benchmarks/bench_node.py [--out docs/benchmarks.md] [--quick]
+    python benchmarks/run_all.py --only node [--quick]
+    python benchmarks/bench_node.py [--quick]       # the same
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib.metadata
-import json
 import os
 import sys
 import tempfile
@@ -51,7 +50,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'test'))  # ros_harness: NodeProcess, RosClient, ...
-sys.path.insert(0, str(ROOT / 'benchmarks'))  # bench_engine.machine_info
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+from common import (  # noqa: E402
+    PingPong,
+    crop_upscale,
+    machine_info,
+    peak_rss_mb,
+    read_vtest_frames,
+    stats,
+)
 
 SECTION = '## ROS node end to end (issue 3)'
 CAMERA = 'bench'
@@ -93,86 +101,24 @@ def ros_environment(run_dir: Path) -> dict[str, str]:
 
 
 def versions() -> dict[str, str]:
-    from bench_engine import machine_info
+    import importlib.metadata
 
     info = machine_info()
-    for dist in (
-        'ros-rclpy',
-        'ros-fastdds',
-        'ros-rmw-fastrtps-cpp',
-        'numpy',
-        'onnxruntime-gpu',
-        'onnxruntime',
-        'opencv-python',
-    ):
-        try:
-            info[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    import ultralytics
-
-    info['ultralytics'] = ultralytics.__version__
+    try:
+        info['ros-rmw-fastrtps-cpp'] = importlib.metadata.version('ros-rmw-fastrtps-cpp')
+    except importlib.metadata.PackageNotFoundError:
+        pass
     info['rmw'] = os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp (default)')
     return info
 
 
 # ---------------------------------------------------------------------------- frames
 def load_frames() -> list[np.ndarray]:
-    import cv2
-
-    from diffpose_ros.assets import VTEST_VIDEO, asset_path
-
-    x, y, w, h = CROP_XYWH
-    capture = cv2.VideoCapture(str(asset_path(VTEST_VIDEO)))
-    try:
-        for _ in range(FIRST_FRAME):
-            capture.grab()
-        frames = []
-        for index in range(FIRST_FRAME, FIRST_FRAME + NUM_FRAMES):
-            ok, frame = capture.read()
-            if not ok:
-                raise RuntimeError(f'cannot read vtest frame {index}')
-            crop = frame[y : y + h, x : x + w]
-            frames.append(
-                np.ascontiguousarray(cv2.resize(crop, OUT_WH, interpolation=cv2.INTER_LINEAR))
-            )
-        return frames
-    finally:
-        capture.release()
-
-
-class PingPong:
-    """Frame order 0..n-1, n-2..1, 0..: consecutive frames, motion stays continuous."""
-
-    def __init__(self, n: int):
-        self.n, self.position = n, 0
-
-    def take(self, count: int) -> list[int]:
-        period = 2 * self.n - 2
-        out = []
-        for _ in range(count):
-            k = self.position % period
-            out.append(k if k < self.n else period - k)
-            self.position += 1
-        return out
+    return [crop_upscale(frame, CROP_XYWH, OUT_WH)
+            for frame in read_vtest_frames(FIRST_FRAME, NUM_FRAMES)]
 
 
 # ---------------------------------------------------------------------------- statistics
-def stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {'n': 0}
-    a = np.asarray(values, float)
-    return {
-        'n': int(a.size),
-        'mean': float(a.mean()),
-        'p50': float(np.percentile(a, 50)),
-        'p95': float(np.percentile(a, 95)),
-        'p99': float(np.percentile(a, 99)),
-        'max': float(a.max()),
-        'min': float(a.min()),
-    }
-
-
 def steady(records: list[dict], key: str = 'e2e_ms') -> list[float]:
     """Values of ``key`` without each block's warm-up frames and missing outputs."""
     return [r[key] for r in records if not r['warmup'] and r.get(key) is not None]
@@ -572,7 +518,7 @@ def markdown(results: dict, images: list[str]) -> str:
     lines = [
         SECTION,
         '',
-        f'Measured {results["date"]} by `benchmarks/bench_node.py` (total '
+        f'Measured {results["date"]} by `benchmarks/run_all.py` (part `node`, total '
         f'{results["runtime_s"]:.0f} s) on {info["cpu"]} ({info["logical_cores"]} logical '
         'cores, noisy shared VM), Python '
         f'{info["python"]}, rclpy {info.get("ros-rclpy", "?")} / Fast DDS '
@@ -675,7 +621,9 @@ def markdown(results: dict, images: list[str]) -> str:
         f'Node CPU use: {s1["node_cpu_cores"]:.2f} cores at 1x, {s2["node_cpu_cores"]:.2f} at 2x '
         f'(of {info["logical_cores"]}). Node diagnostics at the end of step 1 (stamp -> publish '
         f'inside the node, last 200 frames): p50 {s1["node_diag"].get("latency_p50_ms", "?")}, '
-        f'p95 {s1["node_diag"].get("latency_p95_ms", "?")} ms.',
+        f'p95 {s1["node_diag"].get("latency_p95_ms", "?")} ms.'
+        + (f' Node peak RSS (VmHWM of the node process): {results["node_peak_rss_mb"]:.0f} MB.'
+           if results.get('node_peak_rss_mb') else ''),
         '',
         '**Targets**',
         '',
@@ -782,38 +730,49 @@ def evaluate(results: dict) -> dict:
     }
 
 
-def write_section(out: Path, section: str) -> None:
-    from bench_engine import write_section as write_markdown_section
+def node_options(quick: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Durations of the node part (the defaults are the issue-3 method; quick: a smoke run)."""
+    opts = {
+        'calib_rounds': 2,
+        'calib_frames': 40,  # per block
+        'rate_rounds': 3,
+        'rate_block_s': 15.0,
+        'overload_s': 60.0,
+        'utilisation': 0.9,
+    }
+    if quick:
+        opts.update(calib_rounds=1, calib_frames=15, rate_rounds=1, rate_block_s=6.0,
+                    overload_s=20.0)
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    return opts
 
-    write_markdown_section(out, SECTION, section)
+
+def estimate_node_s(opts: dict[str, Any], service_s: float = 0.18) -> float:
+    """Expected duration: start-up and warm-up, lock-step calibration (node and in-process),
+    interleaved 1x blocks, the 2x overload, pauses and shutdown."""
+    startup = 45.0 + 20 * 2 * service_s
+    calibration = opts['calib_rounds'] * (2 * opts['calib_frames'] * service_s + 2.0)
+    rate = opts['rate_rounds'] * (2 * opts['rate_block_s'] + 2.0 + 1.0)
+    return startup + calibration + rate + 3.0 + opts['overload_s'] + 15.0
+
+
+_ENVIRONMENT: dict[str, str] = {}
+
+
+def prepare(run_dir: Path) -> dict[str, str]:
+    """Set the isolated ROS environment once per process (before anything imports rclpy)."""
+    if not _ENVIRONMENT:
+        _ENVIRONMENT.update(ros_environment(run_dir))
+    return dict(_ENVIRONMENT)
 
 
 # ---------------------------------------------------------------------------- main
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out', default='docs/benchmarks.md')
-    parser.add_argument('--json', default='outputs/bench_node.json')
-    parser.add_argument('--calib-rounds', type=int, default=2)
-    parser.add_argument('--calib-frames', type=int, default=40, help='per block')
-    parser.add_argument('--rate-rounds', type=int, default=3)
-    parser.add_argument('--rate-block-s', type=float, default=15.0)
-    parser.add_argument('--overload-s', type=float, default=60.0)
-    parser.add_argument('--utilisation', type=float, default=0.9)
-    parser.add_argument(
-        '--quick',
-        action='store_true',
-        help='short smoke run; report, JSON and plots into a temp dir',
-    )
-    args = parser.parse_args()
-    if args.quick:
-        args.calib_rounds, args.calib_frames, args.rate_rounds = 1, 15, 1
-        args.rate_block_s, args.overload_s = 6.0, 20.0
-
+def run_node(opts: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
+    """Measure (about 4 minutes with the default options); returns the results dict."""
     started = time.perf_counter()
-    run_dir = Path(tempfile.mkdtemp(prefix='bench-node-'))
-    if args.quick:  # smoke run: report, JSON and plots into the run dir
-        args.out, args.json = str(run_dir / 'benchmarks.md'), str(run_dir / 'bench_node.json')
-    env = ros_environment(run_dir)
+    run_dir = Path(run_dir or tempfile.mkdtemp(prefix='bench-node-'))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = prepare(run_dir)
     print(f'ROS environment {env}, run dir {run_dir}', flush=True)
 
     from ros_harness import NodeProcess, RosClient, write_params
@@ -827,7 +786,9 @@ def main() -> int:
     node = NodeProcess(params_file, run_dir / 'node.log')  # configure runs meanwhile
     client = None
     results: dict[str, Any] = {
+        'part': 'node',
         'date': time.strftime('%Y-%m-%d %H:%M'),
+        'options': dict(opts),
         'ros_env': env,
         'node_parameters': node_values,
     }
@@ -897,24 +858,24 @@ def main() -> int:
 
         # ---- calibration: lock-step service time, interleaved with in-process blocks
         cal_node, cal_inproc = [], []
-        for block in range(args.calib_rounds):
-            order = sequence.take(args.calib_frames)
+        for block in range(opts['calib_rounds']):
+            order = sequence.take(opts['calib_frames'])
             time.sleep(1.0)
             cal_inproc += inprocess_block(pipeline, link.messages, order, None, block, max_pixels)
             time.sleep(1.0)
             cal_node += node_lockstep(link, node, order, block)
             print(
-                f'calibration round {block + 1}/{args.calib_rounds}: in-process p50 '
+                f'calibration round {block + 1}/{opts["calib_rounds"]}: in-process p50 '
                 f'{np.median(steady(cal_inproc, "total_ms")):.0f} ms, node lock-step p50 '
                 f'{np.median(steady(cal_node)):.0f} ms',
                 flush=True,
             )
         service = steady(cal_node)
         service_mean = float(np.mean(service))
-        rate = args.utilisation * 1000.0 / service_mean
+        rate = opts['utilisation'] * 1000.0 / service_mean
         results['rates'] = {
             'service_mean_ms': service_mean,
-            'utilisation': args.utilisation,
+            'utilisation': opts['utilisation'],
             'sustainable_hz': rate,
             'overload_hz': 2 * rate,
             'inprocess_max_hz': 1000.0 / float(np.mean(steady(cal_inproc, 'total_ms'))),
@@ -932,11 +893,11 @@ def main() -> int:
         )
 
         # ---- step 1: open loop at the sustainable rate, interleaved with in-process blocks
-        frames_per_block = max(int(round(args.rate_block_s * rate)), WARMUP_PER_BLOCK + 5)
+        frames_per_block = max(int(round(opts['rate_block_s'] * rate)), WARMUP_PER_BLOCK + 5)
         s1_node, s1_inproc, cpu = [], [], 0.0
         time.sleep(1.0)
         diag_before = link.diagnostics_after(time.time_ns())
-        for block in range(args.rate_rounds):
+        for block in range(opts['rate_rounds']):
             order = sequence.take(frames_per_block)
             time.sleep(1.0)
             s1_inproc += inprocess_block(pipeline, link.messages, order, rate, block, max_pixels)
@@ -945,7 +906,7 @@ def main() -> int:
             s1_node += node_open_loop(link, node, order, rate, block, f'1x block {block + 1}')
             cpu += (cpu_seconds(node.proc.pid) - cpu0) / (time.perf_counter() - t0)
             print(
-                f'1x round {block + 1}/{args.rate_rounds}: in-process p50/p95 '
+                f'1x round {block + 1}/{opts["rate_rounds"]}: in-process p50/p95 '
                 f'{np.percentile(steady(s1_inproc, "total_ms"), 50):.0f}/'
                 f'{np.percentile(steady(s1_inproc, "total_ms"), 95):.0f} ms, node E2E p50/p95 '
                 f'{np.percentile(steady(s1_node), 50):.0f}/'
@@ -963,7 +924,7 @@ def main() -> int:
         sim1, sim1_dropped = simulated(s1_inproc, rate)
         results['step1'] = {
             'rate_hz': rate,
-            'duration_s': args.rate_rounds * frames_per_block / rate,
+            'duration_s': opts['rate_rounds'] * frames_per_block / rate,
             'calibration_n': len(service),
             'node': s1_node,
             'inprocess': s1_inproc,
@@ -976,7 +937,7 @@ def main() -> int:
             'simulated_dropped': sim1_dropped,
             'simulated': sim1,
             'inprocess_stage_p50_ms': stages,
-            'node_cpu_cores': cpu / args.rate_rounds,
+            'node_cpu_cores': cpu / opts['rate_rounds'],
             'node_diag': diag_after,
             'drops': {
                 'sent': len(s1_node),
@@ -990,7 +951,7 @@ def main() -> int:
         # ---- step 2: overload at 2x, one continuous run
         time.sleep(2.0)
         diag_before = link.diagnostics_after(time.time_ns())
-        order = sequence.take(int(round(args.overload_s * 2 * rate)))
+        order = sequence.take(int(round(opts['overload_s'] * 2 * rate)))
         cpu0, t0 = cpu_seconds(node.proc.pid), time.perf_counter()
         s2_node = node_open_loop(link, node, order, 2 * rate, 0, '2x overload')
         cpu = (cpu_seconds(node.proc.pid) - cpu0) / (time.perf_counter() - t0)
@@ -999,7 +960,7 @@ def main() -> int:
             r['warmup'] = r is s2_node[0] or r is s2_node[1] or r is s2_node[2]
         t_start = s2_node[0]['stamp_ns']
         windows = []
-        for w0 in np.arange(0.0, args.overload_s - 1e-6, 10.0):
+        for w0 in np.arange(0.0, opts['overload_s'] - 1e-6, 10.0):
             inside = [r for r in s2_node if w0 <= (r['stamp_ns'] - t_start) / 1e9 < w0 + 10.0]
             e2e = [r['e2e_ms'] for r in inside if r['e2e_ms'] is not None]
             windows.append(
@@ -1051,6 +1012,7 @@ def main() -> int:
         results['publish_call_ms'] = stats(link.publish_ms)
         persons = [r['persons'] for r in s1_node + s2_node if r['persons'] is not None]
         results['node_persons_mean'] = float(np.mean(persons))
+        results['node_peak_rss_mb'] = peak_rss_mb(node.proc.pid)
     finally:
         if client is not None:
             client.close()
@@ -1062,21 +1024,21 @@ def main() -> int:
     results['evaluation'] = evaluate(results)
     for line in results['evaluation']['lines']:
         print(line)
-    out = Path(args.out)
-    images = [
-        out.parent / 'img' / 'bench_node_latency_hist.png',
-        out.parent / 'img' / 'bench_node_latency_time.png',
-    ]
+    return results
+
+
+def node_images(out: Path) -> list[Path]:
+    return [out.parent / 'img' / 'bench_node_latency_hist.png',
+            out.parent / 'img' / 'bench_node_latency_time.png']
+
+
+def plot_node(results: dict, images: list[Path]) -> None:
     images[0].parent.mkdir(parents=True, exist_ok=True)
     plot_histogram(results, images[0])
     plot_timeline(results, images[1])
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    section = markdown(results, [str(p.relative_to(out.parent)) for p in images])
-    write_section(out, section)
-    print(section)
-    return 0 if code == 0 else 1
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    import run_all
+
+    sys.exit(run_all.main(['--only', 'node', *sys.argv[1:]]))
