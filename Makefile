@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench export label train evaluate teachers clean
+.PHONY: setup demo test lint bench bench-quick export label train evaluate teachers clean
 
 setup:
 	bash scripts/setup.sh
@@ -19,8 +19,14 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check diffpose_ros test benchmarks scripts/*.py
 
+# The benchmark suite (docs/benchmarks.md + docs/img/*.png; prints its estimated run time,
+# ~14 min on the idle 2-core machine). Some parts only: `$(PY) benchmarks/run_all.py --only node`.
 bench: setup
-	$(PY) benchmarks/bench_engine.py --out docs/benchmarks.md
+	$(PY) benchmarks/run_all.py --out docs/benchmarks.md
+
+# Smoke run of every part (~3 min): report, plots and JSON in outputs/bench/quick/.
+bench-quick: setup
+	$(PY) benchmarks/run_all.py --quick
 
 # Issue 4's recipe: pseudo-label vtest.avi 0-599 with both teachers, train (~1 h on 2 CPU
 # cores), evaluate on dev_gt and the held-out frames 600-794. `make train` resumes.
