@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import sys
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from diffpose_ros.assets import sha256_of
 from diffpose_ros.labeling import (
     LabelConfig,
     annotation_entry,
@@ -63,14 +63,6 @@ def parse_video_spec(spec: str) -> tuple[Path, int, int | None]:
     return path, start, stop
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_video(spec: str) -> LabelSequence:
     import cv2
 
@@ -95,7 +87,7 @@ def read_video(spec: str) -> LabelSequence:
         raise ValueError(f'{path}: no frames in range {start}:{stop}')
     end = frames[-1][0] + 1
     return LabelSequence(f'{path.stem}_{start:06d}_{end:06d}', frames, str(path.resolve()),
-                     _sha256(path), float(fps), True)
+                     sha256_of(path), float(fps), True)
 
 
 def read_images(paths: list[str]) -> list[LabelSequence]:
@@ -112,7 +104,7 @@ def read_images(paths: list[str]) -> list[LabelSequence]:
             LOGGER.error('skipping %s: not a readable image', f)
             continue
         sequences.append(LabelSequence(f'image_{f.stem}', [(0, image)], str(f.resolve()),
-                                   _sha256(f), 0.0, False))
+                                   sha256_of(f), 0.0, False))
     return sequences
 
 

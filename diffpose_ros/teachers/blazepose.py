@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -173,11 +172,9 @@ def default_cache_dir() -> Path:
 
 
 def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from diffpose_ros.assets import sha256_of  # stdlib-only module
+
+    return sha256_of(path)
 
 
 def _spec() -> dict[str, Any]:
