@@ -5,6 +5,8 @@
     diffpose-bag info outputs/bags/vtest
     diffpose-bag play outputs/bags/vtest --clock --loop
     diffpose-bag record --out outputs/bags/run1 --duration 60
+    diffpose-bag evaluate outputs/bags/vtest_heldout_gt --detector-imgsz 1280
+    diffpose-bag evaluate BAG --recorded outputs/bags/run1
 
 Exit codes: 0 success; 1 a bag or source cannot be read or written (a one-line message, no
 traceback); 2 bad command-line usage.
@@ -30,6 +32,7 @@ subcommands (each has its own --help):
   info     topics, counts, duration and size of a bag
   play     publish a bag's messages at the recorded rate (needs ROS)
   record   write topics to a new bag until Ctrl-C or --duration (needs ROS)
+  evaluate run the pipeline over a bag, or score a recorded live run; metrics + PNG report
 
 example session (three terminals; scripts/bag_demo.sh does the same):
   diffpose-bag make                                   # outputs/bags/vtest (sample bag)
@@ -78,6 +81,29 @@ examples:
   diffpose-bag play BAG --remap /camera/image_raw:=/front/image_raw --wait-for /front/image_raw
 """
 
+_EVALUATE_EPILOG = """\
+offline (no --recorded): every image message of the camera topic, in header stamp order, is
+decoded as the node decodes it and run through the pipeline with its header stamp (fixed
+steps, hypotheses, seed: the same numbers every time); a centered window is flushed at the end.
+recorded (--recorded OUTPUT_BAG): the node's PersonPoseArray outputs are matched to the bag's
+frames by their header stamp; frames without an output (dropped by the node's latest-frame
+slot) are counted and left out of every figure; latency = the recording's log time (receive
+time) - the source stamp. Give the settings the node ran with (--params, --detector-imgsz, ...):
+YOLO11n-pose runs on the same frames with them.
+
+both: ground truth on <ns>/ground_truth (diffpose-bag make SEQUENCE.json) -> limb PCK@0.1 with
+a 95% bootstrap interval and OKS AP, for ours and single-frame YOLO11n-pose on the same frames;
+always jitter, lag and agreement per track against the smoothed YOLO teacher.
+writes: evaluation.json, predictions_ours.json, predictions_yolo.json (COCO results with
+stamp_ns and track_id), gt_coco.json (with ground truth), report.png, latency.png (recorded)
+
+examples:
+  diffpose-bag evaluate bags/gt --detector-imgsz 1280 --out outputs/bag_evaluate/gt
+  diffpose-bag evaluate bags/gt --recorded outputs/bags/run1 --detector-imgsz 1280
+  diffpose-bag evaluate bags/gt --recorded run1 --params my_node_params.yaml
+  diffpose-bag evaluate outputs/bags/vtest --window-mode centered --max-frames 100
+"""
+
 _RECORD_EPILOG = """\
 Each topic is subscribed when a publisher for it appears (start the recorder first), its
 type discovered on the graph and stored with its definition; messages are written as
@@ -118,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog=PROG, description=_DESCRIPTION, epilog=_EPILOG,
                                      formatter_class=formatter)
-    sub = parser.add_subparsers(dest='command', metavar='{make,info,play,record}')
+    sub = parser.add_subparsers(dest='command', metavar='{make,info,play,record,evaluate}')
     sub.required = True
 
     # ---------------------------------------------------------------------------- make
@@ -212,11 +238,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--use-sim-time', action='store_true',
                    help='log time from /clock instead of the wall clock')
 
-    # ------------------------------------------------------------------ evaluate (reserved)
-    # EVALUATE GOES HERE: `diffpose-bag evaluate` (run the pipeline offline over a bag, or
-    # score a recorded output bag, against the bag's ground truth) is added by its own module:
-    # a `sub.add_parser('evaluate', ...)` block here, an `_run_evaluate` entry in _RUNNERS and a
-    # line in _EPILOG. Deliberately not registered until it exists (no stub).
+    # ---------------------------------------------------------------------------- evaluate
+    p = sub.add_parser('evaluate', help='run the pipeline over a bag, or score a recorded run',
+                       description='Run the pipeline offline over every frame of a bag '
+                       '(deterministic), or score the outputs a live node published '
+                       '(--recorded); accuracy against the bag\'s ground truth and against '
+                       'single-frame YOLO11n-pose, jitter/lag/agreement, live latency; JSON '
+                       'and PNG into --out (docs/bags.md "evaluate").',
+                       epilog=_EVALUATE_EPILOG, formatter_class=formatter)
+    p.add_argument('bag', help='input bag (images, optional ground truth)')
+    p.add_argument('--recorded', metavar='OUTPUT_BAG',
+                   help='score this recording of the node\'s outputs (diffpose-bag record) '
+                   'instead of running the pipeline')
+    p.add_argument('-o', '--out', type=Path,
+                   help='output folder (default: outputs/bag_evaluate/<bag>[_recorded])')
+    p.add_argument('--camera-topic', metavar='TOPIC',
+                   help='image topic (with or without /compressed; default: the bag\'s)')
+    p.add_argument('--gt-topic', metavar='TOPIC',
+                   help='ground truth topic (default: <ns>/ground_truth when present)')
+    p.add_argument('--poses-topic', metavar='TOPIC',
+                   help='recorded PersonPoseArray topic (default: the recording\'s only one, '
+                   'or /diffpose/<camera>/poses)')
+    group = p.add_argument_group('pipeline (defaults: the node\'s parameters, '
+                                 'config/diffpose_cpu.yaml)')
+    group.add_argument('--params', type=Path, metavar='YAML',
+                       help='node params file the live run used (applied before the options '
+                       'below)')
+    group.add_argument('--weights', help='DiffPose weights (default: the shipped model)')
+    group.add_argument('--backend', choices=('onnxruntime', 'torch'))
+    group.add_argument('--steps', type=_positive_int, help='DDIM steps (node default 1)')
+    group.add_argument('--hypotheses', type=_positive_int, help='noise hypotheses (default 1)')
+    group.add_argument('--seed', type=int, help='noise seed (default 0)')
+    group.add_argument('--window-mode', choices=('causal', 'centered'))
+    group.add_argument('--window-size', type=_positive_int, help='frames per window (default 3)')
+    group.add_argument('--detector-imgsz', type=_positive_int,
+                       help='YOLO11n-pose input size (default 640; 1280 for vtest.avi)')
+    group.add_argument('--detect-every-n', type=_positive_int,
+                       help='detector on every n-th frame (node default 2)')
+    group = p.add_argument_group('scoring')
+    group.add_argument('--max-frames', type=_positive_int, help='only the first N frames')
+    group.add_argument('--min-track-frames', type=_positive_int, default=5,
+                       help='shorter tracks get no temporal metrics (default: %(default)s)')
+    group.add_argument('--bootstrap', type=_positive_int, default=1000, metavar='N',
+                       help='bootstrap resamples of the PCK intervals (default: %(default)s)')
+    group.add_argument('--detection-cache', type=Path, metavar='JSON',
+                       help='reuse and update YOLO11n-pose detections in this file')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     return parser
 
 
@@ -332,8 +399,97 @@ def _run_record(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# subcommand -> runner (EVALUATE GOES HERE too, see build_parser)
-_RUNNERS = {'make': _run_make, 'info': _run_info, 'play': _run_play, 'record': _run_record}
+def _percent(value: object, digits: int = 1) -> str:
+    return 'n/a' if value is None or value != value else f'{value:.{digits}f}'
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from diffpose_ros.assets import AssetError
+    from diffpose_ros.bags import evaluate as bag_eval
+    from diffpose_ros.bags import io
+    from diffpose_ros.model.files import WeightsError
+
+    # the bags first: a missing or corrupt one fails before any model is loaded
+    stream = bag_eval.scan_images(args.bag, args.camera_topic, args.max_frames or 0)
+    recording = (bag_eval.read_recording(args.recorded, args.poses_topic, stream.camera)
+                 if args.recorded else None)
+    gt = bag_eval.read_ground_truth(stream, args.gt_topic)
+    config, weights = bag_eval.pipeline_config(
+        args.params, steps=args.steps, hypotheses=args.hypotheses, seed=args.seed,
+        window_mode=args.window_mode, window_size=args.window_size,
+        detector_imgsz=args.detector_imgsz, detect_every_n=args.detect_every_n,
+        backend=args.backend, weights_path=args.weights)
+    target = io.resolve_bag(args.bag)
+    name = target.name if target.is_dir() else target.stem
+    out = args.out or Path('outputs') / 'bag_evaluate' / (name + ('_recorded' if recording
+                                                                   else ''))
+    common = {'n_resamples': args.bootstrap, 'min_track_frames': args.min_track_frames,
+              'progress': not args.quiet,
+              'info': {'weights': weights or 'default (shipped weights if present, else the '
+                                              'seeded random head)',
+                       'params_file': None if args.params is None else str(args.params)}}
+    try:
+        from diffpose_ros.detection import UltralyticsPoseDetector
+        from diffpose_ros.evaluation import CachingDetector
+
+        detector = CachingDetector(UltralyticsPoseDetector(
+            imgsz=config.detector_imgsz, score_threshold=config.detection_score_threshold,
+            max_persons=config.max_persons, device=config.device))
+        if args.detection_cache:
+            detector.load(args.detection_cache)
+        if recording is not None:
+            summary = bag_eval.evaluate_recorded(stream, recording, out, config, detector, gt,
+                                                 **common)
+        else:
+            from diffpose_ros.runtime.factory import make_runtime
+
+            runtime = make_runtime(config, weights_path=weights)
+            summary = bag_eval.evaluate_offline(stream, out, config, runtime, detector, gt,
+                                                **common)
+        if args.detection_cache:
+            detector.save(args.detection_cache)
+    except (AssetError, WeightsError, OSError) as exc:
+        return _error('evaluate', str(exc))
+    frames = summary['frames']
+    line = (f"{summary['mode']}: {frames['frames']} frames of {stream.topic}, "
+            f"{frames['scored']} scored, {frames['bad_input']} bad")
+    if recording is not None:
+        lat = summary['latency']
+        stats = lat['ms'] if lat['clock_consistent'] else lat['relative_ms']
+        line += (f", {frames['dropped']} dropped by the live node; latency p50 "
+                 f"{stats['p50']:.1f} ms, p95 {stats['p95']:.1f} ms, max {stats['max']:.1f} ms"
+                 + ('' if lat['clock_consistent'] else ' (relative: stamps and receive times '
+                    'are on different clocks)'))
+    print(line)
+    accuracy = summary['accuracy']
+    if accuracy is None:
+        print('no ground truth in the bag: temporal metrics only')
+    else:
+        for key, label in (('ours', 'ours'), ('yolo', 'YOLO11n-pose')):
+            pck = accuracy[key]['limb_pck']
+            lo, hi = pck['ci95_percent']
+            print(f"{label}: limb PCK@0.1 {_percent(pck['pck_percent'])} % [95% CI "
+                  f"{_percent(lo)}, {_percent(hi)}] over {pck['num_persons']} GT persons; OKS "
+                  f"AP {_percent(accuracy[key]['oks_ap_percent']['AP'])}")
+    temporal = summary['temporal']
+    jit, agr = temporal['jitter'], temporal['agreement']
+    print(f"temporal: {temporal['num_tracks_used']} tracks; jitter ours "
+          f"{_percent(jit['ours'], 4)} vs YOLO {_percent(jit['yolo_raw'], 4)}; lag "
+          f"{temporal['lag']['pooled_frames']} frames; agreement@0.1 ours "
+          f"{_percent(agr['ours_vs_teacher_percent'])} % vs YOLO "
+          f"{_percent(agr['yolo_raw_vs_teacher_percent'])} %")
+    for warning in summary.get('warnings') or []:
+        print(f'warning: {warning}', file=sys.stderr)
+    if summary.get('trained') is False:
+        print('note: the DiffPose head is UNTRAINED (random weights): our figures are '
+              'meaningless until trained weights exist', file=sys.stderr)
+    print(f'wrote {out}/evaluation.json and report.png', flush=True)
+    return EXIT_OK
+
+
+# subcommand -> runner
+_RUNNERS = {'make': _run_make, 'info': _run_info, 'play': _run_play, 'record': _run_record,
+            'evaluate': _run_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
