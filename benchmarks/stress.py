@@ -282,8 +282,14 @@ def malformed_compressed(rng: np.random.Generator, kind: str, jpeg: bytes,
                          png: bytes) -> tuple[Any, str]:
     """A ``sensor_msgs/CompressedImage`` the node must count as ``kind``; (message, variant).
 
-    ``jpeg`` and ``png`` are valid encodings of a small frame (the raw material).
+    ``jpeg`` and ``png`` are valid encodings of a small frame (the raw material); sizes are
+    judged against the node's ``max_image_pixels`` = :data:`MAX_PIXELS`.
     """
+    from diffpose_ros.ros.image_conversion import (
+        COMPRESSED_MAX_BYTES_PER_PIXEL,
+        COMPRESSED_SLACK_BYTES,
+    )
+
     if kind == 'unknown_encoding':
         fmt = str(rng.choice(['16UC1; compressedDepth png', '32FC1; compressedDepth',
                               'compressedDepth']))
@@ -309,8 +315,13 @@ def malformed_compressed(rng: np.random.Generator, kind: str, jpeg: bytes,
     if kind == 'empty':
         return compressed_msg(str(rng.choice(['jpeg', 'png', ''])), b''), 'no data'
     if kind == 'oversize':
+        variant = int(rng.integers(0, 3))
+        if variant == 2:  # more bytes than any PNG/JPEG within max_pixels can have (< 4 MB SHM)
+            limit = MAX_PIXELS * COMPRESSED_MAX_BYTES_PER_PIXEL + COMPRESSED_SLACK_BYTES
+            return compressed_msg('jpeg', jpeg + bytes(limit + 1 - len(jpeg))), \
+                'more bytes than max pixels allow'
         width, height = int(rng.integers(1000, 30_000)), int(rng.integers(1000, 30_000))
-        if rng.integers(0, 2):
+        if variant == 1:
             return compressed_msg('png', png_with_size(png, width, height)), \
                 'png header declares > max pixels'
         width, height = min(width, 65_535), min(height, 65_535)
@@ -1423,14 +1434,12 @@ def run_main(argv: list[str]) -> int:
     parser.add_argument('--soak-min', type=float, default=10.0)
     parser.add_argument('--soak-warmup-s', type=float, default=120.0)
     parser.add_argument('--soak-frames', type=int, default=300)
-    args = parser.parse_args(argv)
     run_dir = Path(tempfile.mkdtemp(prefix='stress-'))
-    if args.quick:
-        args.fuzz_count, args.restarts, args.cycles, args.calib_frames = 120, 2, 3, 12
-        args.rate_s, args.overload_s, args.window_s = 10.0, 20.0, 5.0
-        args.soak_min, args.soak_warmup_s, args.soak_frames = 1.5, 20.0, 100
-        if not any(a == '--json' or a.startswith('--json=') for a in argv):
-            args.json = str(run_dir / 'stress.json')
+    if '--quick' in argv:  # shorter defaults; options given explicitly still win
+        parser.set_defaults(fuzz_count=120, restarts=2, cycles=3, calib_frames=12, rate_s=10.0,
+                            overload_s=20.0, window_s=5.0, soak_min=1.5, soak_warmup_s=20.0,
+                            soak_frames=100, json=str(run_dir / 'stress.json'))
+    args = parser.parse_args(argv)
     names = [n.strip() for n in args.scenarios.split(',') if n.strip()]
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
