@@ -43,7 +43,7 @@ train: setup
 	$(PY) -m diffpose_ros.cli.train --config config/train_default.yaml
 
 evaluate: setup
-	$(PY) -m diffpose_ros.cli.evaluate all --out outputs/eval
+	$(PY) -m diffpose_ros.cli.evaluate all --blazepose --cache --out outputs/eval
 
 export: setup
 	$(PY) -m diffpose_ros.runtime.export --out outputs/onnx
