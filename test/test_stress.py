@@ -23,6 +23,7 @@ import array
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -520,3 +521,84 @@ def test_fuzz_compressed_every_kind_counted_and_every_good_frame_served(
     ensure_active(link, stress_node, good_weights, weights_target, 'compressed')
     result = stress.run_fuzz(link, stress_node, frames, np.random.default_rng(3), 50, True)
     check_fuzz(result, stress.COMPRESSED_KINDS, 50, stress_node)
+
+
+def test_destroy_node_stops_the_worker_first():
+    """In-process, no models: the worker thread must be joined before the node goes away
+    (the deterministic half of the SIGINT test below)."""
+    import rclpy
+
+    from diffpose_ros.ros.node import DiffPoseNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = DiffPoseNode(context=context)
+        node._stop.clear()
+        worker = threading.Thread(target=node._work, daemon=True)   # the real worker loop
+        node._worker = worker
+        worker.start()
+        time.sleep(0.3)
+        assert worker.is_alive()
+        node.destroy_node()
+        assert not worker.is_alive()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_diagnostics_report_one_snapshot_of_the_bad_input_counts():
+    """The worker counts bad frames while the executor builds /diagnostics; a frame counted
+    between reading the total and the per-kind values made a message disagree with itself
+    (seen as a flaky per-kind vs total check under load). In-process, no models."""
+    import collections
+
+    import rclpy
+
+    from diffpose_ros.ros.node import DiffPoseNode, _Camera
+    from diffpose_ros.ros.params import CameraSetup
+
+    class CountedMeanwhile(collections.Counter):
+        """The worker's turn comes right after the values were read: one more empty frame."""
+
+        def values(self):
+            snapshot = list(super().values())
+            self['empty'] += 1
+            return snapshot
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = DiffPoseNode(context=context)
+        camera = _Camera(CameraSetup(name='cam', image_topic='/cam/image_raw',
+                                     camera_info_topic='/cam/camera_info', compressed=False))
+        camera.bad_input = CountedMeanwhile({'truncated': 2, 'oversize': 1})
+        status = node._camera_status(camera, time.monotonic())
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    counts = {kv.key: int(kv.value) for kv in status.values if kv.key.startswith('bad_input')}
+    per_kind = {k: v for k, v in counts.items() if k != 'bad_input_total'}
+    assert len(per_kind) == len(BAD_INPUT_KINDS)
+    assert counts['bad_input_total'] == sum(per_kind.values()) in (3, 4), counts
+
+
+def test_sigint_while_frames_stream_exits_cleanly(link, stress_node, good_weights,
+                                                  weights_target, frames):
+    """Last test of the module: it stops the node. Ctrl-C while the worker is inside the
+    network used to abort the process (a daemon thread in ONNX Runtime/torch at exit)."""
+    ensure_active(link, stress_node, good_weights, weights_target, 'raw')
+    messages = [stress.good_msg(frame, 0, False) for frame in frames[:12]]
+    streamer = stress.Streamer(link, messages, 15.0)     # faster than the node: always busy
+    try:
+        served = len(link.outputs)
+        link.wait(lambda: len(link.outputs) >= served + 3, 60.0, stress_node)
+        served = len(link.outputs)
+        link.wait(lambda: len(link.outputs) > served, 30.0, stress_node)
+        time.sleep(0.02)                                 # the next frame is in the network
+        stress_node.proc.send_signal(signal.SIGINT)
+        code = stress_node.proc.wait(timeout=30)
+    finally:
+        streamer.stop()
+    log = stress_node.log()
+    assert code == 0, f'exit code {code}:\n{log}'
+    assert 'terminate called' not in log and 'processing failed' not in log, log

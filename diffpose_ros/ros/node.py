@@ -299,6 +299,13 @@ class DiffPoseNode(LifecycleNode):
             self._worker.join(timeout=30.0)
             self._worker = None
 
+    def destroy_node(self) -> None:
+        # Stop the worker first. Left running, a daemon thread inside ONNX Runtime or torch
+        # when the interpreter exits aborts the process (SIGABRT, 'terminate called without an
+        # active exception'): Ctrl-C while frames stream exited -6 in 5 of 8 stress runs.
+        self._stop_worker()
+        super().destroy_node()
+
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
         if self._pipeline is not None:
@@ -382,6 +389,8 @@ class DiffPoseNode(LifecycleNode):
                 try:
                     self._process(taken)
                 except Exception as exc:  # noqa: BLE001  (keep serving; counted + logged)
+                    if self._stop.is_set() or not self.context.ok():
+                        return  # shutting down: the frame in flight cannot be published
                     self._errors['processing'] += 1
                     self.get_logger().error(f'processing failed: {exc!r}',
                                             throttle_duration_sec=5.0)
@@ -543,7 +552,10 @@ class DiffPoseNode(LifecycleNode):
         def pct(samples: collections.deque[float], q: float) -> str:
             return f'{np.percentile(np.array(samples), q):.1f}' if samples else 'n/a'
 
-        bad_total = sum(camera.bad_input.values())
+        # one snapshot: the worker counts bad frames while this runs, and a total read before
+        # the per-kind values could be lower than their sum in the same message
+        bad_input = dict(camera.bad_input)
+        bad_total = sum(bad_input.values())
         values = {
             'input_rate_hz': f'{camera.in_rate.hz(now):.2f}',
             'output_rate_hz': f'{camera.out_rate.hz(now):.2f}',
@@ -559,7 +571,7 @@ class DiffPoseNode(LifecycleNode):
             'pose_stage_p95_ms': pct(camera.pose_ms, 95),
             'camera_info': 'ok' if camera.camera_matrix is not None else 'missing',
         }
-        values.update({f'bad_input.{kind}': camera.bad_input[kind] for kind in BAD_INPUT_KINDS})
+        values.update({f'bad_input.{kind}': bad_input.get(kind, 0) for kind in BAD_INPUT_KINDS})
         tracked = self._pipeline.cameras.get(camera.setup.name) if self._pipeline else None
         values['time_jumps_back'] = tracked.time_jumps if tracked is not None else 0
         values['tracks_live'] = tracked.tracker.num_tracks if tracked is not None else 0
