@@ -26,8 +26,11 @@ all, in this order):
              open-loop feeding at 1x and at 2x: p95 at 2x <= 2x the p95 at 1x, and not growing
              (p95 of the second half of the 2x run <= 1.25x that of the first half; the trend of
              the p95 per 10-s window is reported).
-  soak       >= 10 minutes of vtest.avi frames looped at 30 Hz (wall-clock stamps; the scene
-             cuts at every loop, so tracks must expire by themselves): the node runs with an
+  soak       >= 10 minutes at 30 Hz of the sample bag played by ``diffpose-bag play --loop
+             --rate 3`` (each loop a backwards time jump that must reset tracking, checked),
+             or with ``--soak-source frames`` of vtest.avi frames published here with
+             wall-clock stamps (the scene cuts at every loop, so tracks must expire by
+             themselves; a separate entry in stress.json): the node runs with an
              in-process sampler (same node class, ``stress.py node``) that records its RSS, live
              tracks and buffered frames every second; RSS slope after warm-up <= 1 MB/min, live
              tracks and buffered frames bounded (no growth in the last third), latency not
@@ -38,8 +41,8 @@ exit code 0 on SIGINT (the "crashes" count is the sum of those failures).
 
 Frames: vtest.avi frames 200-299, crop (0, 144, 320, 240) upscaled x2 to 640x480 (1-3 persons;
 detector imgsz 640, as in bench_node) for fuzz, publisher, lifecycle and overload; the soak uses
-full 768x576 frames 0-299 with detector imgsz 1280 (the sample bag's content; bag tools were not
-in the repository when this was written, so frames are published directly).
+the sample bag (vtest.avi, 768x576 JPEG; made with ``diffpose-bag make`` if missing) or full
+768x576 frames 0-299, with detector imgsz 1280.
 
 Writes ``outputs/bench/stress.json`` in the benchmark suite's layout (benchmarks/run_all.py renders
 it into docs/benchmarks.md): ``results.<name>`` per scenario with ``summary`` (one sentence with
@@ -50,7 +53,8 @@ are kept, so the soak can be run on its own.
 
     python benchmarks/stress.py                    # everything, ~20 minutes on 2 cores
     python benchmarks/stress.py --quick            # smoke: ~3 minutes, JSON into a temp dir
-    python benchmarks/stress.py --scenarios soak --soak-min 10
+    python benchmarks/stress.py --scenarios soak                      # the 10-min soak
+    python benchmarks/stress.py --scenarios soak --soak-source frames
 
 Helper subcommands (used by the runs above and by test/test_stress.py):
     python benchmarks/stress.py publish --topic /stress/image_raw --frames f.npy --rate 10
@@ -371,6 +375,7 @@ class Link:
         self.compressed_pub = client.node.create_publisher(
             CompressedImage, f'{image_topic}/compressed', reliable)
         self.outputs: dict[int, tuple[int, str, int]] = {}  # stamp -> (receive ns, frame, n)
+        self.history: list[tuple[int, int]] = []  # (stamp, receive ns): stamps repeat in loops
         self.diagnostics: list[tuple[float, dict[str, str], dict[str, str]]] = []
         self._cond = threading.Condition()
         self.poses_sub = client.node.create_subscription(
@@ -384,6 +389,7 @@ class Link:
         stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
         with self._cond:
             self.outputs[stamp] = (now, msg.header.frame_id, len(msg.persons))
+            self.history.append((stamp, now))
             self._cond.notify_all()
 
     def _on_diagnostics(self, msg: Any) -> None:
@@ -779,12 +785,13 @@ class Session:
     """One scenario's node process, ROS client and link; always stops the node."""
 
     def __init__(self, run_dir: Path, name: str, overrides: dict[str, Any],
-                 instrument: Path | None = None, wait_compressed: bool | None = False):
+                 instrument: Path | None = None, wait_compressed: bool | None = False,
+                 image_topic: str = IMAGE_TOPIC):
         from ros_harness import RosClient
 
         self.node = start_node(run_dir, name, overrides, instrument)
         self.client = RosClient(f'stress_{name}')
-        self.link = Link(self.client)
+        self.link = Link(self.client, image_topic=image_topic)
         if wait_compressed is not None:
             self.link.wait_subscribed(wait_compressed, self.node)
 
@@ -1266,23 +1273,92 @@ def bounded(samples: list[dict[str, Any]], key: str, tolerance: float) -> dict[s
             'bounded': last <= earlier + tolerance}
 
 
+def sample_bag() -> tuple[Path, str]:
+    """The sample bag (``diffpose-bag make`` from vtest.avi, made if missing) and its image
+    topic."""
+    from diffpose_ros.bags import io
+    from diffpose_ros.bags.make import sample_bag_path
+
+    path = sample_bag_path()
+    if not (path / 'metadata.yaml').exists():
+        print(f'  making the sample bag {path}', flush=True)
+        subprocess.run([sys.executable, '-m', 'diffpose_ros.cli.bag', 'make', '-q'], cwd=ROOT,
+                       check=True)
+    topics = io.bag_info(path).get('topics', {})
+    names = topics if isinstance(topics, dict) else [t.get('name') for t in topics]
+    images = [t for t in names if t.endswith('/image_raw/compressed') or t.endswith('/image_raw')]
+    if not images:
+        raise RuntimeError(f'no image topic in {path}: {names}')
+    return path, sorted(images)[0]
+
+
+class ImageTimes:
+    """Receive times of the images on a topic, by stamp (the bag player's output)."""
+
+    def __init__(self, client: Any, topic: str):
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CompressedImage, Image
+
+        self.times: dict[int, list[int]] = collections.defaultdict(list)
+        self.count = self.jumps_back = 0
+        self._last = None
+        msg_type = CompressedImage if topic.endswith('/compressed') else Image
+        client.node.create_subscription(msg_type, topic, self._on_image, qos_profile_sensor_data)
+
+    def _on_image(self, msg: Any) -> None:
+        stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+        self.times[stamp].append(time.time_ns())
+        self.count += 1
+        self.jumps_back += self._last is not None and stamp < self._last
+        self._last = stamp
+
+    def received(self, stamp: int, before_ns: int) -> int | None:
+        """When the image with ``stamp`` that led to an output at ``before_ns`` arrived."""
+        earlier = [t for t in self.times.get(stamp, ()) if t <= before_ns]
+        return earlier[-1] if earlier else None
+
+
 def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    frames = load_frames(first=0, count=args.soak_frames, crop_xywh=None)
-    height, width = frames[0].shape[:2]
-    messages = [good_msg(frame, 0, False) for frame in frames]
-    del frames
+    """Frames looped at 30 Hz for ``--soak-min``: direct frames (wall-clock stamps, the scene
+    cuts at each loop: tracks must expire) or the sample bag played with ``--loop`` at 3x its
+    10 fps (stamps jump back at each loop: the node resets tracking every loop)."""
     samples_path = run_dir / 'soak_node_samples.jsonl'
-    session = Session(run_dir, 'soak', {'detector_imgsz': 1280, 'diagnostics_period_s': 1.0,
-                                        'max_image_pixels': width * height},
-                      instrument=samples_path)
+    overrides = {'detector_imgsz': 1280, 'diagnostics_period_s': 1.0}
+    messages: list[Any] = []
+    bag_source = args.soak_source == 'bag'
+    if bag_source:
+        bag, topic = sample_bag()
+        compressed = topic.endswith('/compressed')
+        image_topic = topic[:-len('/compressed')] if compressed else topic
+        width, height = 768, 576  # vtest.avi
+        overrides.update(image_topics=[image_topic], transport='compressed' if compressed
+                         else 'raw', max_image_pixels=width * height)
+        source = f'sample bag {bag.relative_to(ROOT) if bag.is_relative_to(ROOT) else bag} ' \
+                 f'({topic}) played with --loop --rate 3'
+    else:
+        frames = load_frames(first=0, count=args.soak_frames, crop_xywh=None)
+        height, width = frames[0].shape[:2]
+        messages = [good_msg(frame, 0, False) for frame in frames]
+        del frames
+        image_topic, compressed = IMAGE_TOPIC, False
+        overrides['max_image_pixels'] = width * height
+        source = f'vtest.avi frames 0-{len(messages) - 1} published directly, wall-clock stamps'
+    session = Session(run_dir, 'soak', overrides, instrument=samples_path,
+                      wait_compressed=compressed, image_topic=image_topic)
     link, node = session.link, session.node
+    images = ImageTimes(session.client, topic) if bag_source else None
+    player = None
     pid = node.proc.pid
     duration_s = args.soak_min * 60.0
     rss: list[tuple[float, float]] = []
     diag: list[dict[str, Any]] = []
-    sent: list[int] = []
     try:
         before = link.counters()
+        if bag_source:
+            player = subprocess.Popen(
+                [sys.executable, '-m', 'diffpose_ros.cli.bag', 'play', str(bag), '--rate',
+                 '3', '--loop', '--topics', topic], cwd=ROOT, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True)
         start = time.perf_counter()
         next_sample, next_print, k = start, start + 30.0, 0
         while True:
@@ -1301,25 +1377,45 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
                 next_print += 30.0
                 if not node.alive():
                     raise RuntimeError(f'the node died:\n{node.log()}')
-                print(f'  soak {now - start:5.0f} s: sent {k}, served {len(link.outputs)}, '
-                      f'RSS {rss[-1][1]:.0f} MB, tracks {diag[-1]["tracks_live"]}', flush=True)
+                if player is not None and player.poll() is not None:
+                    raise RuntimeError(f'the bag player exited: {player.communicate()[0]}')
+                print(f'  soak {now - start:5.0f} s: images '
+                      f'{images.count if images else k}, served {len(link.history)}, RSS '
+                      f'{rss[-1][1]:.0f} MB, tracks {diag[-1]["tracks_live"]}', flush=True)
+            if player is not None:
+                time.sleep(min(0.1, max(next_sample - time.perf_counter(), 0.0)))
+                continue
             delay = start + k / 30.0 - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
             msg = messages[k % len(messages)]
-            stamp = time.time_ns()
-            set_stamp(msg, stamp)
+            set_stamp(msg, time.time_ns())
             link.raw_pub.publish(msg)
-            sent.append(stamp)
             k += 1
-        link.wait(lambda: sent[-1] in link.outputs, 30.0)
+        if player is not None:
+            player.send_signal(signal.SIGINT)
+            player_output = player.communicate(timeout=30)[0]
+            if player.returncode != 0:
+                raise RuntimeError(f'the bag player failed ({player.returncode}): '
+                                   f'{player_output[-2000:]}')
+        time.sleep(2.0)  # the last frames in the node
         after = link.counters()
     finally:
+        if player is not None and player.poll() is None:
+            player.kill()
         end = session.close()
-    first_ns = sent[0]
     with link._cond:
-        latency = sorted(((s - first_ns) / 1e9, (v[0] - s) / 1e6) for s, v in link.outputs.items()
-                         if s >= first_ns)
+        history = list(link.history)
+    # E2E: poses received - image sent (direct frames: the stamp is the send time; bag: when
+    # this process received the player's image, which stamps repeat every loop)
+    sent_count = images.count if images else k
+    latency = []
+    for stamp, received_ns in history:
+        sent_ns = images.received(stamp, received_ns) if images else stamp
+        if sent_ns is not None:
+            latency.append((sent_ns, (received_ns - sent_ns) / 1e6))
+    latency.sort()
+    latency = [((t - latency[0][0]) / 1e9, v) for t, v in latency]
     warm = args.soak_warmup_s
     rss_after = [(t, v) for t, v in rss if t >= warm]
     rss_slope = slope_per_min([t for t, _ in rss_after], [v for _, v in rss_after])
@@ -1368,13 +1464,19 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
               (sample_errors[:1] or ['no samples'])[0], 'ok', not sample_errors and samples),
         crash_check(crashes),
     ]
+    jumps = after['time_jumps_back'] - before['time_jumps_back']
+    if images is not None:  # every loop of the bag steps back in time: a reset each
+        checks.append(check('bag loops seen by the node as time jumps (resets)',
+                            f'{jumps} of {images.jumps_back}', 'all',
+                            jumps == images.jumps_back and jumps > 0))
     if not args.quick:
         checks.append(check('duration [min]', round(duration_s / 60, 1), '>= 10',
                             duration_s >= 600))
     lat = latency_stats([v for t, v in latency if t >= warm])
     return {
-        'summary': f'{duration_s / 60:.1f} min of vtest.avi looped at 30 Hz ({len(sent)} frames, '
-                   f'{width}x{height}, detector 1280): RSS slope '
+        'summary': f'{duration_s / 60:.1f} min at 30 Hz of '
+                   f'{"the sample bag" if bag_source else "vtest.avi frames"} ({sent_count} '
+                   f'frames, {width}x{height}, detector 1280): RSS slope '
                    f'{rss_slope if rss_slope is not None else float("nan"):+.2f} MB/min after '
                    f'warm-up{"" if rss_check else " (not judged: run too short)"}, live '
                    f'tracks max {tracks.get("max")}, buffered frames max '
@@ -1383,7 +1485,7 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
                    f'{crashes} crashes',
         'metrics': {
             'duration_min': duration_s / 60, 'rate_hz': 30.0, 'warmup_s': warm,
-            'frames_sent': len(sent),
+            'frames_sent': sent_count, 'time_jumps_back': jumps,
             'frames_published': after['frames_published'] - before['frames_published'],
             'frames_dropped': after['frames_dropped'] - before['frames_dropped'],
             'rss_mb_first': rss[0][1] if rss else None,
@@ -1403,7 +1505,7 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         },
         'checks': checks, 'crashes': crashes,
         'details': {
-            'frames': f'vtest.avi 0-{len(messages) - 1} {width}x{height}, looped',
+            'source': source,
             'rss_samples': rss, 'tracks_live': tracks, 'buffered_frames': buffered,
             'buffered_tracks': bounded(samples, 'buffered_tracks', 2),
             'node_header_cache': bounded(samples, 'node_headers', 0),
@@ -1426,7 +1528,8 @@ SCENARIOS = {  # id -> (function, name in stress.json, what it does)
     'overload': (scenario_overload, 'overload at 2x the sustainable rate',
                  'open-loop input at 1x and at 2x the sustainable rate'),
     'soak': (scenario_soak, 'soak at 30 Hz',
-             'vtest.avi looped at 30 Hz: RSS, live tracks, buffered frames, latency drift'),
+             'the sample bag (or vtest.avi frames) looped at 30 Hz: RSS, live tracks, '
+             'buffered frames, latency drift'),
 }
 
 
@@ -1450,7 +1553,13 @@ def run_main(argv: list[str]) -> int:
     parser.add_argument('--window-s', type=float, default=10.0)
     parser.add_argument('--soak-min', type=float, default=10.0)
     parser.add_argument('--soak-warmup-s', type=float, default=120.0)
-    parser.add_argument('--soak-frames', type=int, default=300)
+    parser.add_argument('--soak-frames', type=int, default=300,
+                        help='with --soak-source frames: vtest.avi frames 0..N-1 (10 s at 30 Hz)')
+    parser.add_argument('--soak-source', choices=('bag', 'frames'), default='bag',
+                        help='bag (default, as the issue asks): the sample bag played by '
+                        'diffpose-bag play --loop --rate 3, a tracking reset at every loop; '
+                        'frames: vtest.avi frames published here with wall-clock stamps, so '
+                        'tracks must expire by themselves (recorded as a separate entry)')
     run_dir = Path(tempfile.mkdtemp(prefix='stress-'))
     if '--quick' in argv:  # shorter defaults; options given explicitly still win
         parser.set_defaults(fuzz_count=120, restarts=2, cycles=3, calib_frames=12, rate_s=10.0,
@@ -1467,6 +1576,8 @@ def run_main(argv: list[str]) -> int:
     passed = {}
     for name in names:
         function, title, what = SCENARIOS[name]
+        if name == 'soak':
+            title += ' (sample bag)' if args.soak_source == 'bag' else ' (vtest frames)'
         print(f'== {name}: {what}', flush=True)
         started = time.perf_counter()
         try:
@@ -1483,7 +1594,8 @@ def run_main(argv: list[str]) -> int:
             'scenario': name, 'what': what, 'date': time.strftime('%Y-%m-%d %H:%M'),
             'duration_s': round(time.perf_counter() - started, 1), 'quick': args.quick,
             'command': 'python benchmarks/stress.py --scenarios ' + name
-                       + (' --quick' if args.quick else ''),
+                       + (' --soak-source frames' if name == 'soak' and args.soak_source
+                          == 'frames' else '') + (' --quick' if args.quick else ''),
             'run_dir': str(run_dir), 'machine': machine_info(),
         })
         record_stress_result(title, entry, path)
