@@ -15,7 +15,10 @@ autostart off) on an isolated domain, driven through its lifecycle services:
   3. the image publisher (another process) is SIGKILLed mid-stream and a new one, with a
      100-s-older time base, takes over: the node serves its frames and counts the time jump;
   4. deactivate/activate while frames stream: transitions succeed, nothing is served while
-     inactive, serving resumes each time.
+     inactive, serving resumes each time;
+  5. (last) SIGINT while frames stream: exit code 0, no abort, no processing error.
+Two in-process node checks without models back 5 and the diagnostics: destroy_node joins the
+worker, and one diagnostics message reports one snapshot of the bad-input counters.
 """
 from __future__ import annotations
 
