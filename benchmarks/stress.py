@@ -143,10 +143,15 @@ def ros_environment(run_dir: Path) -> dict[str, str]:
 
 
 def clean_shm() -> None:
-    """Remove Fast DDS shared-memory segments no live process uses (a SIGKILL leaves them)."""
-    tool = Path(sys.prefix) / 'bin' / 'fastdds'
+    """Remove Fast DDS shared-memory segments no live process uses (a SIGKILL leaves them).
+
+    Runs the tool with this venv's Python: ``.venv/bin/fastdds`` calls ``python3`` from PATH,
+    which lacks psutil ("psutil module not found") and so cleans nothing.
+    """
+    tool = Path(sys.prefix) / 'tools' / 'fastdds' / 'fastdds.py'
     if tool.exists():
-        subprocess.run([str(tool), 'shm', 'clean'], capture_output=True, timeout=60)
+        subprocess.run([sys.executable, str(tool), 'shm', 'clean'], capture_output=True,
+                       timeout=60)
 
 
 # ---------------------------------------------------------------------------- frames
