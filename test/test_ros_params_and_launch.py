@@ -95,7 +95,8 @@ def test_gpu_profile_choices():
     assert config.backend == 'onnxruntime' and config.fp16
     assert config.providers[:2] == ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
     assert config.providers[-1] == 'CPUExecutionProvider'
-    assert (config.steps, config.hypotheses, config.detector_imgsz) == (2, 2, 640)
+    assert (config.steps, config.hypotheses, config.detector_imgsz) == (1, 2, 640)
+    assert config.window_size == 3  # the window the shipped model was trained on (causal)
 
 
 def test_load_yaml_defaults_sections_and_nesting(tmp_path):
