@@ -21,7 +21,7 @@ from diffpose_ros.config import PipelineConfig
 from diffpose_ros.detection import Detection
 from diffpose_ros.skeleton import LIMB_JOINTS
 
-# Annotations committed in the repository; the photos live only in the shared dev_gt folder.
+# dev_gt annotations and photos are committed in test/data/dev_gt (mmpose test data).
 GT_DIR = Path(__file__).resolve().parent / 'data' / 'dev_gt'
 COCO_JSON = GT_DIR / 'coco' / 'test_coco.json'
 DEV_GT_IMAGES = Path(os.environ.get('DIFFPOSE_DEV_GT_IMAGES',
