@@ -48,7 +48,9 @@ def load(folder: Path, name: str = 'evaluation.json') -> dict:
 
 
 def assert_close(a, b, where: str = '') -> None:
-    """Equal JSON trees, numbers within 1e-6 relative (keypoints may differ by 1e-3 px)."""
+    """Equal JSON trees, numbers within 1e-4 relative: keypoints may differ by up to 1e-3 px
+    (ONNX Runtime's reductions depend on the thread count, which differs between the node and
+    the offline run), which moves box-normalised jitter in its 5th-6th digit."""
     if isinstance(b, dict):
         assert a.keys() == b.keys(), where
         for key in b:
@@ -58,7 +60,7 @@ def assert_close(a, b, where: str = '') -> None:
         for i, (x, y) in enumerate(zip(a, b)):
             assert_close(x, y, f'{where}[{i}]')
     elif isinstance(b, float) and not isinstance(a, bool):
-        assert a == pytest.approx(b, rel=1e-6, abs=1e-9), where
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-9), where
     else:
         assert a == b, where
 
