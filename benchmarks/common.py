@@ -129,23 +129,10 @@ SCENES = {
 
 def read_vtest_frames(first_frame: int, num_frames: int) -> list[np.ndarray]:
     """Frames [first_frame, first_frame + num_frames) of vtest.avi, (576, 768, 3) BGR uint8."""
-    import cv2
-
     from diffpose_ros.assets import VTEST_VIDEO, asset_path
+    from diffpose_ros.evaluation import read_frames
 
-    capture = cv2.VideoCapture(str(asset_path(VTEST_VIDEO)))
-    try:
-        for _ in range(first_frame):  # sequential decoding: seeking is codec dependent
-            capture.grab()
-        frames = []
-        for index in range(first_frame, first_frame + num_frames):
-            ok, frame = capture.read()
-            if not ok:
-                raise RuntimeError(f'cannot read vtest frame {index}')
-            frames.append(frame)
-        return frames
-    finally:
-        capture.release()
+    return read_frames(asset_path(VTEST_VIDEO), first_frame, num_frames)
 
 
 def crop_upscale(frame: np.ndarray, region_xywh: Sequence[int],

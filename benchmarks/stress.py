@@ -161,24 +161,14 @@ def load_frames(first: int = CROP_FIRST, count: int = CROP_COUNT,
     import cv2
 
     from diffpose_ros.assets import VTEST_VIDEO, asset_path
+    from diffpose_ros.evaluation import read_frames
 
-    capture = cv2.VideoCapture(str(asset_path(VTEST_VIDEO)))
-    try:
-        for _ in range(first):  # sequential decoding: seeking is codec dependent
-            capture.grab()
-        frames = []
-        for index in range(first, first + count):
-            ok, frame = capture.read()
-            if not ok:
-                raise RuntimeError(f'cannot read vtest.avi frame {index}')
-            if crop_xywh is not None:
-                x, y, w, h = crop_xywh
-                frame = cv2.resize(frame[y:y + h, x:x + w], GOOD_WH,
-                                   interpolation=cv2.INTER_LINEAR)
-            frames.append(np.ascontiguousarray(frame))
+    frames = read_frames(asset_path(VTEST_VIDEO), first, count)
+    if crop_xywh is None:
         return frames
-    finally:
-        capture.release()
+    x, y, w, h = crop_xywh
+    return [np.ascontiguousarray(cv2.resize(f[y:y + h, x:x + w], GOOD_WH,
+                                            interpolation=cv2.INTER_LINEAR)) for f in frames]
 
 
 def set_stamp(msg: Any, stamp_ns: int, frame_id: str = FRAME_ID) -> Any:

@@ -785,6 +785,15 @@ def read_video(path: str | Path, start: int = 0, stop: int | None = None
     return fps, stop - start, frames()
 
 
+def read_frames(path: str | Path, first: int, count: int) -> list[np.ndarray]:
+    """Frames [first, first + count) as a list; ValueError unless all of them decode."""
+    _, _, frames = read_video(path, first, first + count)
+    images = [image for _, image in frames]
+    if len(images) != count:
+        raise ValueError(f'{path}: decoded {len(images)} of frames [{first}, {first + count})')
+    return images
+
+
 @dataclasses.dataclass
 class TrackSeries:
     """One track over consecutive frames (NaN rows where it was not reported)."""

@@ -29,23 +29,12 @@ VTEST_DETECTOR_IMGSZ = 1280
 
 def read_video_frames(path: str, first_frame: int, num_frames: int) -> list[np.ndarray]:
     """Decode frames [first_frame, first_frame + num_frames) of a video as BGR uint8 arrays."""
-    import cv2
+    from diffpose_ros.evaluation import read_frames
 
-    capture = cv2.VideoCapture(path)
     try:
-        if not capture.isOpened():
-            pytest.fail(f'OpenCV cannot open {path}')
-        for _ in range(first_frame):     # sequential decoding: seeking is codec dependent
-            capture.grab()
-        frames = []
-        for index in range(first_frame, first_frame + num_frames):
-            ok, frame = capture.read()
-            if not ok:
-                pytest.fail(f'{path}: cannot read frame {index}')
-            frames.append(frame)
-        return frames
-    finally:
-        capture.release()
+        return read_frames(path, first_frame, num_frames)
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope='session')
