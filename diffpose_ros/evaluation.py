@@ -1230,6 +1230,10 @@ def plot_per_joint(path: str | Path, series: Mapping[str, Mapping[str, Any]],
     ax.set_ylim(0, 105)
     ax.set_title(title + _untrained_note(trained), fontsize=9)
     ax.legend(fontsize=8, loc='lower right')
+    return _save_figure(plt, fig, path)
+
+
+def _save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1259,10 +1263,7 @@ def plot_grid(path: str | Path, grid: Mapping[str, Any]) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(f'accuracy vs steps, {len(grid["seeds"])} seeds, {grid["num_gt_persons"]} '
                  f'GT persons{_untrained_note(grid["trained"])}', fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(plt, fig, path)
 
 
 def plot_ablation(path: str | Path, grid: Mapping[str, Any]) -> Path:
@@ -1282,10 +1283,7 @@ def plot_ablation(path: str | Path, grid: Mapping[str, Any]) -> Path:
     ax.set_title('ablation: denoiser without its heatmap input'
                  + _untrained_note(grid['trained']), fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(plt, fig, path)
 
 
 def plot_video_jitter(path: str | Path, summary: Mapping[str, Any]) -> Path:
@@ -1302,10 +1300,7 @@ def plot_video_jitter(path: str | Path, summary: Mapping[str, Any]) -> Path:
     ax.set_ylabel('jitter (box-normalised acceleration)')
     ax.set_title(f'video jitter, ours/YOLO = {ratio:.2f}' + _untrained_note(summary['trained']),
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(plt, fig, path)
 
 
 def plot_wrist_track(path: str | Path, run: VideoRun,
@@ -1331,7 +1326,4 @@ def plot_wrist_track(path: str | Path, run: VideoRun,
                  fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(plt, fig, path)

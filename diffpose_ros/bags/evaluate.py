@@ -265,13 +265,21 @@ def iter_images(stream: ImageStream, frames: Sequence[Frame] | None = None,
                           'vanished between two reads')
 
 
+def _pose_connections(reader: Any) -> dict[str, Any]:
+    return {c.topic: c for c in reader.connections if c.msgtype == io.POSE_ARRAY_TYPE}
+
+
+def _named_pose_connection(poses: Mapping[str, Any], topic: str, where: str) -> Any:
+    if topic not in poses:
+        raise io.BagError(f'{where} has no {io.POSE_ARRAY_TYPE} topic {topic} (it has '
+                          f'{", ".join(sorted(poses)) or "none"})')
+    return poses[topic]
+
+
 def _gt_topic(reader: Any, topic: str | None, custom: Mapping[str, str]) -> Any | None:
-    poses = {c.topic: c for c in reader.connections if c.msgtype == io.POSE_ARRAY_TYPE}
+    poses = _pose_connections(reader)
     if topic:
-        if topic not in poses:
-            raise io.BagError(f'no {io.POSE_ARRAY_TYPE} topic {topic} in the bag (it has '
-                              f'{", ".join(sorted(poses)) or "none"})')
-        return poses[topic]
+        return _named_pose_connection(poses, topic, 'the bag')
     named = custom.get('diffpose_ros.ground_truth_topic')
     if named in poses:
         return poses[named]
@@ -327,12 +335,9 @@ def person_from_msg(person: Any) -> Person:
 
 
 def _poses_connection(reader: Any, path: Path, topic: str | None, camera: str) -> Any:
-    poses = {c.topic: c for c in reader.connections if c.msgtype == io.POSE_ARRAY_TYPE}
+    poses = _pose_connections(reader)
     if topic:
-        if topic not in poses:
-            raise io.BagError(f'recorded bag {path} has no {io.POSE_ARRAY_TYPE} topic {topic} '
-                              f'(it has {", ".join(sorted(poses)) or "none"})')
-        return poses[topic]
+        return _named_pose_connection(poses, topic, f'recorded bag {path}')
     candidates = {t: c for t, c in poses.items() if not t.endswith(GT_SUFFIX)}
     if len(candidates) == 1:
         return next(iter(candidates.values()))

@@ -17,6 +17,7 @@ is stamped ``start_time_ns + round(i * 1e9 / fps)``.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import math
@@ -116,7 +117,7 @@ class Frame:
     name: str = ''
 
 
-class Source:
+class Source(abc.ABC):
     """Base: ``frames()`` yields :class:`Frame` objects in order."""
 
     kind = 'source'
@@ -126,8 +127,9 @@ class Source:
     has_ground_truth = False
     first_index = 0
 
+    @abc.abstractmethod
     def frames(self) -> Iterator[Frame]:
-        raise NotImplementedError
+        """The source's frames in order (each subclass reads its own kind of input)."""
 
     def describe(self) -> dict[str, str]:
         return {}
