@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench bench-quick export label train evaluate teachers clean
+.PHONY: setup demo test lint bench bench-quick stress export label train evaluate teachers clean
 
 setup:
 	bash scripts/setup.sh
@@ -23,6 +23,13 @@ lint: setup
 # ~14 min on the idle 2-core machine). Some parts only: `$(PY) benchmarks/run_all.py --only node`.
 bench: setup
 	$(PY) benchmarks/run_all.py --out docs/benchmarks.md
+
+# Soak (10 min), fuzz (1,050 messages), overload, publisher kill, lifecycle and weight faults
+# (~17 min) -> outputs/bench/stress.json + docs/img/stress_soak.png, rendered into
+# docs/benchmarks.md. One scenario: `$(PY) benchmarks/stress.py --scenarios fuzz`.
+stress: setup
+	$(PY) benchmarks/stress.py; status=$$?; \
+	$(PY) benchmarks/run_all.py --only stress && exit $$status
 
 # Smoke run of every part (~3 min): report, plots and JSON in outputs/bench/quick/.
 bench-quick: setup

@@ -497,10 +497,12 @@ def set_transport(client: Any, transport: str, node_name: str = NODE_NAME) -> No
 # ---------------------------------------------------------------------------- fuzz
 def run_fuzz(link: Link, node: Any, frames: list[np.ndarray], rng: np.random.Generator,
              count: int, compressed: bool, good_every: int = 8, pace_s: float = 0.02,
-             serve_timeout_s: float = 60.0) -> dict[str, Any]:
+             pace_s_per_mb: float = 0.02, serve_timeout_s: float = 60.0) -> dict[str, Any]:
     """``count`` malformed messages of every kind of the transport, good frames in between.
 
-    Bad frames are paced (``pace_s``) so the worker, idle between them, looks at every one;
+    Bad frames are paced (``pace_s`` plus ``pace_s_per_mb`` per MB of payload: a 4 MB message
+    arrives later than a small one, so a fixed gap let the next message replace it in the
+    node's latest-frame slot) so the worker, idle between them, looks at every one;
     good frames go in lock-step (next message once its poses arrived), so the node's counters
     must match what was sent exactly and a drop shows up as a count mismatch.
     """
@@ -539,7 +541,7 @@ def run_fuzz(link: Link, node: Any, frames: list[np.ndarray], rng: np.random.Gen
             link.raw_pub.publish(msg)
         sent[kind] += 1
         variants[f'{kind}: {variant}'] += 1
-        time.sleep(pace_s)
+        time.sleep(pace_s + pace_s_per_mb * len(msg.data) / 1e6)
     send_good(count)
     expected_total = before['bad_input_total'] + count
     after = link.wait_counters(lambda v: v['bad_input_total'] >= expected_total, 15.0)
@@ -1425,6 +1427,7 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         samples = [json.loads(line) for line in samples_path.read_text().splitlines() if line]
     sample_errors = [s['error'] for s in samples if 'error' in s]
     samples = [s for s in samples if 'error' not in s]
+    series = soak_series(samples, latency)
     if samples:
         t0 = samples[0]['t']
         samples = [s for s in samples if s['t'] - t0 >= warm]
@@ -1468,6 +1471,8 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         checks.append(check('duration [min]', round(duration_s / 60, 1), '>= 10',
                             duration_s >= 600))
     lat = latency_stats([v for t, v in latency if t >= warm])
+    plot = soak_plot_path(args)
+    plot_soak(series, windows, warm, rss_slope, plot)
     return {
         'summary': f'{duration_s / 60:.1f} min at 30 Hz of '
                    f'{"the sample bag" if bag_source else "vtest.avi frames"} ({sent_count} '
@@ -1499,8 +1504,9 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             'processing_errors': errors,
         },
         'checks': checks, 'crashes': crashes,
+        'images': [str(plot.relative_to(ROOT)) if plot.is_relative_to(ROOT) else str(plot)],
         'details': {
-            'source': source,
+            'source': source, 'series': series,
             'rss_samples': rss, 'tracks_live': tracks, 'buffered_frames': buffered,
             'buffered_tracks': bounded(samples, 'buffered_tracks', 2),
             'node_header_cache': bounded(samples, 'node_headers', 0),
@@ -1508,6 +1514,65 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             'diagnostics_samples': diag, 'sampler_errors': sample_errors[:5], 'node': end,
         },
     }
+
+
+def soak_series(samples: list[dict[str, Any]], latency: list[tuple[float, float]]
+                ) -> dict[str, list[float]]:
+    """The soak's time series for the plot (node sampler once a second, E2E per served frame);
+    times in seconds from the first sample."""
+    t0 = samples[0]['t'] if samples else 0.0
+    return {
+        't_s': [round(s['t'] - t0, 2) for s in samples],
+        'rss_mb': [round(s['rss_mb'], 1) for s in samples],
+        'tracks_live': [s['tracks_live'] for s in samples],
+        'buffered_frames': [s['buffered_frames'] for s in samples],
+        'latency_t_s': [round(t, 2) for t, _ in latency],
+        'latency_ms': [round(v, 1) for _, v in latency],
+    }
+
+
+def soak_plot_path(args: argparse.Namespace) -> Path:
+    """docs/img for the issue-length run (the suite renders it); beside the JSON for smoke runs."""
+    if args.quick:
+        return Path(args.json).resolve().parent / 'stress_soak.png'
+    return ROOT / 'docs' / 'img' / 'stress_soak.png'
+
+
+def plot_soak(series: dict[str, list[float]], windows: list[dict[str, float]], warm_s: float,
+              rss_slope_mb_per_min: float | None, path: Path) -> Path:
+    """RSS, live tracks / buffered frames and E2E latency over the soak, warm-up shaded."""
+    from common import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    minutes = [t / 60 for t in series['t_s']]
+    axes[0].plot(minutes, series['rss_mb'], lw=0.8, label='node RSS (1 s samples)')
+    after = [(m, v) for m, v in zip(minutes, series['rss_mb']) if m * 60 >= warm_s]
+    if after and rss_slope_mb_per_min is not None:
+        fit = np.polyfit([m for m, _ in after], [v for _, v in after], 1)
+        xs = np.array([after[0][0], after[-1][0]])
+        axes[0].plot(xs, np.polyval(fit, xs), 'k--', lw=1.2,
+                     label=f'fit after warm-up: {rss_slope_mb_per_min:+.2f} MB/min')
+    axes[0].set_ylabel('RSS [MB]')
+    axes[1].step(minutes, series['tracks_live'], where='post', lw=0.8, label='live tracks')
+    axes[1].step(minutes, series['buffered_frames'], where='post', lw=0.8,
+                 label='buffered frames (all tracks)')
+    axes[1].set_ylabel('count')
+    axes[2].plot([t / 60 for t in series['latency_t_s']], series['latency_ms'], '.', ms=1.5,
+                 alpha=0.4,
+                 label='E2E per served frame (lower band: frames the detector skips)')
+    if windows:
+        mids = [(w['start_s'] + warm_s) / 60 for w in windows]
+        axes[2].plot(mids, [w['p50'] for w in windows], 'o-', label='p50 per minute')
+        axes[2].plot(mids, [w['p95'] for w in windows], 's-', label='p95 per minute')
+    axes[2].set_ylabel('E2E latency [ms]')
+    axes[2].set_xlabel('minutes since the node started sampling')
+    for ax in axes:
+        ax.axvspan(0, warm_s / 60, color='0.9', zorder=0)
+        ax.legend(loc='upper right', fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_title('Soak: sample bag looped at 30 Hz (grey: warm-up, not judged)')
+    return save_figure(fig, path)
 
 
 SCENARIOS = {  # id -> (function, name in stress.json, what it does)

@@ -605,3 +605,23 @@ def test_sigint_while_frames_stream_exits_cleanly(link, stress_node, good_weight
     log = stress_node.log()
     assert code == 0, f'exit code {code}:\n{log}'
     assert 'terminate called' not in log and 'processing failed' not in log, log
+
+
+def test_soak_series_and_plot_are_rendered_in_the_report(tmp_path):
+    samples = [{'t': 100.0 + i, 'rss_mb': 900.0 + 0.01 * i, 'tracks_live': i % 4,
+                'buffered_frames': i % 7} for i in range(240)]
+    latency = [(0.1 * i, 150.0 + (i % 2) * 300.0) for i in range(2000)]
+    series = stress.soak_series(samples, latency)
+    assert series['t_s'][:2] == [0.0, 1.0] and len(series['rss_mb']) == 240
+    assert series['buffered_frames'][6] == 6 and series['latency_ms'][:2] == [150.0, 450.0]
+    windows = stress.window_stats(latency, 60.0)
+    assert [w['n'] for w in windows] == [600, 600, 600, 200]
+    plot = stress.plot_soak(series, windows, 60.0, 0.6, tmp_path / 'soak.png')
+    assert plot.stat().st_size > 10_000 and plot.read_bytes()[:4] == b'\x89PNG'
+    import common
+    import run_all
+
+    path = tmp_path / 'stress.json'
+    common.record_stress_result('soak', {'summary': 'soak', 'checks': [], 'images':
+                                         ['docs/img/stress_soak.png']}, path)
+    assert '![stress_soak](img/stress_soak.png)' in run_all.stress_markdown(path)
