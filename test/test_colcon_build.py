@@ -39,6 +39,8 @@ def test_colcon_build_installs_messages_python_and_executables(tmp_path):
                      'share/diffpose_ros/config/fastdds_shm.xml',
                      'share/ament_index/resource_index/packages/diffpose_ros'):
         assert (install / relative).exists(), relative
+    node_script = (install / 'lib' / 'diffpose_ros' / 'diffpose_node').read_text()
+    assert node_script.startswith(f'#!{sys.executable}\n')  # the interpreter colcon built for
     assert (site / 'diffpose_ros' / 'msg' / '_person_pose_array.py').is_file()
     assert (site / 'diffpose_ros' / 'ros' / 'node.py').is_file()
     # the staged install works on its own: messages and the hand-written package together
