@@ -144,3 +144,24 @@ def test_detection_keeps_the_process_torch_thread_count(vtest_detector, vtest_fr
     before = torch.get_num_threads()
     vtest_detector.detect(vtest_frames_100_129[0])
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize('user_setting', [None, '1'])
+def test_importing_ultralytics_keeps_the_thread_settings(user_setting, tmp_path):
+    """ultralytics sets OMP_NUM_THREADS=1 at import when unset: torch imported after it ran on
+    one thread and child processes inherited it. A user's own setting is kept."""
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    if user_setting is not None:
+        env['OMP_NUM_THREADS'] = user_setting
+    fresh = subprocess.run([sys.executable, '-c', 'import torch; print(torch.get_num_threads())'],
+                           env=env, capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, '-c',
+         'import os; from diffpose_ros.ultralytics_env import configure_ultralytics_env; '
+         'configure_ultralytics_env(); import ultralytics, torch; '
+         'print(torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", "unset"))'],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert fresh.returncode == 0 and probe.returncode == 0, fresh.stderr + probe.stderr
+    threads, omp = probe.stdout.split()
+    assert int(threads) == int(fresh.stdout)
+    assert omp == (user_setting or 'unset')
