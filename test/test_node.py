@@ -6,6 +6,8 @@ one) with use_sim_time and a /clock published here; a second node process starts
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -271,6 +273,10 @@ def test_latency_budget_selects_steps(client, two_camera_node, cam0, vtest_frame
                  if t > start_s and 'latency budget' in diagnostics_values(
                      m, 'pose engine').get('_message', '')], 10, 'the budget warning')
     assert 'running 1 step' in engine[-1]['_message']
+    # the node's torch keeps the machine's thread count (ultralytics' OMP_NUM_THREADS=1 is undone)
+    fresh = subprocess.run([sys.executable, '-c', 'import torch; print(torch.get_num_threads())'],
+                           capture_output=True, text=True, timeout=120)
+    assert engine[-1]['torch_threads'] == fresh.stdout.strip()
     assert _set_param(client, 'latency_budget_ms', 0.0).successful   # off: back to `steps`
     assert cam0.send(vtest_frames_100_129[5], stamp + 5 * PERIOD_NS).steps == 1
 

@@ -65,6 +65,15 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def _torch_threads() -> str:
+    """torch's intra-op threads (the detector's, and the torch backend's), without importing it:
+    a process-wide setting others can change (e.g. OMP_NUM_THREADS in the environment)."""
+    import sys
+
+    torch = sys.modules.get('torch')
+    return str(torch.get_num_threads()) if torch is not None else 'not loaded'
+
+
 @dataclasses.dataclass
 class _Slot:
     msg: Any
@@ -533,6 +542,7 @@ class DiffPoseNode(LifecycleNode):
                 KeyValue(key='hypotheses', value=str(config.hypotheses)),
                 KeyValue(key='window', value=f'{config.window_mode} {config.window_size}'),
                 KeyValue(key='cv_bridge', value=cv_bridge_status()),
+                KeyValue(key='torch_threads', value=_torch_threads()),
                 KeyValue(key='processing_errors', value=str(self._errors['processing'])),
             ]
             if not self._runtime.trained:
