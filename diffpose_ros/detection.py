@@ -107,6 +107,7 @@ class UltralyticsPoseDetector:
         self.iou_threshold = float(iou_threshold)
         self.max_persons = int(max_persons)
         self.device = device
+        self._predictor_ready = False
 
         # Settings inside the project cache, no auto-install, no online check; Ultralytics
         # reads YOLO_CONFIG_DIR, YOLO_AUTOINSTALL, YOLO_OFFLINE, YOLO_VERBOSE once, at import.
@@ -131,6 +132,7 @@ class UltralyticsPoseDetector:
 
     def warmup(self) -> None:
         """Run one dummy inference so the first real frame does not pay for lazy setup."""
+        self._predictor_ready = True
         self._predict(np.zeros((self.imgsz, self.imgsz, 3), dtype=np.uint8))
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
@@ -163,6 +165,12 @@ class UltralyticsPoseDetector:
     def _predict(self, image_bgr: np.ndarray) -> Any:
         import torch
 
+        if not self._predictor_ready:
+            # The first predict runs select_device (below) mid-call, so it would run at another
+            # thread count than every later frame and give other floats (~3e-5 px): the same
+            # frames would then give different boxes in a node that warmed up and an offline
+            # run that did not.
+            self.warmup()
         # ultralytics' select_device (first predict) sets torch's thread count for the whole
         # process to cpu_count - 1, i.e. 1 on a 2-core machine: ~1.5x slower detection and a
         # slower PyTorch pose backend. Keep the process's setting.

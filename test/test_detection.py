@@ -146,6 +146,27 @@ def test_detection_keeps_the_process_torch_thread_count(vtest_detector, vtest_fr
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.timeout(120)
+def test_first_frame_gives_the_same_floats_as_later_ones(vtest_frames_100_129):
+    """Without a warm-up, ultralytics' first predict changed torch's thread count mid-call and
+    gave other floats than later calls: a node (warmed up) and an offline evaluation (not)
+    then disagreed on the same frames."""
+    import torch
+
+    if torch.get_num_threads() < 2:
+        pytest.skip('needs >= 2 torch threads to see the thread switch')
+    crop = np.ascontiguousarray(vtest_frames_100_129[0][:288, 384:])
+    detector = UltralyticsPoseDetector(imgsz=640)             # fresh, never warmed up
+
+    def outputs() -> np.ndarray:
+        detections = detector.detect(crop)
+        assert detections, 'expected people in the crop'
+        return np.concatenate([np.r_[d.box_xyxy, d.keypoints.ravel()] for d in detections])
+
+    first = outputs()
+    np.testing.assert_array_equal(first, outputs())
+
+
 @pytest.mark.parametrize('user_setting', [None, '1'])
 def test_importing_ultralytics_keeps_the_thread_settings(user_setting, tmp_path):
     """ultralytics sets OMP_NUM_THREADS=1 at import when unset: torch imported after it ran on
