@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import re
@@ -206,6 +207,81 @@ def reset_peak_rss() -> bool:
 
 
 # ---------------------------------------------------------------------------- machine
+# On a shared VM another guest can take a large share of the cores ("steal"): latencies then
+# grow for reasons that have nothing to do with the code, so every run reports it.
+STEAL_WARN_PERCENT = 10.0
+_BUSY_AND_IDLE_FIELDS = ('user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal')
+
+
+def _cpu_times() -> Any:
+    import psutil
+
+    return psutil.cpu_times()
+
+
+class CpuStealMeter:
+    """Share of this machine's CPU time taken by other guests since the meter started (or was
+    restarted), in percent of all CPU time; None where the OS does not report steal."""
+
+    def __init__(self, read_cpu_times: Callable[[], Any] = _cpu_times) -> None:
+        self._read = read_cpu_times
+        self.restart()
+
+    def restart(self) -> None:
+        self._start = self._read()
+
+    def percent(self) -> float | None:
+        now = self._read()
+        if not hasattr(now, 'steal'):
+            return None
+        total = sum(getattr(now, f, 0.0) - getattr(self._start, f, 0.0)
+                    for f in _BUSY_AND_IDLE_FIELDS)
+        return 100.0 * (now.steal - self._start.steal) / total if total > 0 else 0.0
+
+
+def probe_steal_percent(seconds: float = 2.0) -> float | None:
+    """CPU steal over a short idle wait, before a run starts."""
+    meter = CpuStealMeter()
+    time.sleep(seconds)
+    return meter.percent()
+
+
+def cpu_speed_reference(seconds: float = 0.5) -> dict[str, float]:
+    """Two fixed micro-benchmarks, so runs on different days (or hosts of one VM type) can be
+    compared: numpy float32 1024x1024 matmul throughput (all cores) and a pure-Python loop
+    (one core). Best of the repeats that fit in ``seconds`` each."""
+    rng = np.random.default_rng(0)
+    a = rng.random((1024, 1024), dtype=np.float32)
+    best_matmul_s = best_loop_s = math.inf
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        a @ a
+        best_matmul_s = min(best_matmul_s, time.perf_counter() - t0)
+    loop_iterations = 1_000_000
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(loop_iterations):
+            total += i
+        best_loop_s = min(best_loop_s, time.perf_counter() - t0)
+    return {'matmul_gflops': 2 * 1024 ** 3 / best_matmul_s / 1e9,
+            'python_loop_mops': loop_iterations / best_loop_s / 1e6}
+
+
+def steal_warning(steal_percent: float | None) -> str | None:
+    if steal_percent is None or steal_percent < STEAL_WARN_PERCENT:
+        return None
+    return (f'WARNING: {steal_percent:.0f} % of this VM\'s CPU time goes to other guests '
+            f'(steal): latencies will be longer than on an idle machine and not comparable '
+            f'with sections measured without steal')
+
+
+def fmt_steal(steal_percent: float | None) -> str:
+    return 'not reported' if steal_percent is None else f'{steal_percent:.1f} %'
+
+
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, RAM, OS, Python and library versions,
     ONNX Runtime's available execution providers, torch threads, load average."""

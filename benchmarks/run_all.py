@@ -46,8 +46,13 @@ import bench_node  # noqa: E402
 from common import (  # noqa: E402
     ROOT,
     STRESS_JSON,
+    CpuStealMeter,
+    cpu_speed_reference,
+    fmt_steal,
     machine_info,
+    probe_steal_percent,
     split_sections,
+    steal_warning,
     write_document,
 )
 
@@ -183,7 +188,10 @@ def preamble() -> str:
         '`--only pipeline,engine,node,stress` re-measures some parts and keeps the '
         'other sections as they are; `make bench-quick` is a smoke run into outputs/bench/quick/. '
         'Raw numbers: outputs/bench/<part>.json. Each section states when, how and on what it '
-        'was measured.',
+        'was measured. The VM\'s speed varies from day to day (other guests take CPU time, '
+        '"steal", or the host is slower), so a run records the steal before and during each '
+        'part and a CPU speed reference (numpy matmul GFLOP/s, Python loop rate), and warns '
+        'at >= 10 % steal: compare figures of different days only with those in view.',
         '',
         'Sections: ' + ', '.join(f'[{h[3:]}](#{anchor(h)})' for h in SECTION_ORDER) + '.',
         '',
@@ -193,6 +201,13 @@ def preamble() -> str:
 def anchor(heading: str) -> str:
     text = heading[3:].strip().lower()
     return ''.join(c for c in text if c.isalnum() or c in ' -').replace(' ', '-')
+
+
+def speed_reference_text(reference: dict[str, float] | None) -> str:
+    if not reference:
+        return '-'
+    return (f'numpy float32 1024x1024 matmul {reference["matmul_gflops"]:.0f} GFLOP/s; '
+            f'Python loop {reference["python_loop_mops"]:.1f} M iterations/s (one core)')
 
 
 def machine_markdown(info: dict[str, Any], runs: dict[str, dict], command: str,
@@ -222,13 +237,17 @@ def machine_markdown(info: dict[str, Any], runs: dict[str, dict], command: str,
         f'| load average (1, 5, 15 min) at the start / end | '
         f'{", ".join(str(v) for v in info["load_average"])} / '
         f'{", ".join(f"{v:.2f}" for v in os.getloadavg())} |',
+        f'| CPU steal (time taken by other guests of the host) before the run | '
+        f'{fmt_steal(info.get("steal_percent_before"))} (2-s probe) |',
+        f'| CPU speed reference before the run (compare runs of other days with it) | '
+        f'{speed_reference_text(info.get("speed_reference"))} |',
         '',
-        '| part | run time | peak RSS | providers in use |',
-        '|---|---|---|---|',
+        '| part | run time | peak RSS | providers in use | CPU steal during the part |',
+        '|---|---|---|---|---|',
     ]
     for part, run in runs.items():
         lines.append(f'| {part} | {run["runtime_s"] / 60:.1f} min | {run["peak_rss"]} | '
-                     f'{run.get("providers", "-")} |')
+                     f'{run.get("providers", "-")} | {fmt_steal(run.get("steal_percent"))} |')
     lines.append('')
     return '\n'.join(lines)
 
@@ -352,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     options = part_options(args)
     started = time.strftime('%Y-%m-%d %H:%M')
     info = machine_info()
+    info['steal_percent_before'] = probe_steal_percent()
+    info['speed_reference'] = cpu_speed_reference()
+    warning = steal_warning(info['steal_percent_before'])
+    if warning:
+        print(warning, flush=True)
     new_sections: dict[str, str] = {}
     runs: dict[str, dict] = {}
     exit_code = 0
@@ -365,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     for part in args.parts:
         progress.set_postfix_str(part)
         t0 = time.perf_counter()
+        steal = CpuStealMeter()
         results: dict[str, Any] | None = None
         if part == 'pipeline':
             results = bench_engine.run_pipeline(options['pipeline'], progress)
@@ -403,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
             new_sections[STRESS_SECTION] = stress_markdown(Path(args.stress_json))
         if results is not None:
             runs[part]['runtime_s'] = time.perf_counter() - t0
+            runs[part]['steal_percent'] = results['cpu_steal_percent'] = steal.percent()
+            warning = steal_warning(results['cpu_steal_percent'])
+            if warning:
+                tqdm.write(f'{part}: {warning}')
             (json_dir / f'{part}.json').write_text(json.dumps(results, indent=1, default=str))
         if runs:
             new_sections[MACHINE_SECTION] = machine_markdown(info, runs, command, started)

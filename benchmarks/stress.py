@@ -79,9 +79,12 @@ from typing import Any
 import numpy as np
 from common import (  # the benchmark suite's helpers (benchmarks/ is this script's folder)
     STRESS_JSON,
+    CpuStealMeter,
+    cpu_speed_reference,
     machine_info,
     record_stress_result,
     rss_mb,
+    steal_warning,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1639,7 +1642,9 @@ def run_main(argv: list[str]) -> int:
         if name == 'soak':
             title += ' (sample bag)' if args.soak_source == 'bag' else ' (vtest frames)'
         print(f'== {name}: {what}', flush=True)
+        speed = cpu_speed_reference()
         started = time.perf_counter()
+        steal = CpuStealMeter()
         try:
             entry = function(run_dir, args)
         except Exception as exc:  # noqa: BLE001  (record it, go on with the next scenario)
@@ -1650,6 +1655,13 @@ def run_main(argv: list[str]) -> int:
                      'checks': [check('the run completes', repr(exc)[:200], 'yes', False)],
                      'metrics': {}}
         entry['pass'] = bool(entry['checks']) and all(c['met'] for c in entry['checks'])
+        steal_percent = steal.percent()
+        if steal_percent is not None:          # latencies of a VM that lost CPU to other guests
+            entry.setdefault('metrics', {})['cpu_steal_percent'] = round(steal_percent, 1)
+            if warning := steal_warning(steal_percent):
+                print(f'== {name}: {warning}', flush=True)
+        entry.setdefault('metrics', {})['cpu_matmul_gflops_before'] = round(
+            speed['matmul_gflops'], 1)           # compare with runs of other days
         entry.update({
             'scenario': name, 'what': what, 'date': time.strftime('%Y-%m-%d %H:%M'),
             'duration_s': round(time.perf_counter() - started, 1), 'quick': args.quick,

@@ -101,6 +101,32 @@ def test_stress_results_recorded_by_a_script_are_rendered(tmp_path):
 
 
 @pytest.mark.slow
+def test_cpu_speed_reference_is_a_plausible_measurement():
+    reference = common.cpu_speed_reference(seconds=0.05)
+    assert 0.1 < reference['matmul_gflops'] < 1e5
+    assert 0.1 < reference['python_loop_mops'] < 1e4
+
+
+def test_cpu_steal_share_of_all_cpu_time_and_its_warning():
+    from collections import namedtuple
+
+    Times = namedtuple('Times', 'user nice system idle iowait irq softirq steal guest')
+    readings = iter([Times(100, 0, 10, 500, 5, 0, 1, 20, 7),    # start
+                     Times(160, 0, 20, 530, 5, 0, 1, 60, 50)])  # +60 +10 +30 busy/idle, +40 steal
+    meter = common.CpuStealMeter(lambda: next(readings))
+    steal = meter.percent()
+    assert steal == pytest.approx(100 * 40 / (60 + 10 + 30 + 40))  # guest time is inside user
+    assert 'steal' in common.steal_warning(steal)
+    assert common.steal_warning(common.STEAL_WARN_PERCENT - 0.1) is None
+    assert common.steal_warning(None) is None and common.fmt_steal(None) == 'not reported'
+    no_steal = namedtuple('NoSteal', 'user system idle')
+    assert common.CpuStealMeter(lambda: no_steal(1, 1, 1)).percent() is None
+    live = common.CpuStealMeter()                                 # this machine: a real share
+    sum(i * i for i in range(200_000))
+    value = live.percent()
+    assert value is None or 0.0 <= value <= 100.0
+
+
 def test_scene_frames_hold_exactly_the_advertised_number_of_people():
     from diffpose_ros.detection import UltralyticsPoseDetector
 
@@ -140,12 +166,16 @@ def test_two_frame_run_of_the_suite_writes_the_expected_sections(tmp_path):
         assert expected in pipeline, expected
     assert '1 denoiser step, H=1' in sections[bench_engine.ENGINE_SECTION]
     assert 'No results yet' in sections[run_all.STRESS_SECTION]
-    assert 'AMD' in sections[run_all.MACHINE_SECTION] or 'CPU' in sections[
-        run_all.MACHINE_SECTION]
+    machine = sections[run_all.MACHINE_SECTION]
+    assert 'AMD' in machine or 'CPU' in machine
+    assert 'CPU steal' in machine and machine.count(' %') + machine.count('not reported') >= 3
+    assert 'GFLOP/s' in machine and 'M iterations/s' in machine
     for image in ('bench_pipeline_stages.png', 'bench_pipeline_grid.png',
                   'bench_engine_stages.png'):
         assert (tmp_path / 'img' / image).stat().st_size > 1000
     results = json.loads((tmp_path / 'pipeline.json').read_text())
+    steal = results['cpu_steal_percent']
+    assert steal is None or 0.0 <= steal <= 100.0
     cell = results['cells']['onnxruntime/3/1/1']
     assert cell['e2e']['n'] == 2 and cell['persons_mean'] == 3.0
     assert set(cell['stages']) == set(bench_engine.PIPELINE_STAGES)
