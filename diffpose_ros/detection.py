@@ -92,7 +92,7 @@ class UltralyticsPoseDetector:
 
     def __init__(self, weights_path: str | Path | None = None, imgsz: int = 640,
                  score_threshold: float = 0.25, iou_threshold: float = 0.7,
-                 max_persons: int = 16, device: str = 'cpu') -> None:
+                 max_persons: int = 16, device: str = 'cpu', torch_threads: int = 0) -> None:
         if imgsz < 32 or imgsz % 32 != 0:
             raise ValueError(f'imgsz must be a positive multiple of 32, got {imgsz}')
         if not 0.0 <= score_threshold <= 1.0:
@@ -101,6 +101,8 @@ class UltralyticsPoseDetector:
             raise ValueError(f'iou_threshold must be in (0, 1], got {iou_threshold}')
         if max_persons < 1:
             raise ValueError(f'max_persons must be >= 1, got {max_persons}')
+        if torch_threads < 0:
+            raise ValueError(f'torch_threads must be >= 0, got {torch_threads}')
         self.weights_path = _resolve_weights(weights_path)
         self.imgsz = int(imgsz)
         self.score_threshold = float(score_threshold)
@@ -108,6 +110,12 @@ class UltralyticsPoseDetector:
         self.max_persons = int(max_persons)
         self.device = device
         self._predictor_ready = False
+        if torch_threads > 0:
+            import torch
+
+            # process-wide, like TorchRuntime's intra_op_threads: the detector is torch
+            # whatever the pose backend, and a robot caps the node's cores with one setting
+            torch.set_num_threads(int(torch_threads))
 
         # Settings inside the project cache, no auto-install, no online check; Ultralytics
         # reads YOLO_CONFIG_DIR, YOLO_AUTOINSTALL, YOLO_OFFLINE, YOLO_VERBOSE once, at import.
@@ -129,6 +137,14 @@ class UltralyticsPoseDetector:
         if self._model.task != 'pose' or list(kpt_shape or []) != [COCO_NUM_KEYPOINTS, 3]:
             raise WeightsError(f'{self.weights_path} is not a COCO-17 pose model '
                                f'(task {self._model.task!r}, kpt_shape {kpt_shape})')
+
+    @classmethod
+    def from_config(cls, config: Any) -> UltralyticsPoseDetector:
+        """The detector a PipelineConfig describes (its ``intra_op_threads`` > 0 also sets
+        torch's thread count, so a node and an offline run with one config compute alike)."""
+        return cls(imgsz=config.detector_imgsz, score_threshold=config.detection_score_threshold,
+                   max_persons=config.max_persons, device=config.device,
+                   torch_threads=config.intra_op_threads)
 
     def warmup(self) -> None:
         """Run one dummy inference so the first real frame does not pay for lazy setup."""

@@ -86,9 +86,29 @@ def test_default_weights_are_verified_before_loading(tmp_path, monkeypatch, cont
 
 def test_constructor_validates_arguments():
     for kwargs in ({'imgsz': 100}, {'score_threshold': 1.5}, {'iou_threshold': 0.0},
-                   {'max_persons': 0}):
+                   {'max_persons': 0}, {'torch_threads': -1}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             UltralyticsPoseDetector(**kwargs)
+
+
+def test_from_config_takes_the_pipeline_settings_and_caps_torch_threads():
+    import torch
+
+    from diffpose_ros.config import PipelineConfig
+
+    before = torch.get_num_threads()
+    try:
+        config = PipelineConfig(detector_imgsz=320, detection_score_threshold=0.4,
+                                max_persons=3, intra_op_threads=1)
+        detector = UltralyticsPoseDetector.from_config(config)
+        assert (detector.imgsz, detector.score_threshold, detector.max_persons) == (320, 0.4, 3)
+        assert torch.get_num_threads() == 1
+        detector.detect(np.zeros((240, 320, 3), np.uint8))  # ultralytics' setup keeps it too
+        assert torch.get_num_threads() == 1
+        UltralyticsPoseDetector.from_config(PipelineConfig())  # 0 = leave the process's count
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_detection_module_is_light():

@@ -341,7 +341,7 @@ def manual_compressed_node(tmp_path_factory, client):
     params = write_params(folder / 'params.yaml', {
         'image_topics': ['/cam2/image_raw'], 'camera_names': ['cam2'],
         'transport': 'compressed', 'detector_imgsz': 1280, 'autostart': False,
-        'use_sim_time': True, 'diagnostics_period_s': 0.25,
+        'use_sim_time': True, 'diagnostics_period_s': 0.25, 'intra_op_threads': 1,
     }, node_name='diffpose_compressed')
     node = NodeProcess(params, folder / 'node.log',
                        extra_args=('-r', '__node:=diffpose_compressed'))
@@ -391,6 +391,10 @@ def test_manual_lifecycle_with_compressed_frames(client, manual_compressed_node,
         manual_compressed_node)
     assert values['camera_info'] == 'ok'
     assert float(values['service_p50_ms']) > 0 and float(values['slot_wait_p95_ms']) >= 0
+    # intra_op_threads caps torch too (the detector runs on torch with the ORT backend)
+    engine = [diagnostics_values(m, 'pose engine') for t, m in client.received['/diagnostics']
+              if t >= start_s and diagnostics_values(m, 'pose engine')]
+    assert engine and engine[-1]['torch_threads'] == '1', engine[-1:]
     msg = feeder.send(vtest_frames_100_129[3], BASE_STAMP_NS + 3 * PERIOD_NS)
     assert len(msg.persons) >= 2
     assert change(Transition.TRANSITION_DEACTIVATE)

@@ -432,9 +432,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         from diffpose_ros.detection import UltralyticsPoseDetector
         from diffpose_ros.evaluation import CachingDetector
 
-        detector = CachingDetector(UltralyticsPoseDetector(
-            imgsz=config.detector_imgsz, score_threshold=config.detection_score_threshold,
-            max_persons=config.max_persons, device=config.device))
+        detector = CachingDetector(UltralyticsPoseDetector.from_config(config))
         if args.detection_cache:
             detector.load(args.detection_cache)
         if recording is not None:

@@ -176,9 +176,7 @@ def _detector(config: Any) -> Any:
     from diffpose_ros.detection import UltralyticsPoseDetector
     from diffpose_ros.evaluation import CachingDetector
 
-    return CachingDetector(UltralyticsPoseDetector(
-        imgsz=config.detector_imgsz, score_threshold=config.detection_score_threshold,
-        max_persons=config.max_persons, device=config.device))
+    return CachingDetector(UltralyticsPoseDetector.from_config(config))
 
 
 def _weights_info(args: argparse.Namespace) -> dict[str, Any]:

@@ -109,12 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
         )
         runtime = make_runtime(config, weights_path=args.weights)
-        detector = UltralyticsPoseDetector(
-            imgsz=config.detector_imgsz,
-            score_threshold=config.detection_score_threshold,
-            max_persons=config.max_persons,
-            device=args.device,
-        )
+        detector = UltralyticsPoseDetector.from_config(config)
     except (AssetError, ValueError, OSError, RuntimeError) as exc:
         LOGGER.error('%s', exc)
         return 2

@@ -220,9 +220,7 @@ class DiffPoseNode(LifecycleNode):
         try:
             start = time.perf_counter()
             runtime = make_runtime(config, weights_path=values['weights_path'] or None)
-            detector = UltralyticsPoseDetector(
-                imgsz=config.detector_imgsz, score_threshold=config.detection_score_threshold,
-                max_persons=config.max_persons, device=config.device)
+            detector = UltralyticsPoseDetector.from_config(config)
             pipeline = PosePipeline(config, runtime, detector)
             self._warm_up(pipeline)
         except (AssetError, WeightsError, OSError, RuntimeError, ValueError) as exc:

@@ -183,7 +183,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       read_only=True, dynamic=False),
     P('trt_engine_cache_dir', '',
       "TensorRT engine/timing cache directory; '' = <package cache>/tensorrt.", dynamic=False),
-    P('intra_op_threads', 0, 'CPU threads per inference session; 0 = library default.', min=0,
+    P('intra_op_threads', 0, 'CPU threads for inference: each ONNX Runtime session and torch '
+      '(the detector, the torch backend; process-wide); 0 = library default.', min=0,
       max=64, dynamic=False),
     P('max_image_pixels', 4096 * 4096,
       'Frames with more pixels (width * height) are dropped as bad input.', min=64 * 64,
