@@ -220,14 +220,11 @@ def _cpu_times() -> Any:
 
 
 class CpuStealMeter:
-    """Share of this machine's CPU time taken by other guests since the meter started (or was
-    restarted), in percent of all CPU time; None where the OS does not report steal."""
+    """Share of this machine's CPU time taken by other guests since the meter was made, in
+    percent of all CPU time; None where the OS does not report steal."""
 
     def __init__(self, read_cpu_times: Callable[[], Any] = _cpu_times) -> None:
         self._read = read_cpu_times
-        self.restart()
-
-    def restart(self) -> None:
         self._start = self._read()
 
     def percent(self) -> float | None:

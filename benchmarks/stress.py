@@ -1637,12 +1637,12 @@ def run_main(argv: list[str]) -> int:
     print(f'ROS environment {env}, run dir {run_dir}', flush=True)
     path = Path(args.json)
     passed = {}
+    speed = cpu_speed_reference()                # once per run: compare with runs of other days
     for name in names:
         function, title, what = SCENARIOS[name]
         if name == 'soak':
             title += ' (sample bag)' if args.soak_source == 'bag' else ' (vtest frames)'
         print(f'== {name}: {what}', flush=True)
-        speed = cpu_speed_reference()
         started = time.perf_counter()
         steal = CpuStealMeter()
         try:
@@ -1661,7 +1661,7 @@ def run_main(argv: list[str]) -> int:
             if warning := steal_warning(steal_percent):
                 print(f'== {name}: {warning}', flush=True)
         entry.setdefault('metrics', {})['cpu_matmul_gflops_before'] = round(
-            speed['matmul_gflops'], 1)           # compare with runs of other days
+            speed['matmul_gflops'], 1)
         entry.update({
             'scenario': name, 'what': what, 'date': time.strftime('%Y-%m-%d %H:%M'),
             'duration_s': round(time.perf_counter() - started, 1), 'quick': args.quick,

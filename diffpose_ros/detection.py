@@ -164,6 +164,11 @@ class UltralyticsPoseDetector:
             ValueError: ``image_bgr`` is not a non-empty (H, W, 3) uint8 array.
         """
         validate_image_bgr(image_bgr)
+        if not self._predictor_ready:
+            # ultralytics' first predict runs select_device mid-call, at another thread count
+            # than every later frame, so it gives other floats (~3e-5 px): a node that warmed
+            # up and an offline run that did not would then disagree on the same frames.
+            self.warmup()
         result = self._predict(image_bgr)
         boxes_xyxy = result.boxes.xyxy.cpu().numpy().astype(np.float32)     # (N, 4)
         scores = result.boxes.conf.cpu().numpy().astype(np.float32)         # (N,)
@@ -181,12 +186,6 @@ class UltralyticsPoseDetector:
     def _predict(self, image_bgr: np.ndarray) -> Any:
         import torch
 
-        if not self._predictor_ready:
-            # The first predict runs select_device (below) mid-call, so it would run at another
-            # thread count than every later frame and give other floats (~3e-5 px): the same
-            # frames would then give different boxes in a node that warmed up and an offline
-            # run that did not.
-            self.warmup()
         # ultralytics' select_device (first predict) sets torch's thread count for the whole
         # process to cpu_count - 1, i.e. 1 on a 2-core machine: ~1.5x slower detection and a
         # slower PyTorch pose backend. Keep the process's setting.
