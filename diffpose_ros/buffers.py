@@ -71,6 +71,10 @@ class TrackBuffers:
                 break
         return None
 
+    def track_ids(self) -> list[int]:
+        """Ids of the tracks that still hold records."""
+        return list(self._tracks)
+
     def tracks_at(self, frame_index: int) -> list[int]:
         """Track ids with a record at ``frame_index``, in ascending id order."""
         return sorted(tid for tid in self._tracks if self.record_at(tid, frame_index) is not None)
@@ -113,3 +117,77 @@ class TrackBuffers:
 
     def reset(self) -> None:
         self._tracks.clear()
+
+
+class FramePeriodEstimator:
+    """A camera's nominal frame period, from the stamps of the images it sends.
+
+    The 25th percentile of the last ``history`` positive stamp intervals: frames dropped under
+    load make some intervals two or three periods long, and a low quantile ignores them as long
+    as a quarter of the intervals are single. The node feeds it every *received* image (before
+    its own drops); ``fixed_period_ns`` > 0 overrides the estimate.
+    """
+
+    def __init__(self, fixed_period_ns: int = 0, history: int = 31):
+        if fixed_period_ns < 0 or history < 2:
+            raise ValueError('fixed_period_ns must be >= 0 and history >= 2')
+        self.fixed_period_ns = int(fixed_period_ns)
+        self._intervals: collections.deque[int] = collections.deque(maxlen=history)
+        self._last_stamp_ns: int | None = None
+
+    def observe(self, stamp_ns: int) -> None:
+        stamp_ns = int(stamp_ns)
+        if self._last_stamp_ns is not None and stamp_ns > self._last_stamp_ns:
+            self._intervals.append(stamp_ns - self._last_stamp_ns)
+        if self._last_stamp_ns is None or stamp_ns > self._last_stamp_ns:
+            self._last_stamp_ns = stamp_ns
+        elif stamp_ns < self._last_stamp_ns:  # time jumped back: start over
+            self.reset()
+            self._last_stamp_ns = stamp_ns
+
+    def reset(self) -> None:
+        self._intervals.clear()
+        self._last_stamp_ns = None
+
+    @property
+    def period_ns(self) -> int | None:
+        """The period, or None until two intervals were seen (offsets then stay nominal)."""
+        if self.fixed_period_ns > 0:
+            return self.fixed_period_ns
+        if len(self._intervals) < 2:
+            return None
+        return int(np.percentile(np.fromiter(self._intervals, np.int64), 25))
+
+
+def stamp_offsets(stamps_ns: np.ndarray, nominal_offsets: np.ndarray, padded: np.ndarray,
+                  period_ns: int | None, max_offset: int) -> np.ndarray:
+    """Window offsets in nominal frame periods, from the stamps of the window's records.
+
+    A window built from processed frames spans more time when frames were dropped; the model
+    sees that (e.g. -3, -1, 0 instead of -2, -1, 0). Padded positions (a record repeated because
+    the track has no frame there) keep their nominal offset, as in training. Offsets stay
+    strictly ordered with the key frame the only 0, and are clipped to +-``max_offset``.
+
+    Args:
+        stamps_ns: (T,) stamps of the records at each window position.
+        nominal_offsets: (T,) the window mode's offsets (exactly one 0: the key frame).
+        padded: (T,) bool, position holds a repeated record.
+        period_ns: the camera's nominal frame period; None keeps the nominal offsets.
+        max_offset: the model's largest offset.
+
+    Returns:
+        (T,) int64 offsets.
+    """
+    nominal = np.asarray(nominal_offsets, np.int64)
+    if period_ns is None or period_ns <= 0:
+        return nominal.copy()
+    key = int(np.flatnonzero(nominal == 0)[0])
+    stamps = np.asarray(stamps_ns, np.int64)
+    measured = np.rint((stamps - stamps[key]) / float(period_ns)).astype(np.int64)
+    out = np.where(np.asarray(padded, bool), nominal, measured)
+    out[key] = 0
+    for i in range(key - 1, -1, -1):
+        out[i] = min(out[i], out[i + 1] - 1)
+    for i in range(key + 1, len(out)):
+        out[i] = max(out[i], out[i - 1] + 1)
+    return np.clip(out, -max_offset, max_offset)

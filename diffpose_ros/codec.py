@@ -444,3 +444,95 @@ def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     coords = np.stack([col + 0.5 + offset_x, row + 0.5 + offset_y], axis=-1)    # (M, 2)
     return coords.reshape(*lead, 2), scores.reshape(lead)
+
+
+def render_prior_heatmaps(keypoints_xy: np.ndarray, confidence: np.ndarray,
+                          heatmap_hw: tuple[int, int] = (64, 48),
+                          sigma: float = 2.0) -> np.ndarray:
+    """Heatmaps of a keypoint estimate weighted by its confidence (a diffusion prior).
+
+    ``confidence[n, k] * gaussian(keypoints_xy[n, k])``; joints with confidence <= 0 or
+    non-finite coordinates are all-zero maps (no evidence). Confidences are clipped to [0, 1].
+
+    Args:
+        keypoints_xy: (N, K, 2) heatmap px (continuous convention).
+        confidence: (N, K).
+
+    Returns:
+        (N, K, H, W) float32 in [0, 1].
+    """
+    conf = np.clip(np.nan_to_num(np.asarray(confidence, np.float32)), 0.0, 1.0)
+    maps = encode_heatmaps_batch(keypoints_xy, conf > 0, heatmap_hw, sigma)
+    return maps * conf[..., None, None]
+
+
+def project_heatmaps(heatmaps: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """x̂0 projection: redraw predicted heatmaps as clean Gaussians at their decoded peaks.
+
+    Each map becomes ``score * gaussian(decoded location)``, so a prediction with a blurred,
+    doubled or negative-valued peak is re-noised as the clean kind of heatmap the denoiser was
+    trained on. (N, K, H, W) -> (N, K, H, W) float32.
+    """
+    maps = np.asarray(heatmaps)
+    lead, hw = maps.shape[:-2], maps.shape[-2:]
+    coords, scores = decode_heatmaps(maps.reshape(-1, *hw))
+    # amplitude such that the redrawn map's peak pixel reads the same score again
+    nearest_centre = np.floor(coords) + 0.5
+    off_centre = np.exp(-np.sum((coords - nearest_centre) ** 2, axis=1) / (2 * sigma * sigma))
+    amplitude = np.minimum(scores / off_centre, 1.0)
+    out = render_prior_heatmaps(coords[:, None], amplitude[:, None], hw, sigma)
+    return out.reshape(*lead, *hw)
+
+
+_CV2_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX: warp wider feature maps in chunks
+
+
+def _homogeneous(matrix: np.ndarray) -> np.ndarray:
+    return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
+
+
+def feature_alignment_matrix(source: CropTransform, target: CropTransform,
+                             feature_stride: float) -> np.ndarray:
+    """(2, 3) map from ``target``'s feature-cell indices to ``source``'s (OpenCV's convention).
+
+    Cell (i, j) covers crop px ``[j s, (j + 1) s) x [i s, (i + 1) s)``, its centre is
+    ``((j + 0.5) s, (i + 0.5) s)``; the map goes target cell -> target crop px -> image px ->
+    source crop px -> source cell.
+    """
+    s = float(feature_stride)
+    index_to_px = np.array([[s, 0, 0.5 * s], [0, s, 0.5 * s], [0, 0, 1]])
+    px_to_index = np.array([[1 / s, 0, -0.5], [0, 1 / s, -0.5], [0, 0, 1]])
+    full = (px_to_index @ _homogeneous(source.matrix) @ _homogeneous(target.inverse_matrix)
+            @ index_to_px)
+    return full[:2]
+
+
+def align_features(features: np.ndarray, source: CropTransform, target: CropTransform,
+                   feature_stride: float) -> np.ndarray:
+    """Resample features computed on ``source``'s crop onto ``target``'s crop grid.
+
+    Window frames are each cropped with their own box; before the STRL mixes them, every
+    neighbour's cached features are moved into the key frame's crop (bilinear, zero outside),
+    so a feature cell means the same image place in every frame of the window.
+
+    Args:
+        features: (C, h, w) features of the source crop.
+        source, target: the crop transforms of the source frame and of the key frame.
+        feature_stride: crop px per feature cell.
+
+    Returns:
+        (C, h, w) features in ``features``' dtype (the input itself when the crops coincide).
+    """
+    matrix = feature_alignment_matrix(source, target, feature_stride)
+    if np.allclose(matrix, [[1, 0, 0], [0, 1, 0]], atol=1e-6):
+        return features
+    c, h, w = features.shape
+    work = features.astype(np.float32, copy=False).transpose(1, 2, 0)          # (h, w, C)
+    chunks = [
+        cv2.warpAffine(np.ascontiguousarray(work[..., i:i + _CV2_MAX_CHANNELS]), matrix, (w, h),
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(h, w, -1)
+        for i in range(0, c, _CV2_MAX_CHANNELS)
+    ]
+    out = np.concatenate(chunks, axis=-1) if len(chunks) > 1 else chunks[0]
+    return out.transpose(2, 0, 1).astype(features.dtype, copy=False)

@@ -15,6 +15,7 @@ from diffpose_ros.skeleton import NUM_KEYPOINTS
 
 BACKBONES = ('yolo11n-pose', 'vit-b')
 WINDOW_MODES = ('causal', 'centered')
+DIFFUSION_STARTS = ('detector', 'noise')
 BACKENDS = ('torch', 'onnxruntime')
 
 
@@ -35,7 +36,9 @@ class ModelConfig:
     feature_stride: int = 16  # crop px per STRL token: 256x192 -> 16x12
     box_enlarge: float = 1.25  # person box enlargement before cropping (paper, DCPose lineage)
     backbone: str = 'yolo11n-pose'
-    backbone_channels: int = 448  # yolo11n-pose neck P3+P4+P5 = 64+128+256 at 1/16
+    backbone_channels: int = 640  # yolo11n-pose neck at 1/16: P3 space-to-depth 4x64 + P4 + P5
+    # stride-8 channels stored space-to-depth in the first 4x of the features (0: none, ViT)
+    fine_feature_channels: int = 64
     # STRL: joint space-time attention over the window's tokens
     max_window_offset: int = 4  # relative frame offsets -4..+4 have embeddings
     strl_dim: int = 256
@@ -48,6 +51,7 @@ class ModelConfig:
     decoder_dims: tuple[int, int, int] = (64, 48, 32)
     decoder_heads: int = 4
     time_embed_dim: int = 64
+    time_in_blocks: bool = True  # timestep FiLM after every norm of the denoiser (not only input)
     # Diffusion on Gaussian heatmaps
     diffusion_timesteps: int = 1000
     noise_schedule: str = 'cosine'
@@ -116,6 +120,15 @@ class ModelConfig:
         )
         _check(self.time_embed_dim % 2 == 0, 'time_embed_dim must be even')
         _check(
+            self.fine_feature_channels >= 0
+            and 4 * self.fine_feature_channels <= self.backbone_channels,
+            'fine_feature_channels must be >= 0 and 4x of it fit in backbone_channels',
+        )
+        _check(
+            self.backbone == 'yolo11n-pose' or self.fine_feature_channels == 0,
+            'only the yolo11n-pose backbone has stride-8 features: set fine_feature_channels 0',
+        )
+        _check(
             2 <= self.diffusion_timesteps <= 10000,
             f'diffusion_timesteps must be in [2, 10000], got {self.diffusion_timesteps}',
         )
@@ -159,6 +172,12 @@ class PipelineConfig:
     hypotheses: int = 1  # noise seeds ensembled (heatmaps averaged)
     seed: int = 0  # base noise seed (hypothesis h draws from rng([seed, h]))
     ddim_eta: float = 1.0  # 0 = deterministic DDIM, 1 = DiffusionDet's default
+    # 'detector': start from the detector's keypoints noised to t_start (SDEdit); 'noise': the
+    # paper's start from pure noise at t = T - 1
+    diffusion_start: str = 'detector'
+    t_start: int = 200  # first timestep when starting from the detector (0 .. T - 1)
+    x0_projection: bool = True  # redraw x̂0 as clean Gaussians before re-noising (steps > 1)
+    frame_period_ms: float = 0.0  # camera frame period for window offsets; 0 = from stamps
     window_mode: str = (
         'causal'  # 'causal' (no delay) or 'centered' (window_size // 2 frames delay)
     )
@@ -187,6 +206,20 @@ class PipelineConfig:
         _check(1 <= self.steps <= 1000, f'steps must be in [1, 1000], got {self.steps}')
         _check(1 <= self.hypotheses <= 64, f'hypotheses must be in [1, 64], got {self.hypotheses}')
         _check(0.0 <= self.ddim_eta <= 1.0, f'ddim_eta must be in [0, 1], got {self.ddim_eta}')
+        _check(
+            self.diffusion_start in DIFFUSION_STARTS,
+            f'diffusion_start must be one of {DIFFUSION_STARTS}, got {self.diffusion_start!r}',
+        )
+        _check(0 <= self.t_start <= 999, f't_start must be in [0, 999], got {self.t_start}')
+        if self.diffusion_start == 'detector':
+            _check(
+                self.steps <= self.t_start + 1,
+                f'steps ({self.steps}) must be <= t_start + 1 ({self.t_start + 1})',
+            )
+        _check(
+            0.0 <= self.frame_period_ms <= 10_000.0,
+            f'frame_period_ms must be in [0, 10000], got {self.frame_period_ms}',
+        )
         _check(
             self.window_mode in WINDOW_MODES,
             f'window_mode must be one of {WINDOW_MODES}, got {self.window_mode!r}',

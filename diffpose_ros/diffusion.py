@@ -202,28 +202,42 @@ class DiffusionSchedule:
 
     # -- reverse process --------------------------------------------------------------------------
 
-    def time_pairs(self, steps: int) -> list[tuple[int, int]]:
+    def time_pairs(self, steps: int, t_start: int | None = None) -> list[tuple[int, int]]:
         """(t, t_next) pairs of a DDIM sampling run with ``steps`` denoiser calls.
 
-        As DiffusionDet / lucidrains: ``times = linspace(-1, T - 1, steps + 1)``, reversed, cast to
-        int; consecutive entries form the pairs [(T-1, ...), ..., (..., -1)]. This list is the
-        only source of t_next (a stride formula breaks for uneven spacings, diffusers#11347).
+        As DiffusionDet / lucidrains: ``times = linspace(-1, t_start, steps + 1)``, reversed, cast
+        to int; consecutive entries form the pairs [(t_start, ...), ..., (..., -1)]. This list is
+        the only source of t_next (a stride formula breaks for uneven spacings, diffusers#11347).
 
         Args:
-            steps: number of denoising steps, 1 <= steps <= T.
+            steps: number of denoising steps, 1 <= steps <= t_start + 1.
+            t_start: first timestep; None = T - 1 (start from pure noise). A smaller value
+                starts from a noised prior (SDEdit).
 
         Returns:
-            ``steps`` pairs with strictly decreasing t; the first t is T - 1, the last t_next -1.
+            ``steps`` pairs with strictly decreasing t; the first t is t_start, the last t_next -1.
         """
+        start = self.num_timesteps - 1 if t_start is None else self.check_t_start(t_start)
         try:
             count = operator.index(steps)
         except TypeError as exc:
             raise ValueError(f'steps must be an integer, got {steps!r}') from exc
-        if isinstance(steps, bool) or not 1 <= count <= self.num_timesteps:
-            raise ValueError(f'steps must be in [1, {self.num_timesteps}], got {steps!r}')
-        times = np.linspace(-1, self.num_timesteps - 1, count + 1)[::-1].astype(np.int64)
+        if isinstance(steps, bool) or not 1 <= count <= start + 1:
+            raise ValueError(f'steps must be in [1, {start + 1}] (t_start {start}), '
+                             f'got {steps!r}')
+        times = np.linspace(-1, start, count + 1)[::-1].astype(np.int64)
         values = times.tolist()
         return list(zip(values[:-1], values[1:], strict=True))
+
+    def check_t_start(self, t_start: int) -> int:
+        """Validated start timestep in [0, T - 1]."""
+        try:
+            value = operator.index(t_start)
+        except TypeError as exc:
+            raise ValueError(f't_start must be an integer, got {t_start!r}') from exc
+        if isinstance(t_start, bool) or not 0 <= value < self.num_timesteps:
+            raise ValueError(f't_start must be in [0, {self.num_timesteps - 1}], got {t_start!r}')
+        return value
 
     def ddim_step(self, x_t: np.ndarray, x0_signal_pred: np.ndarray, t: int, t_next: int,
                   eta: float, noise: np.ndarray | None = None) -> np.ndarray:

@@ -3,8 +3,15 @@
 Per frame and camera: detect persons (every ``detect_every_n`` frames; boxes propagated by the
 tracker in between) -> track -> crop each person with its own tracked box -> backbone features
 (once per person-frame, cached in the track's ring buffer) -> per key frame, the window's cached
-features -> STRL -> DDIM sampling (``steps`` x ``hypotheses``, all persons of all cameras
-batched) -> sub-pixel decoding -> image pixels.
+features, each neighbour warped into the key frame's crop -> STRL (window offsets from image
+stamps) -> DDIM sampling (``steps`` x ``hypotheses``, all persons of all cameras batched) ->
+sub-pixel decoding -> image pixels.
+
+Where sampling starts (``diffusion_start``): ``detector`` (default) draws the detector's
+keypoints of the person as confidence-weighted heatmaps, noises them to ``t_start`` and runs
+DDIM from there (SDEdit-style); a frame without a fresh detection starts from the track's
+previous estimate moved by the box motion (warm start). ``noise`` is the paper's start from
+pure noise at t = T - 1. Between steps, x̂0 is redrawn as clean Gaussians (x̂0 projection).
 
 Window modes: ``causal`` -- the key frame is the newest frame (no delay); ``centered`` -- the key
 frame is ``window_size // 2`` frames old, so results come out that many frames late, stamped with
@@ -21,8 +28,19 @@ import time
 import cv2
 import numpy as np
 
-from diffpose_ros.buffers import FrameRecord, TrackBuffers, window_offsets
-from diffpose_ros.codec import CropTransform, decode_heatmaps
+from diffpose_ros.buffers import (
+    FramePeriodEstimator,
+    FrameRecord,
+    TrackBuffers,
+    stamp_offsets,
+    window_offsets,
+)
+from diffpose_ros.codec import (
+    CropTransform,
+    align_features,
+    decode_heatmaps,
+    render_prior_heatmaps,
+)
 from diffpose_ros.config import PipelineConfig
 from diffpose_ros.detection import PersonDetector, validate_image_bgr
 from diffpose_ros.diffusion import DiffusionSchedule
@@ -76,11 +94,16 @@ class _CameraState:
         self.next_detection_frame = 0    # detect on the first frame and after every reset
         self.last_stamp_ns: int | None = None
         self.time_jumps = 0
+        self.period = FramePeriodEstimator(int(round(config.frame_period_ms * 1e6)))
+        # track id -> (box, keypoints (K, 3) image px) of its latest estimate (warm starts)
+        self.estimates: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def reset(self) -> None:
         self.tracker.reset()
         self.buffers.reset()
         self.pending.clear()
+        self.estimates.clear()
+        self.period.reset()
         self.last_stamp_ns = None
         self.next_detection_frame = self.frame_index + 1
 
@@ -120,12 +143,19 @@ class PosePipeline:
         self.person_frames = 0
 
     # ------------------------------------------------------------------ run-time settings
-    def set_sampling(self, steps: int | None = None, hypotheses: int | None = None) -> None:
-        """Change steps / hypotheses between frames (validated; no retraining needed)."""
+    def set_sampling(self, steps: int | None = None, hypotheses: int | None = None,
+                     t_start: int | None = None) -> None:
+        """Change steps / hypotheses / t_start between frames (validated; no retraining)."""
         self.config = self.config.replace(
             steps=self.config.steps if steps is None else steps,
             hypotheses=self.config.hypotheses if hypotheses is None else hypotheses,
+            t_start=self.config.t_start if t_start is None else t_start,
         )
+
+    def observe_stamp(self, camera_id: str, stamp_ns: int) -> None:
+        """Tell the frame-period estimate about an image that arrived (also one that will be
+        dropped before processing), so window offsets count real frame periods."""
+        self.cameras.setdefault(camera_id, _CameraState(self.config)).period.observe(stamp_ns)
 
     def reset(self, camera_id: str | None = None) -> None:
         for cid, state in self.cameras.items():
@@ -195,6 +225,7 @@ class PosePipeline:
             state.reset()
             state.time_jumps += 1
         state.last_stamp_ns = stamp_ns
+        state.period.observe(stamp_ns)
         state.frame_index += 1
         start = time.perf_counter()
         if state.frame_index >= state.next_detection_frame:
@@ -226,16 +257,34 @@ class PosePipeline:
         cfg = self.config
         rows: list[tuple[int, int, FrameRecord]] = []  # (key list index, track id, key record)
         windows: list[np.ndarray] = []
+        offsets: list[np.ndarray] = []
+        priors: list[np.ndarray | None] = []
+        start = time.perf_counter()
         for key_number, (camera_id, key) in enumerate(keys):
-            buffers = self.cameras[camera_id].buffers
-            for track_id in buffers.tracks_at(key.frame_index):
-                records = buffers.window(track_id, key.frame_index, self.offsets)
-                windows.append(np.stack([r.features for r in records]))
-                rows.append((key_number, track_id, buffers.record_at(track_id, key.frame_index)))
+            state = self.cameras[camera_id]
+            period_ns = state.period.period_ns
+            for track_id in state.buffers.tracks_at(key.frame_index):
+                records = state.buffers.window(track_id, key.frame_index, self.offsets)
+                key_record = state.buffers.record_at(track_id, key.frame_index)
+                windows.append(np.stack([
+                    align_features(r.features, r.transform, key_record.transform,
+                                   self.model_config.feature_stride)
+                    if r is not key_record else r.features for r in records]))
+                padded = np.array([r.frame_index != key.frame_index + int(o)
+                                   for r, o in zip(records, self.offsets)])
+                offsets.append(stamp_offsets(
+                    np.array([r.stamp_ns for r in records], np.int64), self.offsets, padded,
+                    period_ns, self.model_config.max_window_offset))
+                priors.append(self._prior_keypoints(state, track_id, key_record))
+                rows.append((key_number, track_id, key_record))
+        timings['crop'] += _ms_since(start)
         persons_per_key: list[list[PersonPose]] = [[] for _ in keys]
         if rows:
-            keypoints = self._pose_stage(np.stack(windows), [r for _, _, r in rows], timings)
+            keypoints = self._pose_stage(np.stack(windows), np.stack(offsets),
+                                         [r for _, _, r in rows], priors, timings)
             for (key_number, track_id, record), kpts in zip(rows, keypoints):
+                self.cameras[keys[key_number][0]].estimates[track_id] = (
+                    np.asarray(record.box_xyxy, np.float64), kpts.copy())
                 persons_per_key[key_number].append(
                     PersonPose(
                         track_id=track_id,
@@ -247,6 +296,11 @@ class PosePipeline:
                     )
                 )
             self.person_frames += len(rows)
+        for camera_id, _ in keys:  # estimates of tracks that ended are dropped with them
+            state = self.cameras[camera_id]
+            live = set(state.buffers.track_ids())
+            for track_id in [t for t in state.estimates if t not in live]:
+                del state.estimates[track_id]
         return [
             FrameResult(
                 camera_id=camera_id,
@@ -262,13 +316,28 @@ class PosePipeline:
             for (camera_id, key), persons in zip(keys, persons_per_key)
         ]
 
+    def _prior_keypoints(self, state: _CameraState, track_id: int,
+                         record: FrameRecord) -> np.ndarray | None:
+        """(K, 3) image-px keypoints sampling starts from, or None (pure noise)."""
+        if self.config.diffusion_start != 'detector':
+            return None
+        if record.detector_keypoints is not None and not record.is_predicted:
+            return np.asarray(record.detector_keypoints, np.float64)
+        previous = state.estimates.get(track_id)
+        if previous is not None:  # warm start: the last estimate, moved with the box
+            return move_with_box(previous[1], previous[0], record.box_xyxy)
+        if record.detector_keypoints is not None:
+            return np.asarray(record.detector_keypoints, np.float64)
+        return np.zeros((self.model_config.num_keypoints, 3))  # nothing known: no evidence
+
     def _pose_stage(
-        self, windows: np.ndarray, key_records: list[FrameRecord], timings: dict[str, float]
+        self, windows: np.ndarray, offsets: np.ndarray, key_records: list[FrameRecord],
+        priors: list[np.ndarray | None], timings: dict[str, float]
     ) -> np.ndarray:
-        """windows (N, T, C, h, w) -> keypoints (N, K, 3) in image px."""
+        """windows (N, T, C, h, w), offsets (N, T) -> keypoints (N, K, 3) in image px."""
         cfg = self.config
         start = time.perf_counter()
-        condition = self.runtime.encode_window(windows, self.offsets)
+        condition = self.runtime.encode_window(windows, offsets)
         timings['strl'] += _ms_since(start)
 
         start = time.perf_counter()
@@ -276,6 +345,15 @@ class PosePipeline:
         def denoise(model_input, t, person_index):
             return self.runtime.denoise(model_input, t, person_index, condition)
 
+        stride = self.model_config.heatmap_stride
+        mc = self.model_config
+        prior_heatmaps = None
+        if cfg.diffusion_start == 'detector':
+            prior_xy = np.stack([r.transform.image_to_crop(p[:, :2]) / stride
+                                 for r, p in zip(key_records, priors)])
+            prior_heatmaps = render_prior_heatmaps(
+                prior_xy, np.stack([p[:, 2] for p in priors]),
+                (mc.heatmap_height, mc.heatmap_width), mc.heatmap_sigma)
         sampled = sample_heatmaps(
             denoise,
             self.schedule,
@@ -285,12 +363,14 @@ class PosePipeline:
             hypotheses=cfg.hypotheses,
             seed=cfg.seed,
             eta=cfg.ddim_eta,
+            prior_heatmaps=prior_heatmaps,
+            t_start=cfg.t_start if prior_heatmaps is not None else None,
+            projection_sigma=mc.heatmap_sigma if cfg.x0_projection else None,
         )
         timings['denoise'] += _ms_since(start)
 
         start = time.perf_counter()
         coords_hm, scores = decode_heatmaps(sampled.heatmaps)  # (N, K, 2), (N, K)
-        stride = self.model_config.heatmap_stride
         keypoints = np.empty(coords_hm.shape[:2] + (3,), np.float32)
         for i, record in enumerate(key_records):
             keypoints[i, :, :2] = record.transform.crop_to_image(coords_hm[i] * stride)
@@ -299,6 +379,17 @@ class PosePipeline:
             keypoints[keypoints[..., 2] < cfg.keypoint_score_threshold, 2] = 0.0
         timings['decode'] += _ms_since(start)
         return keypoints
+
+
+def move_with_box(keypoints: np.ndarray, from_box_xyxy: np.ndarray,
+                  to_box_xyxy: np.ndarray) -> np.ndarray:
+    """Keypoints (K, 3) moved and scaled as the box moved (confidences kept)."""
+    src = np.asarray(from_box_xyxy, np.float64)
+    dst = np.asarray(to_box_xyxy, np.float64)
+    scale = (dst[2:] - dst[:2]) / np.maximum(src[2:] - src[:2], 1e-6)
+    out = np.array(keypoints, np.float64, copy=True)
+    out[:, :2] = (out[:, :2] - src[:2]) * scale + dst[:2]
+    return out
 
 
 def _ms_since(start: float) -> float:

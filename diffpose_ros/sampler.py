@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from diffpose_ros.codec import project_heatmaps
 from diffpose_ros.diffusion import DiffusionSchedule
 
 
@@ -75,13 +76,22 @@ def _check_int(value: int, name: str, low: int, high: int | None = None) -> int:
 def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons: int,
                     heatmap_shape: tuple[int, int, int], steps: int, hypotheses: int = 1,
                     seed: int = 0, eta: float = 1.0, *, hypothesis_offset: int = 0,
-                    keep_per_hypothesis: bool = False) -> SampleResult:
-    """Run DDIM from pure noise to heatmaps for N persons and Hy hypotheses each.
+                    keep_per_hypothesis: bool = False, prior_heatmaps: np.ndarray | None = None,
+                    t_start: int | None = None,
+                    projection_sigma: float | None = None) -> SampleResult:
+    """Run DDIM to heatmaps for N persons and Hy hypotheses each.
 
-    For each (t, t_next) in ``schedule.time_pairs(steps)``: the denoiser gets
-    ``signal_to_model_input(x_t)`` and returns x̂_0 heatmaps; x_t is updated with
-    ``schedule.ddim_step`` on ``heatmaps_to_signal(x̂_0)``. The result of a hypothesis is the
-    last x̂_0 (heatmap domain). Row order and noise seeding: see the module docstring.
+    Start: from pure noise at t = T - 1 (the paper), or, with ``prior_heatmaps``, from the prior
+    noised to ``t_start`` (SDEdit, Meng et al. 2022; as in DiffPose of Gong et al. CVPR 2023):
+    x_{t_start} = sqrt(abar) * signal(prior) + sqrt(1 - abar) * x_T-noise.
+    For each (t, t_next) in ``schedule.time_pairs(steps, t_start)``: the denoiser gets
+    ``signal_to_model_input(x_t)`` and returns x̂_0 heatmaps; then either x_t is updated with
+    ``schedule.ddim_step`` on ``heatmaps_to_signal(x̂_0)``, or, with ``projection_sigma``
+    (x̂_0 projection), x̂_0 is redrawn as clean Gaussians at its peaks
+    (:func:`codec.project_heatmaps`) and re-noised to t_next with the step's noise, exactly as
+    training noises its inputs. The result of a hypothesis is the last x̂_0 (heatmap domain).
+    Row order and noise seeding: see the module docstring (x_T-noise is the first draw; the
+    projection uses one draw per step that has a t_next >= 0).
 
     Args:
         denoise: backend denoiser, called ``steps`` times with B = N * Hy rows.
@@ -94,6 +104,10 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
         eta: DDIM eta in [0, 1].
         hypothesis_offset: global index of the first hypothesis (>= 0).
         keep_per_hypothesis: also return every hypothesis' heatmaps.
+        prior_heatmaps: (N, K, H, W) in [0, 1], e.g. the detector's keypoints drawn with
+            :func:`codec.render_prior_heatmaps`; needs ``t_start``.
+        t_start: first timestep when starting from a prior.
+        projection_sigma: heatmap sigma for x̂_0 projection between steps; None = plain DDIM.
 
     Returns:
         A :class:`SampleResult`.
@@ -110,7 +124,14 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
     shape = tuple(_check_int(v, 'heatmap_shape entries', 1) for v in heatmap_shape)
     if not (np.isfinite(eta) and 0 <= eta <= 1):
         raise ValueError(f'eta must be in [0, 1], got {eta}')
-    pairs = schedule.time_pairs(steps)                       # validates steps
+    if (prior_heatmaps is None) != (t_start is None):
+        raise ValueError('prior_heatmaps and t_start go together')
+    pairs = schedule.time_pairs(steps, t_start)              # validates steps and t_start
+    if prior_heatmaps is not None:
+        prior_heatmaps = np.asarray(prior_heatmaps, np.float32)
+        if prior_heatmaps.shape != (persons, *shape):
+            raise ValueError(f'prior_heatmaps must have shape {(persons, *shape)}, '
+                             f'got {prior_heatmaps.shape}')
 
     if persons == 0:
         empty = np.zeros((0, *shape), dtype=np.float32)
@@ -122,6 +143,10 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
     # (Hy, K, H, W)
     x_t_hyp = np.stack([rng.standard_normal(shape, dtype=np.float32) for rng in rngs])
     x_t = np.broadcast_to(x_t_hyp, (persons, num_hyp, *shape)).copy()           # (N, Hy, K, H, W)
+    if prior_heatmaps is not None:
+        x0_prior = schedule.heatmaps_to_signal(prior_heatmaps)[:, None]          # (N, 1, K, H, W)
+        x_t = schedule.add_noise(np.broadcast_to(x0_prior, x_t.shape), x_t, t_start)
+        x_t = x_t.astype(np.float32, copy=False)
     person_index = np.repeat(np.arange(persons, dtype=np.int64), num_hyp)        # (B,)
     x0_heatmaps = np.zeros(x_t.shape, dtype=np.float32)  # replaced at the first step
     for t, t_next in pairs:
@@ -135,9 +160,14 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
         if t_next < 0:
             break
         noise = None
-        if eta > 0:
+        if eta > 0 or projection_sigma is not None:
             z_hyp = np.stack([rng.standard_normal(shape, dtype=np.float32) for rng in rngs])
             noise = np.broadcast_to(z_hyp, x_t.shape)
+        if projection_sigma is not None:
+            projected = project_heatmaps(x0_heatmaps, projection_sigma)
+            x_t = schedule.add_noise(schedule.heatmaps_to_signal(projected), noise,
+                                     t_next).astype(np.float32, copy=False)
+            continue
         x0_signal = schedule.heatmaps_to_signal(x0_heatmaps)
         x_t = schedule.ddim_step(x_t, x0_signal, t, t_next, eta, noise)
 

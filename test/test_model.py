@@ -82,8 +82,8 @@ def test_paper_defaults():
 def test_shapes_for_causal_and_centred_windows(random_model):
     crops = torch.rand(2 * 5, 3, 256, 192)
     features = random_model.extract_features(crops)
-    assert features.shape == (10, 448, 16, 12)
-    features = features.reshape(2, 5, 448, 16, 12)
+    assert features.shape == (10, 640, 16, 12)
+    features = features.reshape(2, 5, 640, 16, 12)
     for offsets in ([-2, -1, 0], [-2, -1, 0, 1, 2]):
         window = features[:, : len(offsets)]
         f1, f2, f3 = random_model.encode_window(window, torch.tensor(offsets))
@@ -123,7 +123,7 @@ def test_weights_round_trip_without_pickle(random_model, tmp_path):
     assert path.read_bytes()[:1] != b'\x80'  # not a pickle
     loaded, trained = load_model(path, seed=123)  # a different seed: weights must win
     assert trained
-    inputs = (torch.rand(1, 3, 448, 16, 12), torch.tensor([-2, -1, 0]))
+    inputs = (torch.rand(1, 3, 640, 16, 12), torch.tensor([-2, -1, 0]))
     with torch.inference_mode():
         for a, b in zip(random_model.encode_window(*inputs), loaded.encode_window(*inputs)):
             torch.testing.assert_close(a, b)
@@ -193,7 +193,7 @@ def test_vit_option_loads_vitpose_b_state_dict():
         backbone.blocks[7].attn.qkv.weight, state['backbone.blocks.7.attn.qkv.weight']
     )
     torch.testing.assert_close(backbone.pos_embed, state['backbone.pos_embed'])
-    config = ModelConfig(backbone='vit-b', backbone_channels=768)
+    config = ModelConfig(backbone='vit-b', backbone_channels=768, fine_feature_channels=0)
     model = DiffPoseNet(config, backbone=backbone).eval()
     with torch.inference_mode():
         features = model.extract_features(torch.rand(1, 3, 256, 192))

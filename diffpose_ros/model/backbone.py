@@ -2,8 +2,9 @@
 
 - ``YoloPoseBackbone`` (default): backbone + neck (layers 0-22) of the COCO-pose-trained
   YOLO11n-pose checkpoint, frozen. Its three neck outputs (1/8, 1/16, 1/32) are merged at 1/16:
-  64 + 128 + 256 = 448 channels. The checkpoint is an ultralytics pickle: it is unpickled once,
-  only after its sha256 matches, and converted to safetensors; later loads never unpickle.
+  P3 space-to-depth (4 x 64, so its stride-8 detail is kept) + 128 + 256 = 640 channels. The
+  checkpoint is an ultralytics pickle: it is unpickled once, only after its sha256 matches, and
+  converted to safetensors; later loads never unpickle.
 - ``ViTPoseBackbone``: a ViTPose-B-style plain ViT (patch 16, 768 wide, 12 blocks) that loads
   ViTPose/mmpose state_dict keys, for users who bring ViTPose weights (the paper's setting).
 """
@@ -22,7 +23,8 @@ from diffpose_ros.assets import YOLO11N_POSE, AssetError, asset_path, cache_dir
 YOLO_NECK_LAST_LAYER = 22  # layer 23 is the Pose head, not used
 YOLO_NECK_OUTPUTS = (16, 19, 22)  # P3 (1/8, 64 ch), P4 (1/16, 128 ch), P5 (1/32, 256 ch)
 YOLO_BACKBONE_FILE = 'yolo11n-pose-backbone.safetensors'
-YOLO_BACKBONE_CHANNELS = 64 + 128 + 256
+YOLO_FINE_CHANNELS = 64  # P3 (stride 8), stored space-to-depth as 4 * 64 channels at 1/16
+YOLO_BACKBONE_CHANNELS = 4 * YOLO_FINE_CHANNELS + 128 + 256
 
 
 def _build_yolo_layers() -> nn.ModuleList:
@@ -66,7 +68,7 @@ def convert_yolo_checkpoint(pt_path: Path | None = None, out_path: Path | None =
 
 
 class YoloPoseBackbone(nn.Module):
-    """Frozen YOLO11n-pose backbone + neck; outputs (N, 448, H/16, W/16)."""
+    """Frozen YOLO11n-pose backbone + neck; outputs (N, 640, H/16, W/16)."""
 
     out_channels = YOLO_BACKBONE_CHANNELS
 
@@ -127,8 +129,9 @@ class YoloPoseBackbone(nn.Module):
             x = layer(x)
             outputs.append(x)
         p3, p4, p5 = (outputs[i] for i in YOLO_NECK_OUTPUTS)
-        # strides 8/16/32 -> all at 1/16 (fixed factors keep the ONNX graph free of shape ops)
-        return torch.cat([F.avg_pool2d(p3, 2), p4,
+        # strides 8/16/32 -> all at 1/16 (fixed factors keep the ONNX graph free of shape ops);
+        # P3 space-to-depth, not pooled: its stride-8 detail survives for the 1/8 branch
+        return torch.cat([F.pixel_unshuffle(p3, 2), p4,
                           F.interpolate(p5, scale_factor=2.0, mode='nearest')], dim=1)
 
 

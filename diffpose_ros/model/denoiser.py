@@ -2,13 +2,16 @@
 
 Split in two so the condition side runs once per window:
 - ``ConditionPyramid``: STRL condition (N, C, h, w) -> F1 (h, w), F2 (2h, 2w), F3 (4h, 4w) by
-  deconvolutions; depends only on the window, so it is computed once and reused by every step
-  and every hypothesis.
+  deconvolutions; F2 also gets the key frame's stride-8 backbone features (YOLO's P3), so the
+  1/8 branch sees detail that the 1/16 STRL grid pooled away. Depends only on the window, so it
+  is computed once and reused by every step and every hypothesis.
 - ``LMSFIDenoiser``: one denoising step. Noisy heatmaps are rescaled by the timestep embedding
   (FiLM), downsampled to three scales, and at each scale only *look up* features: a one-channel
   spatial mask A = sigmoid(max_c(refined heatmap features)) gates F_j, and the gated and plain
   features are fused (Transformer at 1/16, convolutions at 1/8 and 1/4). The three scales are
-  summed at 1/4 resolution and a separable 3x3 conv predicts x0 (K heatmaps).
+  summed at 1/4 resolution and a separable 3x3 conv predicts x0 (K heatmaps). The timestep
+  also conditions every block *inside* the network (FiLM after each GroupNorm, and added to the
+  attention tokens): FiLM on the input alone is cancelled by the first GroupNorm.
 
 Shapes: N persons, B = rows of a step (persons x hypotheses), K keypoints, heatmaps (H, W) =
 (4h, 4w).
@@ -33,17 +36,26 @@ def _deconv(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class ConditionPyramid(nn.Module):
-    """Condition (N, C, h, w) -> (F1 (N, d1, h, w), F2 (N, d2, 2h, 2w), F3 (N, d3, 4h, 4w))."""
+    """Condition (N, C, h, w) [+ key-frame fine features (N, c8, 2h, 2w)] ->
+    (F1 (N, d1, h, w), F2 (N, d2, 2h, 2w), F3 (N, d3, 4h, 4w))."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         d1, d2, d3 = config.decoder_dims
         self.level1 = nn.Sequential(nn.Conv2d(config.cond_channels, d1, 1), nn.SiLU())
         self.level2 = _deconv(config.cond_channels, d2)
+        self.fine = None
+        if config.fine_feature_channels > 0:
+            self.fine = nn.Sequential(
+                nn.Conv2d(config.fine_feature_channels, d2, 1, bias=False),
+                nn.GroupNorm(min(8, d2), d2), nn.SiLU())
         self.level3 = _deconv(d2, d3)
 
-    def forward(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, cond: torch.Tensor, fine: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f2 = self.level2(cond)
+        if self.fine is not None and fine is not None:
+            f2 = f2 + self.fine(fine)
         return self.level1(cond), f2, self.level3(f2)
 
 
@@ -63,21 +75,25 @@ class LMSFIDenoiser(nn.Module):
         self.time_embed_dim = e
         self.time_mlp = nn.Sequential(nn.Linear(e, 4 * e), nn.GELU(), nn.Linear(4 * e, 4 * e))
         self.time_film = nn.Sequential(nn.SiLU(), nn.Linear(4 * e, 2 * k))
+        # inside the network: every block's FiLM after its norm, and the attention tokens
+        film = 4 * e if config.time_in_blocks else 0
+        self.time_act = nn.SiLU()
         # noisy heatmap pyramid x̄3 (1/4), x̄2 (1/8), x̄1 (1/16)
-        self.down3 = SeparableConvBlock(k, d3)
-        self.down2 = SeparableConvBlock(d3, d2, stride=2)
-        self.down1 = SeparableConvBlock(d2, d1, stride=2)
+        self.down3 = SeparableConvBlock(k, d3, film_dim=film)
+        self.down2 = SeparableConvBlock(d3, d2, stride=2, film_dim=film)
+        self.down1 = SeparableConvBlock(d2, d1, stride=2, film_dim=film)
         # scale 1: SeRef (token self-attention refinement) and Trans over [F̄1 ; F1]
         self.seref = TransformerBlock(d1, config.decoder_heads)
         self.trans_in = nn.Linear(2 * d1, d1)
         self.trans = TransformerBlock(d1, config.decoder_heads)
+        self.time_tokens = nn.Linear(4 * e, 2 * d1) if film else None
         self.out1 = nn.Conv2d(d1, d3, 1)
         # scales 2 and 3: convolutional refinement and fusion
-        self.refine2 = SeparableConvBlock(d2, d2)
-        self.fuse2 = SeparableConvBlock(2 * d2, d2)
+        self.refine2 = SeparableConvBlock(d2, d2, film_dim=film)
+        self.fuse2 = SeparableConvBlock(2 * d2, d2, film_dim=film)
         self.out2 = nn.Conv2d(d2, d3, 1)
-        self.refine3 = SeparableConvBlock(d3, d3)
-        self.fuse3 = SeparableConvBlock(2 * d3, d3)
+        self.refine3 = SeparableConvBlock(d3, d3, film_dim=film)
+        self.fuse3 = SeparableConvBlock(2 * d3, d3, film_dim=film)
         # 3x3 depthwise + 1x1 head: a full 3x3 conv here was the largest single op of a step
         self.head = nn.Sequential(nn.Conv2d(d3, d3, 3, padding=1, groups=d3), nn.Conv2d(d3, k, 1))
         nn.init.zeros_(self.time_film[1].weight)
@@ -99,25 +115,30 @@ class LMSFIDenoiser(nn.Module):
         """model_input (B, K, H, W) in [0, 1]; t (B,) int64; person_index (B,) int64 row -> person;
         f1/f2/f3 (N, d, ...) from ConditionPyramid. Returns x0 heatmaps (B, K, H, W)."""
         f1, f2, f3 = f1[person_index], f2[person_index], f3[person_index]
-        scale, shift = self.time_film(
-            self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim))
-        ).chunk(2, dim=1)
+        dtype = self.time_mlp[0].weight.dtype  # half precision when the network is fp16
+        temb = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim, dtype))
+        scale, shift = self.time_film(temb).chunk(2, dim=1)
         x = model_input * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        x3 = self.down3(x)
-        x2 = self.down2(x3)
-        x1 = self.down1(x2)
+        cond = self.time_act(temb) if self.time_tokens is not None else None
+        x3 = self.down3(x, cond)
+        x2 = self.down2(x3, cond)
+        x1 = self.down1(x2, cond)
         b, d1, h, w = x1.shape
-        # scale 1 (Transformer)
-        refined1 = self.seref(self._tokens(x1)).transpose(1, 2).reshape(b, d1, h, w)
+        # scale 1 (Transformer); the timestep is added to the tokens of both blocks
+        tokens1 = self._tokens(x1)
+        tok_a = tok_b = 0.0
+        if self.time_tokens is not None:
+            tok_a, tok_b = (v[:, None, :] for v in self.time_tokens(cond).chunk(2, dim=1))
+        refined1 = self.seref(tokens1 + tok_a).transpose(1, 2).reshape(b, d1, h, w)
         gated1 = _spatial_mask(refined1) * f1
-        z1 = self.trans(self.trans_in(self._tokens(torch.cat([gated1, f1], dim=1))))
+        z1 = self.trans(self.trans_in(self._tokens(torch.cat([gated1, f1], dim=1))) + tok_b)
         z1 = self.out1(z1.transpose(1, 2).reshape(b, d1, h, w))
         # scale 2 (convolutional)
-        gated2 = _spatial_mask(self.refine2(x2)) * f2
-        z2 = self.out2(self.fuse2(torch.cat([gated2, f2], dim=1)))
+        gated2 = _spatial_mask(self.refine2(x2, cond)) * f2
+        z2 = self.out2(self.fuse2(torch.cat([gated2, f2], dim=1), cond))
         # scale 3 (convolutional, heatmap resolution)
-        gated3 = _spatial_mask(self.refine3(x3)) * f3
-        z3 = self.fuse3(torch.cat([gated3, f3], dim=1))
+        gated3 = _spatial_mask(self.refine3(x3, cond)) * f3
+        z3 = self.fuse3(torch.cat([gated3, f3], dim=1), cond)
         size = z3.shape[-2:]
         fused = (
             z3

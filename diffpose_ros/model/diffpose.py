@@ -12,6 +12,7 @@ run-time choices and one loop drives both PyTorch and ONNX Runtime.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffpose_ros.config import ModelConfig
@@ -34,15 +35,24 @@ def build_backbone(config: ModelConfig, load_weights: bool = True) -> nn.Module:
 
 
 class WindowEncoder(nn.Module):
-    """STRL + condition pyramid: (N, T, C, h, w), offsets (T,) -> (F1, F2, F3)."""
+    """STRL + condition pyramid: (N, T, C, h, w), offsets (N, T) -> (F1, F2, F3).
+
+    The key frame's stride-8 backbone features (stored space-to-depth in its first
+    ``4 * fine_feature_channels`` channels) go to the pyramid's 1/8 level.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.strl = SpatioTemporalRepresentationLearner(config)
         self.pyramid = ConditionPyramid(config)
+        self.fine_channels = 4 * config.fine_feature_channels
 
     def forward(self, features: torch.Tensor, offsets: torch.Tensor):
-        return self.pyramid(self.strl(features, offsets))
+        cond, key_features = self.strl(features, offsets)
+        fine = None
+        if self.fine_channels:
+            fine = F.pixel_shuffle(key_features[:, : self.fine_channels], 2)
+        return self.pyramid(cond, fine)
 
 
 class DiffPoseNet(nn.Module):

@@ -44,9 +44,14 @@ class TransformerBlock(nn.Module):
 
 
 class SeparableConvBlock(nn.Module):
-    """3x3 depthwise + 1x1 pointwise conv, GroupNorm, SiLU (cheap at 1/4 resolution on CPU)."""
+    """3x3 depthwise + 1x1 pointwise conv, GroupNorm, [FiLM], SiLU (cheap at 1/4 on CPU).
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+    With ``film_dim`` > 0 the block takes a conditioning vector (the timestep embedding) and
+    applies ``x * (1 + scale) + shift`` *after* the GroupNorm: FiLM before a norm is cancelled
+    by it. The projection starts at zero, so an untrained FiLM is the identity.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, film_dim: int = 0):
         super().__init__()
         self.depthwise = nn.Conv2d(
             in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels, bias=False
@@ -54,17 +59,31 @@ class SeparableConvBlock(nn.Module):
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.norm = nn.GroupNorm(min(8, out_channels), out_channels)
         self.act = nn.SiLU()
+        self.film = None
+        if film_dim > 0:
+            self.film = nn.Linear(film_dim, 2 * out_channels)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.pointwise(self.depthwise(x))))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm(self.pointwise(self.depthwise(x)))
+        if self.film is not None and cond is not None:
+            scale, shift = self.film(cond).chunk(2, dim=1)
+            x = x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return self.act(x)
 
 
-def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """(B,) timesteps -> (B, dim) sinusoidal features (Transformer / DDPM)."""
+def sinusoidal_embedding(t: torch.Tensor, dim: int,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B,) timesteps -> (B, dim) sinusoidal features (Transformer / DDPM), in ``dtype``.
+
+    Computed in float32 (t up to 1000 times frequencies needs it) and cast at the end, so a
+    half-precision network gets half-precision features.
+    """
     half = dim // 2
     freqs = torch.exp(
         torch.arange(half, device=t.device, dtype=torch.float32)
         * (-math.log(10000.0) / max(half - 1, 1))
     )
     angles = t.float()[:, None] * freqs[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
+    return torch.cat([angles.sin(), angles.cos()], dim=1).to(dtype)

@@ -27,7 +27,8 @@ class PoseRuntime(Protocol):
         """crops (N, 3, Hc, Wc) float32 RGB in [0, 1] -> features (N, C, h, w) float32."""
 
     def encode_window(self, features: np.ndarray, offsets: np.ndarray) -> Any:
-        """features (N, T, C, h, w), offsets (T,) int64 -> opaque window condition."""
+        """features (N, T, C, h, w), offsets (N, T) int64 (per person, from stamps) -> opaque
+        window condition."""
 
     def denoise(
         self, model_input: np.ndarray, t: np.ndarray, person_index: np.ndarray, condition: Any

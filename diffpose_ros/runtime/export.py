@@ -1,8 +1,8 @@
 """Export :class:`DiffPoseNet` to three ONNX graphs for :class:`OrtRuntime`.
 
-- ``backbone.onnx``: crops (N, 3, 256, 192) -> features (N, 448, 16, 12), run once per person
+- ``backbone.onnx``: crops (N, 3, 256, 192) -> features (N, 640, 16, 12), run once per person
   per frame (the features are cached per track);
-- ``window_encoder.onnx``: features (N, T, 448, 16, 12), offsets (T,) int64 -> f1 (N, d1, 16,
+- ``window_encoder.onnx``: features (N, T, 640, 16, 12), offsets (N, T) int64 -> f1 (N, d1, 16,
   12), f2 (N, d2, 32, 24), f3 (N, d3, 64, 48); backbone + window encoder together are the
   paper's window encoder, split so per-frame features can be cached;
 - ``denoiser.onnx``: one denoising step, model_input (B, K, 64, 48), t (B,) int64,
@@ -83,7 +83,10 @@ def _example_inputs(model: DiffPoseNet, persons: int, offsets: list[int], seed: 
     gen = torch.Generator().manual_seed(seed)
     frames = len(offsets)
     crops = torch.rand(persons * frames, 3, cfg.crop_height, cfg.crop_width, generator=gen)
-    offsets_t = torch.tensor(offsets, dtype=torch.int64)
+    # per-person offsets, as stamps give them (the second person's window skipped a frame)
+    offsets_t = torch.tensor(offsets, dtype=torch.int64).repeat(persons, 1)
+    if persons > 1 and frames > 2:
+        offsets_t[1, 0] -= 1
     with torch.inference_mode():
         features = model.extract_features(crops)
         window = features.reshape(persons, frames, *features.shape[1:])

@@ -4,7 +4,7 @@ No torch import: a deployment can run from an exported model directory alone (nu
 onnxruntime). The directory (written by ``diffpose_ros.runtime.export``) holds:
 
 - ``backbone.onnx``: crops (N, 3, Hc, Wc) -> features (N, C, h, w);
-- ``window_encoder.onnx``: features (N, T, C, h, w), offsets (T,) -> f1, f2, f3;
+- ``window_encoder.onnx``: features (N, T, C, h, w), offsets (N, T) -> f1, f2, f3;
 - ``denoiser.onnx``: one denoising step over B rows -> x0 heatmaps (B, K, H, W);
 - ``model_config.json`` (:class:`ModelConfig`) and ``manifest.json`` (versions, sha256 of each
   graph, whether the head was trained).
@@ -41,7 +41,8 @@ DENOISER = 'denoiser'
 GRAPH_NAMES = (BACKBONE, WINDOW_ENCODER, DENOISER)
 MODEL_CONFIG_FILE = 'model_config.json'
 MANIFEST_FILE = 'manifest.json'
-MANIFEST_FORMAT = 'diffpose_ros-onnx-v1'
+# v2: offsets (N, T), 640-channel features, the timestep inside the denoiser's blocks
+MANIFEST_FORMAT = 'diffpose_ros-onnx-v2'
 EXPORT_COMMAND = ('python -m diffpose_ros.runtime.export --weights <weights.safetensors> '
                   '--out <dir>')
 
@@ -120,7 +121,7 @@ def graph_specs(config: ModelConfig) -> dict[str, GraphSpec]:
         WINDOW_ENCODER: GraphSpec(
             WINDOW_ENCODER,
             (TensorSpec('features', 'float32', ('N', 'T', c, h, w)),
-             TensorSpec('offsets', 'int64', ('T',))),
+             TensorSpec('offsets', 'int64', ('N', 'T'))),
             (f1, f2, f3)),
         DENOISER: GraphSpec(
             DENOISER,
@@ -396,9 +397,10 @@ class OrtRuntime:
         return self._backbone.run(self._backbone_outputs, {'crops': _f32(crops)})[0]
 
     def encode_window(self, features: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
-        """features (N, T, C, h, w), offsets (T,) int64 -> (f1, f2, f3) float32 host arrays."""
+        """features (N, T, C, h, w), offsets (N, T) int64 -> (f1, f2, f3) float32 host arrays."""
         return tuple(self._window_encoder.run(
-            self._window_outputs, {'features': _f32(features), 'offsets': _i64(offsets)}))
+            self._window_outputs, {'features': _f32(features),
+                                   'offsets': _i64(per_person_offsets(offsets, len(features)))}))
 
     def denoise(self, model_input: np.ndarray, t: np.ndarray, person_index: np.ndarray,
                 condition: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -431,3 +433,11 @@ def _shape_problem(ort_type: str, shape: list[Any], want: TensorSpec) -> str:
             return (f'has a fixed size {dim} on axis {axis}, which must be dynamic ({wanted}); '
                     'it was exported without dynamic axes')
     return ''
+
+
+def per_person_offsets(offsets: np.ndarray, persons: int) -> np.ndarray:
+    """(T,) offsets shared by every person -> (N, T); (N, T) is returned as it is."""
+    offsets = np.asarray(offsets, np.int64)
+    if offsets.ndim == 1:
+        return np.ascontiguousarray(np.broadcast_to(offsets, (persons, offsets.shape[0])))
+    return offsets

@@ -35,10 +35,14 @@ class TorchRuntime:
         device: str = 'cpu',
         fp16: bool = False,
         intra_op_threads: int = 0,
+        half_on_cpu: bool = False,
     ):
         self.device = resolve_torch_device(device)
-        # fp16 only where it is a speed-up (CUDA); on CPU it would only cost accuracy
-        self.dtype = torch.float16 if fp16 and self.device.type == 'cuda' else torch.float32
+        # fp16 only where it is a speed-up (CUDA); on CPU it would only cost accuracy.
+        # ``half_on_cpu`` runs the half-precision network on the CPU anyway: the stand-in that
+        # tests the CUDA fp16 path on machines without a GPU.
+        use_half = fp16 and (self.device.type == 'cuda' or half_on_cpu)
+        self.dtype = torch.float16 if use_half else torch.float32
         if fp16 and self.dtype != torch.float16:
             LOGGER.warning('fp16 requested on %s: running fp32', self.device)
         if intra_op_threads > 0:
