@@ -43,7 +43,7 @@ teachers: setup
 	$(PY) scripts/setup_blazepose_teacher.py
 
 label: setup
-	$(PY) -m diffpose_ros.cli.label --video $(VTEST):0:600 --teachers yolo,blazepose \
+	$(PY) -m diffpose_ros.cli.label --video $(VTEST):0:600 --teachers yolo \
 	  --out data/pseudo/vtest_train
 
 train: setup

@@ -188,6 +188,14 @@ def label_sequence(seq: LabelSequence, detector: Any, blazepose: Any, config: La
     return {'tracks': tracks, 'frames': frame_files}
 
 
+def _detector_extra(raw_keypoints: np.ndarray) -> dict[str, Any] | None:
+    """YOLO's own single-frame keypoints of this person-frame: the prior training corrects."""
+    if not np.all(np.isfinite(raw_keypoints)):
+        return None
+    return {'detector_keypoints': [[round(float(x), 2), round(float(y), 2), round(float(c), 4)]
+                                   for x, y, c in raw_keypoints]}
+
+
 def _track_arrays(observations: list[_Observation], frames: list[int]):
     position = {f: i for i, f in enumerate(frames)}
     kp = np.full((len(frames), 17, 3), np.nan)
@@ -286,7 +294,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     counts['labelled_joints'] += int((labels[i, :, 2] > 0).sum())
                     dataset['annotations'].append(annotation_entry(
                         len(dataset['annotations']) + 1, image_ids[frames[i]],
-                        video_id * 10_000 + track_id, labels[i], boxes[i], scores[i]))
+                        video_id * 10_000 + track_id, labels[i], boxes[i], scores[i],
+                        extra=_detector_extra(raw[i])))
     finally:
         if blazepose is not None:
             blazepose.close()

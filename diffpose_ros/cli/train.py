@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--stop-after', type=int, default=None, metavar='N',
                         help='checkpoint and exit after N iterations in total (resume later)')
     parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument('--export-checkpoint', default=None, metavar='WEIGHTS',
+                        help='write the checkpoint of OUT as a weights file (+ .json) and exit: '
+                             'evaluate a run while it trains')
     return parser
 
 
@@ -46,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
                                        ('batch_size', args.batch_size), ('seed', args.seed))
                      if v is not None}
         config = dataclasses.replace(config, **overrides)
+        if args.export_checkpoint:
+            from pathlib import Path
+
+            from diffpose_ros.training.trainer import CHECKPOINT_NAME, export_checkpoint
+
+            path = export_checkpoint(Path(config.out_dir) / CHECKPOINT_NAME,
+                                     Path(args.export_checkpoint), config.model_config())
+            print(f'wrote {path}')
+            return 0
         summary = train(config, resume=not args.no_resume, progress=not args.no_progress,
                         stop_after=args.stop_after)
     except (FileNotFoundError, ValueError) as exc:

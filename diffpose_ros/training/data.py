@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,20 @@ import numpy as np
 from diffpose_ros.metrics import detect_layout, map_keypoints_to_coco
 from diffpose_ros.skeleton import NUM_KEYPOINTS
 
+LOGGER = logging.getLogger(__name__)
+
 # vtest.avi frames 600-794 are the held-out block for temporal evaluation: never trained on.
 HELD_OUT_VIDEO_SHA256 = '45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf'
 HELD_OUT_FIRST_FRAME = 600
+# LSPET images im09001-im10000 are its validation split (../shared/data/README.md).
+LSPET_VALIDATION = range(9001, 10001)
+_LSPET_NAME = re.compile(r'im(\d{5})\.(?:jpg|png)$')
+
+
+def is_lspet_validation(file_name: str) -> bool:
+    """True for an LSPET validation image name (im09001.jpg .. im10000.jpg)."""
+    match = _LSPET_NAME.search(str(file_name))
+    return bool(match) and int(match.group(1)) in LSPET_VALIDATION
 
 
 class HeldOutDataError(ValueError):
@@ -37,6 +50,9 @@ class HeldOutDataError(ValueError):
 class PersonLabel:
     box_xyxy: np.ndarray      # (4,) image px
     keypoints: np.ndarray     # (17, 3) x px, y px, confidence in [0, 1] (0 = unlabelled)
+    # the detector's own single-frame estimate of this person (17, 3) and its box, if known
+    prior: np.ndarray | None = None
+    prior_box_xyxy: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -70,15 +86,35 @@ def _keypoint_scores(ann: dict[str, Any], raw: np.ndarray) -> np.ndarray:
 
 
 def load_sequences(path: str | Path, image_root: str | Path | None = None,
-                   min_labelled_joints: int = 1) -> list[Sequence]:
+                   min_labelled_joints: int = 1, exclude_held_out: bool = False,
+                   ) -> list[Sequence]:
     """Read one COCO/PoseTrack/pseudo-label JSON into sequences (see the module docstring).
 
+    An annotation's ``detector_keypoints`` (written by ``diffpose-label``) becomes the person's
+    prior, with the annotation's box (the detector's) as the prior's box.
+
+    Args:
+        exclude_held_out: drop LSPET validation images (im09001-im10000) instead of refusing
+            the file; lets one read the training part of the full LSPET file.
+
     Raises:
-        HeldOutDataError: if the file holds vtest.avi frames 600+ (the held-out block).
+        HeldOutDataError: if the file holds vtest.avi frames 600+ (the held-out block), or LSPET
+            validation images and ``exclude_held_out`` is False.
         ValueError: for a keypoint layout it cannot map to COCO-17.
     """
     path = Path(path)
     data = json.loads(path.read_text())
+    held_out_images = [im for im in data['images'] if is_lspet_validation(im['file_name'])]
+    if held_out_images and not exclude_held_out:
+        raise HeldOutDataError(
+            f'{path}: {len(held_out_images)} images of the LSPET validation split '
+            f'(e.g. {held_out_images[0]["file_name"]}; im09001-im10000 are for evaluation only). '
+            'Set exclude_held_out: true on this data source to train on the rest.')
+    if held_out_images:
+        dropped = {im['id'] for im in held_out_images}
+        LOGGER.info('%s: left out %d LSPET validation images', path, len(dropped))
+        data = {**data, 'images': [im for im in data['images'] if im['id'] not in dropped],
+                'annotations': [a for a in data['annotations'] if a['image_id'] not in dropped]}
     root = Path(image_root) if image_root is not None else path.parent
     names = data['categories'][0].get('keypoints', [])
     layout = detect_layout(names) if names else 'coco'
@@ -120,7 +156,11 @@ def load_sequences(path: str | Path, image_root: str | Path | None = None,
                 if box is None:
                     continue
                 track_id = int(ann['track_id']) if 'track_id' in ann else n
-                frame_people[track_id] = PersonLabel(box, kpts)
+                prior = ann.get('detector_keypoints')
+                if prior is not None:
+                    prior = np.asarray(prior, np.float64).reshape(NUM_KEYPOINTS, 3)
+                frame_people[track_id] = PersonLabel(
+                    box, kpts, prior, None if prior is None else box.copy())
             people.append(frame_people)
             labelled.append(bool(im.get('is_labeled', True)))
         paths = [root / images[im['id']]['file_name'] for im in ims]

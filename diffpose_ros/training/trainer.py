@@ -1,10 +1,19 @@
 """Training of the DiffPose head (STRL + condition pyramid + LMSFI denoiser); backbone frozen.
 
 One iteration: B track windows (one random crop augmentation shared by a window's frames) ->
-frozen backbone features -> STRL condition -> noisy Gaussian heatmaps at a uniform random
-timestep -> predicted x0 -> confidence- and joint-weighted heatmap MSE (the paper's x0
-objective). Every iteration's randomness derives from (seed, iteration), so a resumed run
-continues exactly where it stopped. Checkpoints are safetensors (no pickle).
+frozen backbone features, every neighbour aligned to the key frame's crop -> STRL condition ->
+the model input -> predicted x0 -> confidence- and joint-weighted heatmap MSE against the label.
+
+The model input teaches *correction* of the detector (``PriorConfig``): most rows start from the
+detector's real estimate of the person (YOLO11n-pose run once over the training images,
+``training.priors``) with realistic corruptions on top (jitter scaled to the detector's measured
+per-joint error, left/right swaps, dropped joints, confidence noise), drawn as confidence-weighted
+Gaussians and noised to a timestep in the deployed range; some rows start from the label plus a
+small error (what a later step sees after x̂0 projection); the rest noise the label itself at a
+uniform timestep (the paper's objective, which keeps the start from pure noise usable).
+
+Every iteration's randomness derives from (seed, iteration), so a resumed run continues exactly
+where it stopped. Checkpoints are safetensors (no pickle).
 """
 
 from __future__ import annotations
@@ -24,17 +33,25 @@ import numpy as np
 import torch
 
 from diffpose_ros.buffers import window_offsets
-from diffpose_ros.codec import CropTransform, box_to_center_size, encode_heatmaps_batch
+from diffpose_ros.codec import (
+    CropTransform,
+    align_features,
+    box_to_center_size,
+    encode_heatmaps_batch,
+    render_prior_heatmaps,
+)
 from diffpose_ros.config import ModelConfig
 from diffpose_ros.diffusion import DiffusionSchedule
 from diffpose_ros.skeleton import NUM_KEYPOINTS, flip_permutation
 from diffpose_ros.training.data import (
+    PersonLabel,
     SampleRef,
     Sequence,
     load_sequences,
     sample_refs,
     window_frames,
 )
+from diffpose_ros.training.priors import read_priors
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,6 +65,29 @@ class DataSource:
     path: str
     image_root: str | None = None
     weight: float = 1.0  # sampling weight of this source relative to the others
+    exclude_held_out: bool = False  # drop LSPET validation images instead of refusing the file
+    # detector prior cache (JSON lines; filled by running the detector on first use); None:
+    # the priors come from the annotations' ``detector_keypoints`` (diffpose-label output)
+    priors: str | None = None
+    detector_imgsz: int = 640
+    # label unlabelled head joints (nose, eyes, ears) with the detector's own (confidence >= 0.5,
+    # loss weight halved): LSPET labels limbs only
+    teacher_head_joints: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorConfig:
+    """How model inputs are drawn (see the module docstring)."""
+
+    prior_probability: float = 0.85      # rows starting from a detector-like prior
+    synthetic_probability: float = 0.25  # of those: label + small error instead of the detector
+    synthetic_error: float = 0.35        # synthetic error std, x the detector's per-joint error
+    t_max: int = 500                     # prior rows: t ~ U[0, t_max]
+    jitter_probability: float = 0.5      # extra jitter on a detector prior ...
+    jitter_scale: float = 1.0            # ... std U(0, scale) x the detector's per-joint error
+    swap_probability: float = 0.08       # per limb pair (arms, legs): left/right swapped
+    drop_probability: float = 0.05       # per joint: no prior (confidence 0)
+    confidence_noise: float = 0.3        # confidence x U(1 - x, 1 + x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +119,19 @@ class TrainConfig:
     min_labelled_joints: int = 4
     checkpoint_every: int = 200
     log_every: int = 10
-    torch_threads: int = 0  # 0 = torch default
+    # threads of the training loop (0 = torch default). The feature cache is built with torch's
+    # default first. 1 is the robust choice on a machine that does other work: OpenMP threads
+    # stall when one of them is preempted (0.8 -> 3.8 s/iteration seen on 2 busy cores).
+    torch_threads: int = 0
     # > 0: precompute frozen-backbone features for this many augmentation variants per track
     # (fast on CPU); 0: fresh augmentation and a backbone pass every iteration
     feature_cache_variants: int = 6
+    # video windows: share with random frame gaps (1..max_frame_gap), so that offsets taken
+    # from stamps (dropped frames) are seen in training
+    variable_spacing_probability: float = 0.3
+    max_frame_gap: int = 2
     augment: AugmentConfig = AugmentConfig()
+    prior: PriorConfig = PriorConfig()
     model: dict = dataclasses.field(default_factory=dict)  # ModelConfig overrides
 
     def __post_init__(self) -> None:
@@ -113,6 +161,7 @@ class TrainConfig:
         if 'scale_range' in augment:
             augment['scale_range'] = tuple(augment['scale_range'])
         raw['augment'] = AugmentConfig(**augment)
+        raw['prior'] = PriorConfig(**dict(raw.get('prior', {})))
         return cls(**raw)
 
     @classmethod
@@ -126,6 +175,35 @@ class TrainConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict({**ModelConfig().to_dict(), **self.model})
+
+
+DATA_HELP = {
+    'lspet': 'LSP Extended (10,000 sports photos, Johnson & Everingham, CVPR 2011): get '
+             'lspet_dataset.zip from the authors\' page (http://sam.johnson.io/research/'
+             'lspet.html) and convert it to COCO-17 JSON as ../shared/data/lspet/'
+             'lspet_coco17.json with its images in ../shared/data/lspet/images/ (joint map in '
+             'docs/model.md)',
+    'vtest_train': 'the vtest.avi pseudo-labels: run `make label` first (needs `make setup`)',
+}
+
+
+class TrainingDataMissing(FileNotFoundError):
+    """A data source of the training recipe is not on this machine."""
+
+
+def check_data_sources(config: TrainConfig) -> None:
+    """Fail before any work when a source file is missing, saying what to get and where."""
+    missing = []
+    for source in config.data:
+        if not Path(source.path).is_file():
+            hint = next((text for key, text in DATA_HELP.items() if key in source.path),
+                        'see docs/model.md, section "Data"')
+            missing.append(f'  - {source.path}: {hint}')
+    if missing:
+        raise TrainingDataMissing(
+            'training data not found (paths are relative to the working directory, '
+            f'{Path.cwd()}):\n' + '\n'.join(missing)
+            + '\nThe datasets are research data that this project does not redistribute.')
 
 
 def learning_rate_at(config: TrainConfig, iteration: int) -> float:
@@ -149,31 +227,62 @@ class Augmentation:
 
 
 class WindowSampler:
-    """Builds augmented training batches (crops, heatmap targets, joint weights)."""
+    """Builds augmented training batches (features or crops, model inputs, targets, weights)."""
 
-    def __init__(self, config: TrainConfig, model_config: ModelConfig):
+    def __init__(self, config: TrainConfig, model_config: ModelConfig, progress: bool = True):
         self.config = config
         self.model_config = model_config
         self.sequences: list[Sequence] = []
         self.refs: list[SampleRef] = []
         self.ref_weights: list[float] = []
+        self.stats: dict[str, Any] = {}
+        self.flip_perm = np.asarray(flip_permutation())
+        self.crop_hw = (model_config.crop_height, model_config.crop_width)
+        self.joint_weights = np.asarray(JOINT_LOSS_WEIGHTS[:NUM_KEYPOINTS], np.float32)
         for source in config.data:
-            sequences = load_sequences(source.path, source.image_root)
+            sequences = load_sequences(source.path, source.image_root,
+                                       exclude_held_out=source.exclude_held_out)
+            if source.priors:
+                attach_cached_priors(sequences, source, progress)
+            if source.teacher_head_joints:
+                label_head_joints_from_prior(sequences)
             offset = len(self.sequences)
-            refs = [dataclasses.replace(r, sequence=r.sequence + offset)
-                    for r in sample_refs(sequences, config.min_labelled_joints)]
+            candidates = sample_refs(sequences, config.min_labelled_joints)
+            refs = [dataclasses.replace(r, sequence=r.sequence + offset) for r in candidates
+                    if sequences[r.sequence].people[r.frame][r.track_id].prior is not None]
+            self.stats[source.path] = {'labelled_people': len(candidates),
+                                       'with_detector_prior': len(refs)}
+            LOGGER.info('%s: %d labelled people, %d with a detector prior (training windows)',
+                        source.path, len(candidates), len(refs))
             if not refs:
                 raise ValueError(f'{source.path}: no person with >= '
-                                 f'{config.min_labelled_joints} labelled joints')
+                                 f'{config.min_labelled_joints} labelled joints and a detector '
+                                 'prior')
             self.sequences += sequences
             self.refs += refs
             self.ref_weights += [source.weight / len(refs)] * len(refs)
         probs = np.asarray(self.ref_weights)
         self.ref_probs = probs / probs.sum()
         self._images: dict[Path, np.ndarray] = {}
-        self.flip_perm = np.asarray(flip_permutation())
-        self.crop_hw = (model_config.crop_height, model_config.crop_width)
-        self.joint_weights = np.asarray(JOINT_LOSS_WEIGHTS[:NUM_KEYPOINTS], np.float32)
+        self.prior_error = self._measure_prior_error()
+        self.stats['detector_error_per_joint'] = [round(float(v), 4) for v in self.prior_error]
+
+    def _person(self, ref: SampleRef, frame: int | None = None) -> PersonLabel:
+        seq = self.sequences[ref.sequence]
+        return seq.people[ref.frame if frame is None else frame][ref.track_id]
+
+    def _measure_prior_error(self) -> np.ndarray:
+        """Median per-joint distance detector -> label, as a share of the label box size."""
+        errors: list[list[float]] = [[] for _ in range(NUM_KEYPOINTS)]
+        for ref in self.refs[:: max(1, len(self.refs) // 4000)]:
+            person = self._person(ref)
+            size = float(np.max(person.box_xyxy[2:] - person.box_xyxy[:2]))
+            ok = (person.keypoints[:, 2] > 0) & (person.prior[:, 2] > 0)
+            dist = np.linalg.norm(person.prior[:, :2] - person.keypoints[:, :2], axis=1) / size
+            for k in np.flatnonzero(ok):
+                errors[k].append(float(dist[k]))
+        fallback = float(np.median([e for es in errors for e in es])) if any(errors) else 0.05
+        return np.array([np.median(e) if len(e) >= 10 else fallback for e in errors])
 
     def _image(self, path: Path) -> np.ndarray:
         image = self._images.get(path)
@@ -208,8 +317,10 @@ class WindowSampler:
 
     def transform_for(self, seq: Sequence, box_pos: int, track_id: int,
                       aug: Augmentation) -> CropTransform:
+        """The crop of a person-frame: the detector's box (as the pipeline crops) if known."""
         crop_h, crop_w = self.crop_hw
-        box = seq.people[box_pos][track_id].box_xyxy
+        person = seq.people[box_pos][track_id]
+        box = person.prior_box_xyxy if person.prior_box_xyxy is not None else person.box_xyxy
         center, size = box_to_center_size(box, crop_w / crop_h, self.model_config.box_enlarge)
         return CropTransform.from_center_scale_rotation(
             center + np.asarray(aug.shift) * size, size * aug.scale, aug.rotation_deg,
@@ -223,19 +334,60 @@ class WindowSampler:
             crop = cv2.convertScaleAbs(crop, alpha=aug.gain, beta=aug.bias)
         return crop
 
+    def _to_heatmap(self, keypoints: np.ndarray, transform: CropTransform,
+                    flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(17, 3) image keypoints -> heatmap px (17, 2), confidence (17,), inside-crop (17,)."""
+        if flip:
+            keypoints = keypoints[self.flip_perm]
+        crop_h, crop_w = self.crop_hw
+        crop_xy = transform.image_to_crop(keypoints[:, :2])
+        inside = ((crop_xy[:, 0] >= 0) & (crop_xy[:, 0] < crop_w)
+                  & (crop_xy[:, 1] >= 0) & (crop_xy[:, 1] < crop_h))
+        return crop_xy / self.model_config.heatmap_stride, keypoints[:, 2], inside
+
     def target(self, ref: SampleRef, aug: Augmentation) -> tuple[np.ndarray, np.ndarray]:
         """Key-frame keypoints in heatmap px (17, 2) and loss weights (17,)."""
         seq = self.sequences[ref.sequence]
         transform = self.transform_for(seq, ref.frame, ref.track_id, aug)
-        label = seq.people[ref.frame][ref.track_id].keypoints
-        if aug.flip:
-            label = label[self.flip_perm]
-        crop_h, crop_w = self.crop_hw
-        crop_xy = transform.image_to_crop(label[:, :2])
-        inside = ((crop_xy[:, 0] >= 0) & (crop_xy[:, 0] < crop_w)
-                  & (crop_xy[:, 1] >= 0) & (crop_xy[:, 1] < crop_h))
-        return crop_xy / self.model_config.heatmap_stride, label[:, 2] * inside * \
-            self.joint_weights
+        xy, conf, inside = self._to_heatmap(self._person(ref).keypoints, transform, aug.flip)
+        return xy, conf * inside * self.joint_weights
+
+    def prior(self, ref: SampleRef, aug: Augmentation, rng: np.random.Generator,
+              synthetic: bool) -> tuple[np.ndarray, np.ndarray]:
+        """A detector-like estimate of the key frame: heatmap px (17, 2), confidence (17,).
+
+        The detector's real keypoints with corruptions, or (``synthetic``) the label plus a
+        small error (what a later denoising step sees after x̂0 projection).
+        """
+        pc = self.config.prior
+        person = self._person(ref)
+        size = float(np.max(person.box_xyxy[2:] - person.box_xyxy[:2]))
+        if synthetic:
+            keypoints = person.keypoints.copy()
+            labelled = keypoints[:, 2] > 0
+            keypoints[:, :2] += rng.normal(size=(NUM_KEYPOINTS, 2)) * (
+                pc.synthetic_error * self.prior_error * size)[:, None]
+            # confidence of a projected estimate: the peak of the previous x̂0
+            keypoints[:, 2] = np.where(labelled, rng.uniform(0.5, 1.0, NUM_KEYPOINTS), 0.0)
+            # where the label has no joint, the detector's own estimate stands in
+            keypoints[~labelled] = person.prior[~labelled]
+        else:
+            keypoints = person.prior.copy()
+            if rng.random() < pc.jitter_probability:
+                std = rng.uniform(0, pc.jitter_scale) * self.prior_error * size
+                keypoints[:, :2] += rng.normal(size=(NUM_KEYPOINTS, 2)) * std[:, None]
+            for a, b in LIMB_SWAP_PAIRS:
+                if rng.random() < pc.swap_probability:
+                    keypoints[[a, b]] = keypoints[[b, a]]
+        keypoints[rng.random(NUM_KEYPOINTS) < pc.drop_probability, 2] = 0.0
+        if pc.confidence_noise > 0:
+            keypoints[:, 2] *= rng.uniform(1 - pc.confidence_noise, 1 + pc.confidence_noise,
+                                           NUM_KEYPOINTS)
+        keypoints[:, 2] = np.clip(keypoints[:, 2], 0.0, 1.0)
+        seq = self.sequences[ref.sequence]
+        transform = self.transform_for(seq, ref.frame, ref.track_id, aug)
+        xy, conf, _ = self._to_heatmap(keypoints, transform, aug.flip)
+        return xy, conf
 
     def _window_setup(self, iteration: int):
         cfg = self.config
@@ -246,19 +398,50 @@ class WindowSampler:
         picks = rng.choice(len(self.refs), size=cfg.batch_size, p=self.ref_probs)
         return rng, offsets, [self.refs[p] for p in picks]
 
-    def _finish(self, rng, offsets, keypoints_hm, weights, extra) -> dict[str, np.ndarray]:
+    def window_spacing(self, rng: np.random.Generator, offsets: np.ndarray,
+                       sequence: Sequence) -> np.ndarray:
+        """Frame offsets of one window: nominal, or with random gaps (dropped frames)."""
+        if len(sequence.people) == 1 or rng.random() >= self.config.variable_spacing_probability:
+            return offsets
+        gaps = rng.integers(1, self.config.max_frame_gap + 1, size=len(offsets))
+        spaced = np.zeros_like(offsets)
+        key = int(np.flatnonzero(offsets == 0)[0])
+        for i in range(key - 1, -1, -1):
+            spaced[i] = spaced[i + 1] - gaps[i]
+        for i in range(key + 1, len(offsets)):
+            spaced[i] = spaced[i - 1] + gaps[i]
+        limit = self.model_config.max_window_offset
+        return np.clip(spaced, -limit, limit)
+
+    def model_input(self, rng: np.random.Generator, refs: list[SampleRef],
+                    augs: list[Augmentation], targets_hm: np.ndarray,
+                    target_weights: np.ndarray) -> dict[str, np.ndarray]:
+        """x0 the input is noised from (heatmap domain), the timesteps and the noise."""
         mc = self.model_config
-        heatmaps = encode_heatmaps_batch(keypoints_hm, weights > 0,
-                                         (mc.heatmap_height, mc.heatmap_width),
-                                         mc.heatmap_sigma)
-        return {
-            **extra,
-            'offsets': offsets,
-            'heatmaps': heatmaps,
-            'weights': weights.astype(np.float32),
-            'timesteps': rng.integers(0, mc.diffusion_timesteps, size=len(weights)),
-            'noise': rng.standard_normal(heatmaps.shape, dtype=np.float32),
-        }
+        pc = self.config.prior
+        hw = (mc.heatmap_height, mc.heatmap_width)
+        rows = len(refs)
+        prior_xy = np.zeros((rows, NUM_KEYPOINTS, 2))
+        prior_conf = np.zeros((rows, NUM_KEYPOINTS))
+        from_prior = rng.random(rows) < pc.prior_probability
+        synthetic = rng.random(rows) < pc.synthetic_probability
+        timesteps = np.where(from_prior, rng.integers(0, pc.t_max + 1, size=rows),
+                             rng.integers(0, mc.diffusion_timesteps, size=rows))
+        for b, (ref, aug) in enumerate(zip(refs, augs)):
+            if from_prior[b]:
+                prior_xy[b], prior_conf[b] = self.prior(ref, aug, rng, bool(synthetic[b]))
+        label_maps = encode_heatmaps_batch(targets_hm, target_weights > 0, hw, mc.heatmap_sigma)
+        prior_maps = render_prior_heatmaps(prior_xy, prior_conf, hw, mc.heatmap_sigma)
+        x0_input = np.where(from_prior[:, None, None, None], prior_maps, label_maps)
+        return {'heatmaps': label_maps, 'x0_input': x0_input.astype(np.float32),
+                'timesteps': timesteps.astype(np.int64), 'from_prior': from_prior,
+                'noise': rng.standard_normal(label_maps.shape, dtype=np.float32)}
+
+    def _window(self, rng: np.random.Generator, ref: SampleRef, offsets: np.ndarray,
+                ) -> tuple[Sequence, np.ndarray, list[tuple[int, int]]]:
+        seq = self.sequences[ref.sequence]
+        spaced = self.window_spacing(rng, offsets, seq)
+        return seq, spaced, window_frames(seq, ref, spaced)
 
     def batch(self, iteration: int) -> dict[str, np.ndarray]:
         """Crops for the backbone (online augmentation; see also :meth:`cached_batch`)."""
@@ -267,46 +450,120 @@ class WindowSampler:
         crops = np.empty((len(refs), len(offsets), crop_h, crop_w, 3), np.uint8)
         keypoints_hm = np.zeros((len(refs), NUM_KEYPOINTS, 2))
         weights = np.zeros((len(refs), NUM_KEYPOINTS))
+        batch_offsets = np.zeros((len(refs), len(offsets)), np.int64)
+        augs = []
         for b, ref in enumerate(refs):
-            seq = self.sequences[ref.sequence]
             aug = self.draw_augmentation(rng)
-            for t, (image_pos, box_pos) in enumerate(window_frames(seq, ref, offsets)):
-                crops[b, t] = self.crop(seq, image_pos, box_pos, ref.track_id, aug)
+            seq, batch_offsets[b], frames = self._window(rng, ref, offsets)
+            # online crops all use the key frame's box: aligned by construction
+            for t, (image_pos, _) in enumerate(frames):
+                crops[b, t] = self.crop(seq, image_pos, ref.frame, ref.track_id, aug)
             keypoints_hm[b], weights[b] = self.target(ref, aug)
+            augs.append(aug)
         rgb = crops[..., ::-1].transpose(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
         crops_f = np.ascontiguousarray(rgb, dtype=np.float32) * np.float32(1 / 255)
-        return self._finish(rng, offsets, keypoints_hm, weights, {'crops': crops_f})
+        return {'crops': crops_f, 'offsets': batch_offsets, 'weights': weights.astype(np.float32),
+                **self.model_input(rng, refs, augs, keypoints_hm, weights)}
 
     def cached_batch(self, iteration: int, cache: FeatureCache) -> dict[str, np.ndarray]:
-        """Backbone features gathered from ``cache`` (a random cached variant per window)."""
+        """Backbone features gathered from ``cache`` (a random cached variant per window), each
+        neighbour aligned to the key frame's crop as the pipeline aligns them."""
         rng, offsets, refs = self._window_setup(iteration)
         features = []
         keypoints_hm = np.zeros((len(refs), NUM_KEYPOINTS, 2))
         weights = np.zeros((len(refs), NUM_KEYPOINTS))
+        batch_offsets = np.zeros((len(refs), len(offsets)), np.int64)
+        augs = []
+        stride = self.model_config.feature_stride
         for b, ref in enumerate(refs):
-            seq = self.sequences[ref.sequence]
             variant = int(rng.integers(cache.variants))
             aug = self.variant_augmentation(variant, ref.sequence, ref.track_id)
-            features.append(np.stack([
-                cache.get(ref.sequence, image_pos, box_pos, ref.track_id, variant)
-                for image_pos, box_pos in window_frames(seq, ref, offsets)]))
+            seq, batch_offsets[b], frames = self._window(rng, ref, offsets)
+            key_transform = self.transform_for(seq, ref.frame, ref.track_id, aug)
+            window = []
+            for image_pos, box_pos in frames:
+                feats = cache.get(ref.sequence, image_pos, box_pos, ref.track_id, variant)
+                if box_pos != ref.frame:
+                    feats = align_features(
+                        feats, self.transform_for(seq, box_pos, ref.track_id, aug),
+                        key_transform, stride)
+                window.append(feats)
+            features.append(np.stack(window))
             keypoints_hm[b], weights[b] = self.target(ref, aug)
+            augs.append(aug)
         feats = np.stack(features).astype(np.float32)
-        return self._finish(rng, offsets, keypoints_hm, weights, {'features': feats})
+        return {'features': feats, 'offsets': batch_offsets, 'weights': weights.astype(np.float32),
+                **self.model_input(rng, refs, augs, keypoints_hm, weights)}
 
     def window_keys(self) -> list[tuple[int, int, int, int]]:
-        """Every (sequence, image frame, box frame, track) any training window reads."""
+        """Every (sequence, image frame, box frame, track) any training window can read."""
         cfg = self.config
         keys = set()
-        offset_sets = [window_offsets('causal', cfg.causal_window_size)]
-        if cfg.centered_probability > 0:
-            offset_sets.append(window_offsets('centered', cfg.centered_window_size))
+        reach = self.model_config.max_window_offset
         for ref in self.refs:
             seq = self.sequences[ref.sequence]
-            for offsets in offset_sets:
-                for image_pos, box_pos in window_frames(seq, ref, offsets):
-                    keys.add((ref.sequence, image_pos, box_pos, ref.track_id))
+            if len(seq.people) == 1:
+                keys.update((ref.sequence, i, b, ref.track_id) for i, b in window_frames(
+                    seq, ref, np.zeros(1, np.int64)))
+                continue
+            span = np.arange(-reach, reach + 1, dtype=np.int64)
+            if cfg.centered_probability <= 0:
+                span = span[span <= 0]
+            for image_pos, box_pos in window_frames(seq, ref, span):
+                keys.add((ref.sequence, image_pos, box_pos, ref.track_id))
         return sorted(keys)
+
+
+# left/right limb pairs a detector confuses (shoulder..wrist, hip..ankle), swapped as a whole
+LIMB_SWAP_PAIRS = ((5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+
+
+def attach_cached_priors(sequences: list[Sequence], source: DataSource,
+                         progress: bool = True) -> None:
+    """Give every labelled person its detection from ``source.priors`` (run the detector on
+    images the cache lacks); people the detector misses keep ``prior = None``."""
+    from diffpose_ros.training.priors import cache_priors, iter_image_files, match_detection
+
+    paths = sorted({p for seq in sequences for p in seq.image_paths})
+    cached = read_priors(source.priors)
+    missing = [p for p in paths if p.name not in cached]
+    if missing:
+        from diffpose_ros.detection import UltralyticsPoseDetector
+
+        LOGGER.info('%s: running YOLO11n-pose (imgsz %d) on %d images for the detector priors '
+                    '(once; cached in %s)', source.path, source.detector_imgsz, len(missing),
+                    source.priors)
+        detector = UltralyticsPoseDetector(imgsz=source.detector_imgsz)
+        cached = cache_priors(iter_image_files(missing), detector, source.priors,
+                              total=len(missing), progress=progress,
+                              identity={'detector': 'yolo11n-pose',
+                                        'imgsz': source.detector_imgsz})
+    for seq in sequences:
+        for path, people in zip(seq.image_paths, seq.people):
+            detections = cached.get(path.name, [])
+            for person in people.values():
+                match = match_detection(person.box_xyxy, person.keypoints, detections)
+                if match is not None:
+                    person.prior = match.keypoints.copy()
+                    person.prior_box_xyxy = match.box_xyxy.copy()
+
+
+HEAD_JOINTS = (0, 1, 2, 3, 4)
+TEACHER_MIN_CONFIDENCE = 0.5
+
+
+def label_head_joints_from_prior(sequences: list[Sequence]) -> None:
+    """Unlabelled head joints take the detector's own estimate (confidence >= 0.5) as a
+    half-weight teacher label."""
+    for seq in sequences:
+        for people in seq.people:
+            for person in people.values():
+                if person.prior is None:
+                    continue
+                for k in HEAD_JOINTS:
+                    if person.keypoints[k, 2] <= 0 and \
+                            person.prior[k, 2] >= TEACHER_MIN_CONFIDENCE:
+                        person.keypoints[k] = (*person.prior[k, :2], 0.5 * person.prior[k, 2])
 
 
 class FeatureCache:
@@ -359,7 +616,11 @@ class FeatureCache:
 
 def diffusion_loss(model: Any, schedule: DiffusionSchedule, batch: dict[str, np.ndarray],
                    zero_heatmap_input: bool = False) -> torch.Tensor:
-    """Weighted x0 heatmap MSE of one batch (the backbone runs without gradients)."""
+    """Weighted x0 heatmap MSE of one batch (the backbone runs without gradients).
+
+    The input is ``batch['x0_input']`` (a prior or the label, heatmap domain) noised to
+    ``batch['timesteps']``; the target is always the label (``batch['heatmaps']``).
+    """
     if 'features' in batch:
         features = torch.from_numpy(batch['features'])
         bsz = features.shape[0]
@@ -371,7 +632,7 @@ def diffusion_loss(model: Any, schedule: DiffusionSchedule, batch: dict[str, np.
         features = features.reshape(bsz, frames, *features.shape[1:])
     f1, f2, f3 = model.encode_window(features, torch.from_numpy(batch['offsets']))
     heatmaps = batch['heatmaps']
-    x_t = schedule.add_noise(schedule.heatmaps_to_signal(heatmaps), batch['noise'],
+    x_t = schedule.add_noise(schedule.heatmaps_to_signal(batch['x0_input']), batch['noise'],
                              batch['timesteps'])
     model_input = schedule.signal_to_model_input(x_t).astype(np.float32)
     if zero_heatmap_input:
@@ -432,6 +693,27 @@ def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer) ->
     return iteration
 
 
+def export_checkpoint(checkpoint: Path, weights_path: Path, model_config: ModelConfig,
+                      storage_dtype: torch.dtype = torch.float32) -> Path:
+    """Weights file (+ config JSON) from a training checkpoint, to evaluate a run mid-way."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from diffpose_ros.model.files import config_path_for
+
+    with safe_open(str(checkpoint), framework='pt') as f:
+        iteration = f.metadata()['iteration']
+        tensors = {k[len('model.'):]: f.get_tensor(k) for k in f.keys() if k.startswith('model.')}
+    tensors = {k: (v.to(storage_dtype) if v.is_floating_point() else v).contiguous()
+               for k, v in tensors.items()}
+    weights_path = Path(weights_path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(weights_path), metadata={'format': 'diffpose_ros-head-v1',
+                                                    'iterations': iteration})
+    model_config.save(config_path_for(weights_path))
+    return weights_path
+
+
 def _trainable(model: Any) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if p.requires_grad]
 
@@ -480,10 +762,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     from diffpose_ros.model.diffpose import DiffPoseNet
     from diffpose_ros.model.weights import DEFAULT_WEIGHTS_NAME, save_weights
 
+    check_data_sources(config)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
     model_config = config.model_config()
     torch.manual_seed(config.seed)
     model = DiffPoseNet(model_config)
@@ -491,7 +772,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     model.window_encoder.train()
     model.denoiser.train()
     schedule = DiffusionSchedule.from_config(model_config)
-    sampler = WindowSampler(config, model_config)
+    sampler = WindowSampler(config, model_config, progress=progress)
     optimizer = torch.optim.AdamW(_trainable(model), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     checkpoint = out_dir / CHECKPOINT_NAME
@@ -515,6 +796,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
         cache = FeatureCache(sampler, model, config.feature_cache_variants, progress=progress)
         LOGGER.info('feature cache: %d crops x %d variants, %.2f GB', len(cache.index),
                     cache.variants, cache.nbytes / 1e9)
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
     started = time.perf_counter()
     for iteration, batch in _prefetch(sampler, start, stop, cache):
         lr = learning_rate_at(config, iteration)
