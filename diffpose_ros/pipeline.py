@@ -277,7 +277,7 @@ class PosePipeline:
                     period_ns, self.model_config.max_window_offset))
                 priors.append(self._prior_keypoints(state, track_id, key_record))
                 rows.append((key_number, track_id, key_record))
-        timings['crop'] += _ms_since(start)
+        timings['strl'] += _ms_since(start)  # window assembly (alignment) belongs to the STRL
         persons_per_key: list[list[PersonPose]] = [[] for _ in keys]
         if rows:
             keypoints = self._pose_stage(np.stack(windows), np.stack(offsets),

@@ -48,6 +48,7 @@ class CountingRuntime:
 
     def encode_window(self, features, offsets):
         self.window_calls += 1
+        self.offsets_seen = np.array(offsets)
         return self._runtime.encode_window(features, offsets)
 
     def denoise(self, model_input, t, person_index, condition):
@@ -228,3 +229,117 @@ def test_detection_runs_right_after_a_time_jump(torch_runtime, frames, recorded_
     result = pipeline.process(frames[2], _stamp(0) - FRAME_PERIOD_NS)   # jump back: reset
     assert pipeline.detector.calls == 2
     assert result.persons and not any(p.is_predicted for p in result.persons)
+
+
+# ------------------------------------------------------------------ issue 10: detector prior
+
+def _shifted(detections, dx):
+    from diffpose_ros.detection import Detection
+
+    out = []
+    for frame in detections:
+        moved = []
+        for det in frame:
+            kp = det.keypoints.copy()
+            kp[:, 0] += dx
+            moved.append(Detection(det.box_xyxy.copy(), det.score, kp))
+        out.append(moved)
+    return out
+
+
+def test_a_prior_shifted_by_d_pixels_moves_the_output(torch_runtime, frames,
+                                                      recorded_detections):
+    """The denoiser follows its input: the detector's keypoints moved by +-d pixels move our
+    keypoints the same way (by part of d: the image evidence pulls back). Same seed, same
+    noise: any difference comes from the prior."""
+    d = 8.0
+    outs = {}
+    for shift in (-d, 0.0, d):
+        pipeline = _pipeline(torch_runtime, frames, _shifted(recorded_detections, shift))
+        result = pipeline.process(frames[0], _stamp(0))
+        outs[shift] = {p.track_id: p.keypoints for p in result.persons}
+    common = sorted(set(outs[0.0]) & set(outs[d]) & set(outs[-d]))
+    assert common
+    moved = {shift: float(np.median(np.concatenate(
+        [outs[shift][t][5:, 0] - outs[0.0][t][5:, 0] for t in common]))) for shift in (-d, d)}
+    assert 0.04 * d < moved[d] < 1.5 * d, moved
+    assert -1.5 * d < moved[-d] < -0.04 * d, moved
+
+
+def test_window_offsets_follow_stamps_when_frames_are_dropped(torch_runtime, frames,
+                                                               recorded_detections):
+    pipeline = _pipeline(torch_runtime, frames, recorded_detections)
+    runtime = pipeline.runtime
+    # frames 0, 1, 2 arrive and are processed; frame 3 arrives but is dropped by the node
+    # (only its stamp is observed); frame 4 is processed: its window spans 3 periods back
+    for i in range(3):
+        pipeline.process(frames[i], _stamp(i))
+    np.testing.assert_array_equal(np.unique(runtime.offsets_seen, axis=0), [[-2, -1, 0]])
+    pipeline.observe_stamp('camera', _stamp(3))
+    pipeline.process(frames[4], _stamp(4))
+    rows = np.unique(runtime.offsets_seen, axis=0)
+    assert [-3, -2, 0] in rows.tolist()
+    assert all(row[-1] == 0 and (np.diff(row) > 0).all() for row in rows)
+
+
+def test_frames_without_a_detection_warm_start_from_the_moved_estimate(
+        torch_runtime, frames, recorded_detections):
+    from diffpose_ros.pipeline import move_with_box
+
+    pipeline = _pipeline(torch_runtime, frames, recorded_detections, detect_every_n=2)
+    first = pipeline.process(frames[0], _stamp(0))
+    state = pipeline.cameras['camera']
+    estimates = {t: kp.copy() for t, (_, kp) in state.estimates.items()}
+    assert set(estimates) == {p.track_id for p in first.persons}
+    used = {}
+    original = pipeline._prior_keypoints
+
+    def spy(state_, track_id, record):
+        used[track_id] = (original(state_, track_id, record), record.box_xyxy.copy())
+        return used[track_id][0]
+
+    pipeline._prior_keypoints = spy
+    second = pipeline.process(frames[1], _stamp(1))          # propagated boxes: warm start
+    assert second.persons and all(p.is_predicted for p in second.persons)
+    for person in second.persons:
+        prior, box = used[person.track_id]
+        old_box = next(p.box_xyxy for p in first.persons if p.track_id == person.track_id)
+        np.testing.assert_allclose(
+            prior, move_with_box(estimates[person.track_id], old_box, box))
+    # box moved by (5, -2) and doubled in size: keypoints follow
+    moved = move_with_box(np.array([[10.0, 20.0, 0.7]]), np.array([0, 0, 10, 20]),
+                          np.array([5, -2, 25, 38]))
+    np.testing.assert_allclose(moved, [[25.0, 38.0, 0.7]])
+
+
+def test_pure_noise_start_stays_selectable(torch_runtime, frames, recorded_detections):
+    a = _pipeline(torch_runtime, frames, recorded_detections).process(frames[0], _stamp(0))
+    b = _pipeline(torch_runtime, frames, recorded_detections,
+                  diffusion_start='noise').process(frames[0], _stamp(0))
+    assert [p.track_id for p in a.persons] == [p.track_id for p in b.persons]
+    assert not np.allclose(np.stack([p.keypoints for p in a.persons]),
+                           np.stack([p.keypoints for p in b.persons]))
+
+
+def test_fp16_stand_in_on_cpu_matches_fp32(frames, recorded_detections):
+    """The CUDA fp16 path, run in half precision on the CPU: same persons, keypoints within
+    a pixel of fp32 (the time embedding and every layer run in half)."""
+    from diffpose_ros.model.weights import load_model
+    from diffpose_ros.runtime.torch_runtime import TorchRuntime
+
+    model32, trained = load_model(None)
+    model16, _ = load_model(None)
+    half = TorchRuntime(model16, trained, fp16=True, half_on_cpu=True)
+    assert half.providers == ['torch:cpu:fp16']
+    results = []
+    for runtime in (TorchRuntime(model32, trained), half):
+        pipeline = _pipeline(runtime, frames, recorded_detections)
+        results.append(pipeline.process(frames[0], _stamp(0)))
+    full, halved = results
+    assert [p.track_id for p in full.persons] == [p.track_id for p in halved.persons]
+    a = np.stack([p.keypoints for p in full.persons])
+    b = np.stack([p.keypoints for p in halved.persons])
+    assert np.isfinite(b).all()
+    err = np.linalg.norm(a[..., :2] - b[..., :2], axis=-1)
+    assert float(np.median(err)) < 0.5 and float(np.percentile(err, 95)) < 2.0, err
+    np.testing.assert_allclose(a[..., 2], b[..., 2], atol=0.05)

@@ -174,6 +174,41 @@ def test_keypoints_agree_end_to_end(torch_rt, ort_rt, persons, offsets):
     assert error_px < KEYPOINT_TOL_IMAGE_PX
 
 
+def test_new_graphs_agree_with_per_person_offsets_and_a_detector_prior(torch_rt, ort_rt):
+    """Issue 10's graphs: per-person (stamp) offsets into the window encoder, and sampling from
+    a detector prior at t_start with x̂0 projection, give the same keypoints in both backends."""
+    config = torch_rt.model_config
+    rng = np.random.default_rng(42)
+    persons, frames = 3, 3
+    crops = rng.random((persons * frames, 3, config.crop_height, config.crop_width),
+                       dtype=np.float32)
+    offsets = np.array([[-2, -1, 0], [-3, -1, 0], [-4, -2, 0]], dtype=np.int64)
+    schedule = DiffusionSchedule.from_config(config)
+    shape = (config.num_keypoints, config.heatmap_height, config.heatmap_width)
+    prior_xy = rng.uniform(8, 40, (persons, config.num_keypoints, 2))
+    prior = encode_heatmaps_batch(prior_xy, np.ones((persons, config.num_keypoints)),
+                                  shape[1:], config.heatmap_sigma) * 0.8
+    coords = {}
+    for runtime in (torch_rt, ort_rt):
+        features = runtime.extract_features(crops)
+        window = features.reshape(persons, frames, *features.shape[1:])
+        condition = runtime.encode_window(window, offsets)
+        # per-person offsets really reach the STRL: another row gives another condition
+        other = runtime.encode_window(window, np.array([[-2, -1, 0]] * 3, dtype=np.int64))
+        f1 = condition[0] if runtime is ort_rt else condition[0].numpy()
+        f1_other = other[0] if runtime is ort_rt else other[0].numpy()
+        assert _max_err(f1[0], f1_other[0]) < 1e-6 and _max_err(f1[1], f1_other[1]) > 1e-4
+
+        def denoise(model_input, t, person_index, runtime=runtime, condition=condition):
+            return runtime.denoise(model_input, t, person_index, condition)
+
+        result = sample_heatmaps(denoise, schedule, persons, shape, steps=2, hypotheses=1,
+                                 seed=5, prior_heatmaps=prior, t_start=200,
+                                 projection_sigma=config.heatmap_sigma)
+        coords[runtime.name] = decode_heatmaps(result.heatmaps)[0]
+    assert np.abs(coords['torch'] - coords['onnxruntime']).max() < 0.02   # heatmap px
+
+
 # -- provider selection -----------------------------------------------------------------------
 
 def test_select_providers_keeps_requested_order(tmp_path):

@@ -220,3 +220,68 @@ def test_resumed_training_matches_an_uninterrupted_run(fixtures, tmp_path):
     assert a.keys() == b.keys()
     worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
     assert worst < 1e-5
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+
+
+@pytest.mark.slow
+def test_the_shipped_recipe_on_a_few_real_lspet_images(tmp_path):
+    """config/train_default.yaml's recipe on 4 LSPET training photos: the real detector fills
+    the prior cache once (a second run reuses it), the validation split is refused unless
+    excluded, a few iterations run and write loadable weights. (CI never trains for real.)"""
+    from diffpose_ros.model.weights import load_model
+    from diffpose_ros.training.priors import read_priors
+
+    lspet = SHARED_DATA / 'lspet' / 'lspet_coco17.json'
+    if not lspet.is_file():
+        pytest.skip(f'{lspet} not present (research data beside the clone)')
+    data = json.loads(lspet.read_text())
+    keep = {'images/im00001.jpg', 'images/im00002.jpg', 'images/im00003.jpg',
+            'images/im00004.jpg', 'images/im09001.jpg'}
+    images = [im for im in data['images'] if im['file_name'] in keep]
+    ids = {im['id'] for im in images}
+    tiny = tmp_path / 'lspet_tiny.json'
+    tiny.write_text(json.dumps({**data, 'images': images, 'annotations': [
+        a for a in data['annotations'] if a['image_id'] in ids]}))
+    recipe = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / 'config'
+                                   / 'train_default.yaml')
+    source = DataSource(str(tiny), image_root=str(lspet.parent), priors=str(
+        tmp_path / 'priors.jsonl'), teacher_head_joints=True)
+    config = TrainConfig(**{**{f: getattr(recipe, f) for f in (
+        'learning_rate', 'augment', 'prior', 'causal_window_size', 'centered_window_size')},
+        'data': (source,), 'out_dir': str(tmp_path / 'run'), 'iterations': 3,
+        'batch_size': 4, 'warmup_iterations': 1, 'feature_cache_variants': 2,
+        'checkpoint_every': 3, 'model': {'strl_depth': 1, 'decoder_dims': [32, 16, 16]}})
+    with pytest.raises(HeldOutDataError, match='validation split'):
+        train(config, progress=False)
+    config = TrainConfig(**{**config.__dict__, 'data': (
+        DataSource(**{**source.__dict__, 'exclude_held_out': True}),)})
+    summary = train(config, progress=False)
+    priors = read_priors(tmp_path / 'priors.jsonl')
+    assert sorted(priors) == ['im00001.jpg', 'im00002.jpg', 'im00003.jpg', 'im00004.jpg']
+    assert summary['finished'] and summary['training_windows_available'] >= 3
+    assert np.isfinite(summary['final_loss'])
+    _, trained = load_model(summary['weights'])
+    assert trained
+    # the detector does not run again: the cache already holds every image
+    before = (tmp_path / 'priors.jsonl').read_text()
+    train(config, resume=False, progress=False)
+    assert (tmp_path / 'priors.jsonl').read_text() == before
+
+
+def test_missing_training_data_gives_a_clear_error(tmp_path):
+    """`make train` on a machine without ../shared/data: one clear message, no traceback."""
+    import subprocess
+    import sys
+
+    config = tmp_path / 'recipe.yaml'
+    config.write_text('data:\n  - path: ../shared/data/lspet/nothing_here.json\n'
+                      f'out_dir: {tmp_path / "out"}\n')
+    proc = subprocess.run([sys.executable, '-m', 'diffpose_ros.cli.train', '--config',
+                           str(config)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2
+    err = proc.stderr
+    assert 'training data not found' in err and 'LSP Extended' in err
+    assert 'Traceback' not in err

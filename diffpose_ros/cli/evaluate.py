@@ -6,6 +6,7 @@
                              [--seeds 0 1 2 3 4] [--ablation-steps 1 2 4]
     diffpose-evaluate video  [--video PATH --start 600 --stop 795] [--window-mode causal]
                              [--cache]
+    diffpose-evaluate bonn   [--gt BONN.json] [--image-root DIR] [--fps 25]
     diffpose-evaluate all    --out DIR
 
 Every subcommand writes JSON and PNG files into ``--out`` (default ``outputs/evaluate/<cmd>``)
@@ -32,6 +33,12 @@ DEFAULT_GRID_HYPOTHESES = (1, 2, 4, 8)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 DEFAULT_ABLATION_STEPS = (1, 2, 4)
 VIDEO_START, VIDEO_STOP = 600, 795  # vtest.avi's held-out block (frames 0-599 train labels)
+# Real labelled data (../shared/data/README.md), relative to the repository root like the
+# training recipe; env DIFFPOSE_DATA overrides.
+DATA_ROOT = Path(os.environ.get('DIFFPOSE_DATA', '../shared/data'))
+LSPET_GT = DATA_ROOT / 'lspet' / 'lspet_coco17.json'
+BONN_GT = DATA_ROOT / 'bonn_posetrack' / '060470979_coco17.json'
+DEFAULT_T_STARTS = (50, 100, 150, 200, 300, 400, 600)
 PHOTO_IMGSZ, VIDEO_IMGSZ = 640, 1280  # vtest's people are 50-120 px: 640 finds nobody
 
 
@@ -57,6 +64,12 @@ def _common(parser: argparse.ArgumentParser, multi: bool, imgsz: int | None) -> 
     group.add_argument('--seeds', type=int, nargs=nargs,
                        default=list(DEFAULT_SEEDS) if multi else 0,
                        help='noise seeds (list; >= 5 for a spread)' if multi else 'noise seed')
+    group.add_argument('--diffusion-start', choices=('detector', 'noise'), default='detector',
+                       help="start sampling from the detector's keypoints noised to --t-start "
+                            '(default) or from pure noise (the paper)')
+    group.add_argument('--t-start', type=int, default=None,
+                       help='first timestep when starting from the detector (default: the '
+                            "pipeline's)")
     group.add_argument('--window-mode', choices=('causal', 'centered'), default='causal')
     group.add_argument('--window-size', type=int, default=None,
                        help='frames per window (default 3 causal, 5 centered)')
@@ -110,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--ablation-steps', type=int, nargs='+', default=list(DEFAULT_ABLATION_STEPS))
     _output(p, 'grid')
 
+    p = sub.add_parser('lspet', help='LSPET validation split (1,000 people): ours vs '
+                                     'YOLO11n-pose, accuracy vs steps, zeroed-input ablation')
+    p.add_argument('--gt', type=Path, default=LSPET_GT,
+                   help='LSPET COCO-17 JSON (env DIFFPOSE_DATA; default %(default)s)')
+    p.add_argument('--grid-steps', type=int, nargs='+', default=[1, 2, 4])
+    p.add_argument('--grid-seeds', type=int, nargs='+', default=list(DEFAULT_SEEDS))
+    p.add_argument('--ablation-steps', type=int, nargs='+', default=[1])
+    p.add_argument('--t-starts', type=int, nargs='*', default=[],
+                   help='also sweep these t_start values at 1 step (choose the default)')
+    _common(p, multi=False, imgsz=PHOTO_IMGSZ)
+    _output(p, 'lspet')
+
     p = sub.add_parser('video', help='jitter, lag and agreement on unlabelled video')
     p.add_argument('--video', default=None, help='video file (default: the sample vtest.avi)')
     p.add_argument('--start', type=int, default=None,
@@ -121,18 +146,34 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, multi=False, imgsz=VIDEO_IMGSZ)
     _output(p, 'video')
 
-    p = sub.add_parser('all', help='images (coco, aic), grid, video and summary.json')
+    p = sub.add_parser('bonn', help='Bonn PoseTrack video with GT: limb PCK, jitter, lag and '
+                                    'ID switches, ours vs YOLO11n-pose')
+    p.add_argument('--gt', type=Path, default=BONN_GT,
+                   help='PoseTrack-style COCO-17 JSON of one video (env DIFFPOSE_DATA; '
+                        'default %(default)s)')
+    p.add_argument('--image-root', type=Path, default=None,
+                   help="folder of the JSON's file_name entries (default: the JSON's)")
+    p.add_argument('--fps', type=float, default=None,
+                   help="frame rate (default: the JSON's images[].fps, else 25)")
+    _common(p, multi=False, imgsz=PHOTO_IMGSZ)  # Bonn's people are 250-450 px tall
+    _output(p, 'bonn')
+
+    p = sub.add_parser('all', help="issue 10's evaluation: images (LSPET val, dev_gt coco + "
+                                   'aic), LSPET steps grid + ablation, Bonn, vtest video')
     p.add_argument('--blazepose', action='store_true',
                    help='also score BlazePose on the same persons (sets up its environment)')
     p.add_argument('--dev-gt', type=Path, default=DEV_GT,
                    help='folder with coco/test_coco.json and aic/test_aic.json + images '
                         '(env DIFFPOSE_DEV_GT_IMAGES)')
     _common(p, multi=False, imgsz=PHOTO_IMGSZ)
-    p.add_argument('--grid-steps', type=int, nargs='+', default=list(DEFAULT_GRID_STEPS))
-    p.add_argument('--grid-hypotheses', type=int, nargs='+',
-                   default=list(DEFAULT_GRID_HYPOTHESES))
+    p.add_argument('--lspet-gt', type=Path, default=LSPET_GT,
+                   help='LSPET COCO-17 JSON (its validation split is scored)')
+    p.add_argument('--bonn-gt', type=Path, default=BONN_GT,
+                   help='Bonn PoseTrack COCO-17 JSON (video with ground truth)')
+    p.add_argument('--grid-steps', type=int, nargs='+', default=[1, 2, 4])
+    p.add_argument('--grid-hypotheses', type=int, nargs='+', default=[1, 2])
     p.add_argument('--grid-seeds', type=int, nargs='+', default=list(DEFAULT_SEEDS))
-    p.add_argument('--ablation-steps', type=int, nargs='+', default=list(DEFAULT_ABLATION_STEPS))
+    p.add_argument('--ablation-steps', type=int, nargs='+', default=[1])
     p.add_argument('--video', default=None, help='video file (default: the sample vtest.avi)')
     p.add_argument('--start', type=int, default=None)
     p.add_argument('--stop', type=int, default=None)
@@ -155,7 +196,10 @@ def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed:
     extra = {}
     if args.device == 'cpu':
         extra['providers'] = ('CPUExecutionProvider',)  # no warnings about missing GPUs
+    if getattr(args, 't_start', None) is not None:
+        extra['t_start'] = args.t_start
     return PipelineConfig(steps=steps, hypotheses=hypotheses, seed=seed,
+                          diffusion_start=getattr(args, 'diffusion_start', 'detector'),
                           window_mode=args.window_mode, window_size=window,
                           detector_imgsz=imgsz or getattr(args, 'detector_imgsz', PHOTO_IMGSZ),
                           backend=args.backend, device=args.device, **extra)
@@ -295,6 +339,68 @@ def cmd_grid(args: argparse.Namespace) -> dict[str, Any]:
                             args.steps, args.hypotheses, args.seeds, args.ablation_steps)
 
 
+def lspet_validation_set(gt_path: Path, max_images: int = 0) -> Any:
+    """The LSPET validation split (im09001-im10000); a clear error when the data is absent."""
+    from diffpose_ros import evaluation as E
+    from diffpose_ros.training.data import is_lspet_validation
+
+    if not Path(gt_path).is_file():
+        raise FileNotFoundError(
+            f'{gt_path} not found: LSPET (research data, not redistributed here) is expected '
+            'at ../shared/data/lspet (set DIFFPOSE_DATA to its parent folder); see '
+            'docs/model.md, "Data"')
+    return E.load_gt_set(gt_path, layout='coco', name='lspet_val', max_images=max_images,
+                         only_images=is_lspet_validation)
+
+
+def run_t_start_sweep(args: argparse.Namespace, gt_sets: list[Any], out: Path, runtime: Any,
+                      detector: Any, config: Any, t_starts: list[int]) -> dict[str, Any]:
+    """Limb PCK at 1 step for each t_start (1 hypothesis, seed 0): picks the default."""
+    from diffpose_ros import evaluation as E
+
+    rows = []
+    for t_start in t_starts:
+        cfg = config.replace(t_start=t_start, steps=1, hypotheses=1, seed=0)
+        grid = E.run_grid(runtime, detector, cfg, gt_sets, [1], [1], [0], [],
+                          progress=not args.quiet)
+        cell = grid['cells'][0]
+        rows.append({'t_start': t_start, 'limb_pck': cell['limb_pck_mean'],
+                     'oks_ap': cell['oks_ap_mean']})
+        print(f't_start {t_start}: limb PCK {cell["limb_pck_mean"]:.2f}, '
+              f'OKS AP {cell["oks_ap_mean"]:.2f}')
+    best = max(rows, key=lambda r: (r['limb_pck'], -r['t_start']))
+    sweep = {'gt_sets': [g.name for g in gt_sets], 'rows': rows, 'best_t_start': best['t_start'],
+             **_weights_info(args)}
+    E.write_json(out / 't_start_sweep.json', sweep)
+    E.plot_t_start_sweep(out / 't_start_sweep.png', sweep)
+    return sweep
+
+
+def cmd_lspet(args: argparse.Namespace) -> dict[str, Any]:
+    from diffpose_ros import evaluation as E
+
+    gt_set = lspet_validation_set(args.gt, args.max_frames)
+    config = _config(args, args.steps, args.hypotheses, args.seeds)
+    detector = _detector(config)
+    runtime = _runtime(args, config)
+    out: Path = args.out
+    result: dict[str, Any] = {}
+    if args.t_starts:
+        result['t_start_sweep'] = run_t_start_sweep(args, [gt_set], out / 't_start', runtime,
+                                                    detector, config, args.t_starts)
+    result['images'] = run_images_command(args, gt_set, out / 'images', runtime, detector,
+                                          config)
+    result['grid'] = run_grid_command(args, [gt_set], out / 'grid', runtime, detector, config,
+                                      args.grid_steps, [1], args.grid_seeds, args.ablation_steps)
+    E.write_json(out / 'lspet.json', {
+        'images': {k: result['images'][k] for k in ('ours', 'yolo', 'ours_minus_yolo_limb_pck',
+                                                     'num_images', 'num_persons_estimated')},
+        'grid': {k: result['grid'][k] for k in ('cells', 'ablation', 'best_steps',
+                                                 'one_step_minus_best_points')},
+        **({'t_start_sweep': result['t_start_sweep']} if 't_start_sweep' in result else {})})
+    return result
+
+
 def _video_source(args: argparse.Namespace) -> tuple[Path, int, int | None]:
     from diffpose_ros.assets import VTEST_VIDEO, asset_path
 
@@ -348,12 +454,92 @@ def cmd_video(args: argparse.Namespace) -> dict[str, Any]:
     return run_video_command(args, args.out, _runtime(args, config), detector, config)
 
 
+def load_bonn(args: argparse.Namespace) -> Any:
+    """The labelled video of ``args.gt`` (first ``--max-frames``); a clear error when absent."""
+    from diffpose_ros import evaluation as E
+
+    gt_path = Path(getattr(args, 'bonn_gt', None) or args.gt)
+    if not gt_path.is_file():
+        raise FileNotFoundError(
+            f'{gt_path} not found: Bonn PoseTrack (research data, not redistributed here; '
+            'U. Iqbal, A. Milan, J. Gall, "PoseTrack", CVPR 2017) is expected at '
+            '../shared/data/bonn_posetrack (set DIFFPOSE_DATA to its parent folder)')
+    return E.load_gt_video(gt_path, getattr(args, 'image_root', None),
+                           fps=getattr(args, 'fps', None), max_frames=args.max_frames)
+
+
+def run_bonn_command(args: argparse.Namespace, out: Path, runtime: Any, detector: Any,
+                     config: Any, video: Any = None) -> dict[str, Any]:
+    """:func:`evaluation.run_video_gt` on the Bonn video (``video``: from :func:`load_bonn`,
+    loaded here when None) -> OUT/summary.json, OUT/bonn_wrist.png, OUT/bonn_per_joint.png."""
+    from diffpose_ros import evaluation as E
+
+    video = video or load_bonn(args)
+    frames = ((frame, E.read_image(video.image_path(frame))) for frame in video.frames)
+    run = E.run_video_gt(runtime, detector, config, frames, video.frames, video.fps,
+                         layout=video.layout, total=len(video.frames), progress=not args.quiet)
+    summary = {**run.summary, **_weights_info(args), 'gt': video.gt_path,
+               'video': video.name, 'fps_source': video.fps_source}
+    out.mkdir(parents=True, exist_ok=True)
+    E.write_json(out / 'summary.json', summary)
+    E.plot_gt_wrist_track(out / 'bonn_wrist.png', run)
+    pck = summary['limb_pck']
+    E.plot_per_joint(out / 'bonn_per_joint.png',
+                     {'ours': {'limb_pck': pck['ours']},
+                      'YOLO11n-pose': {'limb_pck': pck['yolo']}},
+                     f'{video.name}: limb PCK@0.1 per joint (same matched persons)',
+                     trained=summary['trained'])
+    jit, lag, diff = summary['jitter'], summary['lag'], pck['ours_minus_yolo']
+    print(f'bonn: {summary["frames_processed"]} frames, {summary["num_gt_person_frames"]} GT '
+          f'person-frames ({summary["matching"]["missed_person_frames"]} missed); limb PCK@0.1 '
+          f'ours {_fmt(pck["ours"]["pck_percent"], 1)} % vs YOLO '
+          f'{_fmt(pck["yolo"]["pck_percent"], 1)} % (paired diff {_fmt(diff["points"], 1)}, '
+          f'95% CI [{_fmt(diff["ci95_points"][0], 1)}, {_fmt(diff["ci95_points"][1], 1)}]); '
+          f'jitter ours {_fmt(jit["ours"])} vs YOLO {_fmt(jit["yolo_raw"])} vs GT '
+          f'{_fmt(jit["gt"])} (ours/YOLO {_fmt(jit["ratio_ours_over_yolo"], 2)}); lag '
+          f'{lag["ours_pooled_frames"]} frames; ID switches {summary["id_switches"]["total"]}')
+    return summary
+
+
+def cmd_bonn(args: argparse.Namespace) -> dict[str, Any]:
+    video = load_bonn(args)  # fails before any model is built when the data is absent
+    config = _config(args, args.steps, args.hypotheses, args.seeds)
+    detector = _detector(config)
+    return run_bonn_command(args, args.out, _runtime(args, config), detector, config, video)
+
+
+def _images_summary(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        'gt': run['gt'], 'num_images': run['num_images'],
+        'num_gt_persons': run['ours']['limb_pck']['num_persons'],
+        'ours_limb_pck_percent': run['ours']['limb_pck']['pck_percent'],
+        'ours_limb_pck_ci95': run['ours']['limb_pck']['ci95_percent'],
+        'yolo_limb_pck_percent': run['yolo']['limb_pck']['pck_percent'],
+        'yolo_limb_pck_ci95': run['yolo']['limb_pck']['ci95_percent'],
+        'yolo_all_detections_limb_pck_percent':
+            run['yolo_all_detections']['limb_pck']['pck_percent'],
+        'ours_minus_yolo_points': run['ours_minus_yolo_limb_pck']['points'],
+        'ours_minus_yolo_ci95': run['ours_minus_yolo_limb_pck']['ci95_points'],
+        'ours_oks_ap_percent': run['ours']['oks_ap_percent']['AP'],
+        'yolo_oks_ap_percent': run['yolo']['oks_ap_percent']['AP'],
+        **({'blazepose_limb_pck_percent': run['blazepose']['limb_pck']['pck_percent'],
+            'blazepose_limb_pck_ci95': run['blazepose']['limb_pck']['ci95_percent'],
+            'ours_minus_blazepose_points': run['ours_minus_blazepose_limb_pck']['points'],
+            'ours_minus_blazepose_ci95': run['ours_minus_blazepose_limb_pck']['ci95_points']}
+           if 'blazepose' in run else {}),
+    }
+
+
 def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 10's evaluation: photos (LSPET val, dev_gt COCO + AIC), the LSPET steps grid with
+    the zeroed-input ablation, the Bonn video with ground truth and vtest's held-out block."""
     from diffpose_ros import evaluation as E
 
     out: Path = args.out
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    lspet = lspet_validation_set(args.lspet_gt, args.max_frames)  # clear error without data
+    bonn_video = load_bonn(args)
     config = _config(args, args.steps, args.hypotheses, args.seeds)
     video_config = config.replace(detector_imgsz=args.video_detector_imgsz)
     photo_detector = _detector(config)  # shared by images and grid: YOLO once per photo
@@ -362,7 +548,7 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
     sets = [E.load_gt_set(args.dev_gt / 'coco' / 'test_coco.json', layout='coco', name='coco',
                           max_images=args.max_frames),
             E.load_gt_set(args.dev_gt / 'aic' / 'test_aic.json', layout='aic', name='aic',
-                          max_images=args.max_frames)]
+                          max_images=args.max_frames), lspet]
     timings['setup'] = time.perf_counter() - start
     images = {}
     for gt_set in sets:
@@ -371,43 +557,31 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
                                                  runtime, photo_detector, config)
         timings[f'images_{gt_set.name}'] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    grid = run_grid_command(args, sets, out / 'grid', runtime, photo_detector, config,
+    grid = run_grid_command(args, [lspet], out / 'grid_lspet', runtime, photo_detector, config,
                             args.grid_steps, args.grid_hypotheses, args.grid_seeds,
                             args.ablation_steps)
     timings['grid'] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    bonn = run_bonn_command(args, out / 'bonn', runtime, photo_detector, config, bonn_video)
+    timings['bonn'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     video = run_video_command(args, out / 'video', runtime, video_detector, video_config)
     timings['video'] = time.perf_counter() - t0
     timings['total'] = time.perf_counter() - start
-    checks = E.evaluate_checks(images, grid, video)
+    checks = E.evaluate_checks(images, grid, video, bonn)
     summary = {
         **E.runtime_info(runtime, config), **_weights_info(args),
-        'images': {name: {
-            'gt': run['gt'], 'num_images': run['num_images'],
-            'num_gt_persons': run['ours']['limb_pck']['num_persons'],
-            'ours_limb_pck_percent': run['ours']['limb_pck']['pck_percent'],
-            'ours_limb_pck_ci95': run['ours']['limb_pck']['ci95_percent'],
-            'yolo_limb_pck_percent': run['yolo']['limb_pck']['pck_percent'],
-            'yolo_limb_pck_ci95': run['yolo']['limb_pck']['ci95_percent'],
-            'yolo_all_detections_limb_pck_percent':
-                run['yolo_all_detections']['limb_pck']['pck_percent'],
-            'ours_minus_yolo_points': run['ours_minus_yolo_limb_pck']['points'],
-            'ours_minus_yolo_ci95': run['ours_minus_yolo_limb_pck']['ci95_points'],
-            'ours_oks_ap_percent': run['ours']['oks_ap_percent']['AP'],
-            'yolo_oks_ap_percent': run['yolo']['oks_ap_percent']['AP'],
-            **({'blazepose_limb_pck_percent': run['blazepose']['limb_pck']['pck_percent'],
-                'blazepose_limb_pck_ci95': run['blazepose']['limb_pck']['ci95_percent'],
-                'ours_minus_blazepose_points': run['ours_minus_blazepose_limb_pck']['points'],
-                'ours_minus_blazepose_ci95':
-                    run['ours_minus_blazepose_limb_pck']['ci95_points']}
-               if 'blazepose' in run else {}),
-        } for name, run in images.items()},
+        'images': {name: _images_summary(run) for name, run in images.items()},
+        'dev_gt_pooled_ours_minus_yolo_points': E.pooled_paired_difference(
+            [images['coco'], images['aic']]),
         'grid': {k: grid[k] for k in (
             'steps_list', 'hypotheses_list', 'seeds', 'num_images', 'num_gt_persons',
             'best_steps', 'headline_hypotheses', 'one_step_minus_best_points',
             'best_steps_by_hypotheses', 'one_step_minus_best_points_by_hypotheses',
             'best_cell', 'more_hypotheses_ever_cost_more_than_seed_spread',
-            'zeroed_heatmap_costs_accuracy', 'ablation')},
+            'zeroed_heatmap_costs_accuracy', 'ablation', 'cells')},
+        'bonn': {k: bonn[k] for k in ('limb_pck', 'jitter', 'lag', 'id_switches', 'matching')
+                 if k in bonn},
         'video': {
             'video': video['video'], 'first_frame': video['first_frame'],
             'last_frame': video['last_frame'], 'window_mode': video['window_mode'],
@@ -415,6 +589,7 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
             'num_tracks_used': video['num_tracks_used'],
             'jitter_ours': video['jitter']['ours'], 'jitter_yolo': video['jitter']['yolo_raw'],
             'jitter_ratio_ours_over_yolo': video['jitter']['ratio_ours_over_yolo'],
+            'jitter_own_masks': video.get('jitter_own_masks'),
             'lag_frames': video['lag']['pooled_frames'],
             'agreement_ours_percent': video['agreement']['ours_vs_teacher_percent'],
             'agreement_teacher_own_percent': video['agreement']['yolo_raw_vs_teacher_percent'],
@@ -423,7 +598,8 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
         'all_checks_passed': all(c['passed'] for c in checks.values()),
         'runtimes_s': timings,
         'outputs': {'images': {n: str(out / f'images_{n}') for n in images},
-                    'grid': str(out / 'grid'), 'video': str(out / 'video')},
+                    'grid': str(out / 'grid_lspet'), 'bonn': str(out / 'bonn'),
+                    'video': str(out / 'video')},
     }
     E.write_json(out / 'summary.json', summary)
     print('checks: ' + ', '.join(f'{name} {"PASS" if c["passed"] else "FAIL"}'
@@ -435,7 +611,7 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS = {'score': cmd_score, 'images': cmd_images, 'grid': cmd_grid, 'video': cmd_video,
-            'all': cmd_all}
+            'lspet': cmd_lspet, 'bonn': cmd_bonn, 'all': cmd_all}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffpose_ros.config import PipelineConfig
+
 LOGGER = logging.getLogger('diffpose-video')
 
 
@@ -36,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--steps', type=int, default=1, help='DDIM denoising steps (1..)')
     parser.add_argument('--hypotheses', type=int, default=1, help='noise seeds ensembled')
     parser.add_argument('--seed', type=int, default=0, help='base noise seed')
+    parser.add_argument('--diffusion-start', choices=('detector', 'noise'), default='detector',
+                        help="start from the detector's keypoints noised to --t-start "
+                             '(default) or from pure noise (the paper)')
+    parser.add_argument('--t-start', type=int, default=PipelineConfig.t_start,
+                        help='first timestep when starting from the detector (0..999; '
+                             'default %(default)s)')
     parser.add_argument('--window-mode', choices=('causal', 'centered'), default='causal')
     parser.add_argument(
         '--window-size',
@@ -101,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps,
             hypotheses=args.hypotheses,
             seed=args.seed,
+            diffusion_start=args.diffusion_start,
+            t_start=args.t_start,
             window_mode=args.window_mode,
             window_size=window_size,
             detector_imgsz=args.detector_imgsz,

@@ -102,6 +102,9 @@ class _Camera:
     def __init__(self, setup: params_mod.CameraSetup):
         self.setup = setup
         self.slot: _Slot | None = None
+        # stamps of every received frame (also those replaced in the slot), for the pipeline's
+        # frame-period estimate: window offsets then count real frame periods under drops
+        self.received_stamps_ns: collections.deque[int] = collections.deque(maxlen=64)
         self.headers: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self.images: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self.camera_matrix: np.ndarray | None = None
@@ -185,7 +188,9 @@ class DiffPoseNode(LifecycleNode):
         with self._pipeline_lock:
             self._pipeline.config = self._pipeline.config.replace(
                 steps=config.steps, hypotheses=config.hypotheses, seed=config.seed,
-                ddim_eta=config.ddim_eta, keypoint_score_threshold=config.keypoint_score_threshold,
+                ddim_eta=config.ddim_eta, t_start=config.t_start,
+                diffusion_start=config.diffusion_start, x0_projection=config.x0_projection,
+                keypoint_score_threshold=config.keypoint_score_threshold,
                 max_persons=config.max_persons, detect_every_n=config.detect_every_n,
                 detection_score_threshold=config.detection_score_threshold)
             self._pipeline.detector.score_threshold = config.detection_score_threshold
@@ -370,6 +375,7 @@ class DiffPoseNode(LifecycleNode):
             if camera.slot is not None:
                 camera.dropped += 1        # replaced before the worker took it
             camera.slot = _Slot(msg, compressed, time.monotonic_ns())
+            camera.received_stamps_ns.append(stamp_to_ns(msg.header.stamp))
             camera.received += 1
             camera.in_rate.tick(now)
             camera.last_receive_s = now
@@ -392,6 +398,15 @@ class DiffPoseNode(LifecycleNode):
                 taken = [(c, c.slot) for c in self._cameras.values() if c.slot is not None]
                 for camera, _ in taken:
                     camera.slot = None
+                stamps = {c.setup.name: list(c.received_stamps_ns)
+                          for c in self._cameras.values() if c.received_stamps_ns}
+                for c in self._cameras.values():
+                    c.received_stamps_ns.clear()
+            if stamps:
+                with self._pipeline_lock:
+                    for name, values in stamps.items():
+                        for stamp_ns in values:
+                            self._pipeline.observe_stamp(name, stamp_ns)
             if taken:
                 try:
                     self._process(taken)
@@ -538,6 +553,9 @@ class DiffPoseNode(LifecycleNode):
                 KeyValue(key='weights_trained', value=str(self._runtime.trained)),
                 KeyValue(key='steps', value=str(config.steps)),
                 KeyValue(key='hypotheses', value=str(config.hypotheses)),
+                KeyValue(key='diffusion_start', value=(
+                    f'detector t_start={config.t_start}' if config.diffusion_start == 'detector'
+                    else 'noise')),
                 KeyValue(key='window', value=f'{config.window_mode} {config.window_size}'),
                 KeyValue(key='cv_bridge', value=cv_bridge_status()),
                 KeyValue(key='torch_threads', value=_torch_threads()),

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffpose_ros.config import BACKENDS, WINDOW_MODES, PipelineConfig
+from diffpose_ros.config import BACKENDS, DIFFUSION_STARTS, WINDOW_MODES, PipelineConfig
 
 TRANSPORTS = ('raw', 'compressed')
 INT32_MAX = 2**31 - 1
@@ -153,6 +153,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       max=INT32_MAX),
     P('ddim_eta', 1.0, 'DDIM eta: 0 = deterministic DDIM, 1 = DDPM-like noise.', min=0.0,
       max=1.0),
+    P('diffusion_start', 'detector',
+      "detector: start from the detector's keypoints noised to t_start (frames without a fresh "
+      'detection: the track\'s last estimate moved with its box); noise: from pure noise, '
+      'as in the paper.', choices=DIFFUSION_STARTS),
+    P('t_start', 200, 'First diffusion timestep when starting from the detector (0-999; '
+      'smaller trusts the detector more). No retraining needed.', min=0, max=999),
+    P('x0_projection', True,
+      'Between steps, redraw the estimate as clean Gaussians before re-noising (steps > 1).'),
+    P('frame_period_ms', 0.0,
+      'Camera frame period [ms] for the temporal window offsets; 0 = estimated from the image '
+      'stamps (dropped frames then do not shift the model\'s sense of time).', min=0.0,
+      max=10000.0, dynamic=False),
     # ---- detection and tracking --------------------------------------------------------------
     P('detector_imgsz', 640, 'Person detector input size [px], long side, multiple of 32.',
       min=32, max=2048, step=32, dynamic=False),
