@@ -35,8 +35,11 @@ stress: setup
 bench-quick: setup
 	$(PY) benchmarks/run_all.py --quick
 
-# Issue 4's recipe: pseudo-label vtest.avi 0-599 with both teachers, train (~1 h on 2 CPU
-# cores), evaluate on dev_gt and the held-out frames 600-794. `make train` resumes.
+# Issue 10's recipe: YOLO-only pseudo-labels of vtest.avi 0-599 (~3 min), training on LSPET train
+# + those labels (the detector runs once over LSPET for its priors, ~10 min, cached in data/priors;
+# then ~75 min on 2 CPU cores; `make train` resumes), evaluation on LSPET val, dev_gt, the Bonn
+# video and vtest 600-794. LSPET and Bonn are research data expected in ../shared/data (a clear
+# error names what to get otherwise).
 VTEST = $(shell $(PY) -c 'from diffpose_ros.assets import VTEST_VIDEO, asset_path; print(asset_path(VTEST_VIDEO, verify=False))' 2>/dev/null)
 
 teachers: setup
@@ -50,7 +53,7 @@ train: setup
 	$(PY) -m diffpose_ros.cli.train --config config/train_default.yaml
 
 evaluate: setup
-	$(PY) -m diffpose_ros.cli.evaluate all --blazepose --cache --out outputs/eval
+	$(PY) -m diffpose_ros.cli.evaluate all --cache --out outputs/eval
 
 export: setup
 	$(PY) -m diffpose_ros.runtime.export --out outputs/onnx

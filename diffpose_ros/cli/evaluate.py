@@ -76,6 +76,11 @@ def _common(parser: argparse.ArgumentParser, multi: bool, imgsz: int | None) -> 
     if imgsz is not None:
         group.add_argument('--detector-imgsz', type=int, default=imgsz,
                            help=f'YOLO11n-pose inference size (default {imgsz})')
+    group.add_argument('--intra-op-threads', type=int, default=0,
+                       help='CPU threads for ONNX Runtime and torch (0 = library default); 1 '
+                            'lets two evaluations share a 2-core machine without stalls')
+    group.add_argument('--x0-projection', choices=('on', 'off'), default='on',
+                       help='redraw x0 as clean Gaussians between steps (default on)')
     group.add_argument('--max-frames', type=int, default=0,
                        help='images per GT set, or video frames (0 = all): tiny CI runs')
 
@@ -198,6 +203,9 @@ def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed:
         extra['providers'] = ('CPUExecutionProvider',)  # no warnings about missing GPUs
     if getattr(args, 't_start', None) is not None:
         extra['t_start'] = args.t_start
+    extra['intra_op_threads'] = getattr(args, 'intra_op_threads', 0)
+    extra['x0_projection'] = getattr(args, 'x0_projection', 'on') == 'on'
+
     return PipelineConfig(steps=steps, hypotheses=hypotheses, seed=seed,
                           diffusion_start=getattr(args, 'diffusion_start', 'detector'),
                           window_mode=args.window_mode, window_size=window,

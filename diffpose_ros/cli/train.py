@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--iterations', type=int, default=None, help='overrides iterations')
     parser.add_argument('--batch-size', type=int, default=None, help='overrides batch_size')
     parser.add_argument('--seed', type=int, default=None, help='overrides seed')
+    parser.add_argument('--torch-threads', type=int, default=None,
+                        help='overrides torch_threads (threads of the training loop)')
     parser.add_argument('--no-resume', action='store_true', help='ignore an existing checkpoint')
     parser.add_argument('--stop-after', type=int, default=None, metavar='N',
                         help='checkpoint and exit after N iterations in total (resume later)')
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = TrainConfig.from_yaml(args.config)
         overrides = {k: v for k, v in (('out_dir', args.out), ('iterations', args.iterations),
-                                       ('batch_size', args.batch_size), ('seed', args.seed))
+                                       ('batch_size', args.batch_size), ('seed', args.seed),
+                                       ('torch_threads', args.torch_threads))
                      if v is not None}
         config = dataclasses.replace(config, **overrides)
         if args.export_checkpoint:

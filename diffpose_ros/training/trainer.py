@@ -763,6 +763,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     from diffpose_ros.model.weights import DEFAULT_WEIGHTS_NAME, save_weights
 
     check_data_sources(config)
+    # Denormal floats (tiny AdamW moments, zero-initialised FiLM layers) made CPU iterations
+    # 1.5-2x slower after ~1,000 iterations (measured: 2.0-2.9 s -> 1.4 s per iteration).
+    torch.set_flush_denormal(True)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_config = config.model_config()
