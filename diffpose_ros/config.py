@@ -176,7 +176,9 @@ class PipelineConfig:
     # paper's start from pure noise at t = T - 1
     diffusion_start: str = 'detector'
     t_start: int = 200  # first timestep when starting from the detector (0 .. T - 1)
-    x0_projection: bool = True  # redraw x̂0 as clean Gaussians before re-noising (steps > 1)
+    # redraw x̂0 as clean Gaussians before re-noising (steps > 1); off by default: with the
+    # shipped model plain DDIM loses less per extra step (docs/model.md, section 7)
+    x0_projection: bool = False
     frame_period_ms: float = 0.0  # camera frame period for window offsets; 0 = from stamps
     window_mode: str = (
         'causal'  # 'causal' (no delay) or 'centered' (window_size // 2 frames delay)

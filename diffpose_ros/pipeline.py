@@ -11,7 +11,7 @@ Where sampling starts (``diffusion_start``): ``detector`` (default) draws the de
 keypoints of the person as confidence-weighted heatmaps, noises them to ``t_start`` and runs
 DDIM from there (SDEdit-style); a frame without a fresh detection starts from the track's
 previous estimate moved by the box motion (warm start). ``noise`` is the paper's start from
-pure noise at t = T - 1. Between steps, x̂0 is redrawn as clean Gaussians (x̂0 projection).
+pure noise at t = T - 1. Between steps, x̂0 can be redrawn as clean Gaussians (`x0_projection`).
 
 Window modes: ``causal`` -- the key frame is the newest frame (no delay); ``centered`` -- the key
 frame is ``window_size // 2`` frames old, so results come out that many frames late, stamped with

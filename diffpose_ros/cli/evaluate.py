@@ -79,8 +79,9 @@ def _common(parser: argparse.ArgumentParser, multi: bool, imgsz: int | None) -> 
     group.add_argument('--intra-op-threads', type=int, default=0,
                        help='CPU threads for ONNX Runtime and torch (0 = library default); 1 '
                             'lets two evaluations share a 2-core machine without stalls')
-    group.add_argument('--x0-projection', choices=('on', 'off'), default='on',
-                       help='redraw x0 as clean Gaussians between steps (default on)')
+    group.add_argument('--x0-projection', choices=('on', 'off'), default='off',
+                       help='redraw x0 as clean Gaussians between steps (default off: plain '
+                            'DDIM, better with the shipped model)')
     group.add_argument('--max-frames', type=int, default=0,
                        help='images per GT set, or video frames (0 = all): tiny CI runs')
 
@@ -204,7 +205,7 @@ def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed:
     if getattr(args, 't_start', None) is not None:
         extra['t_start'] = args.t_start
     extra['intra_op_threads'] = getattr(args, 'intra_op_threads', 0)
-    extra['x0_projection'] = getattr(args, 'x0_projection', 'on') == 'on'
+    extra['x0_projection'] = getattr(args, 'x0_projection', 'off') == 'on'
 
     return PipelineConfig(steps=steps, hypotheses=hypotheses, seed=seed,
                           diffusion_start=getattr(args, 'diffusion_start', 'detector'),

@@ -159,8 +159,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       'as in the paper.', choices=DIFFUSION_STARTS),
     P('t_start', 200, 'First diffusion timestep when starting from the detector (0-999; '
       'smaller trusts the detector more). No retraining needed.', min=0, max=999),
-    P('x0_projection', True,
-      'Between steps, redraw the estimate as clean Gaussians before re-noising (steps > 1).'),
+    P('x0_projection', False,
+      'Between steps, redraw the estimate as clean Gaussians before re-noising (steps > 1; off: '
+      'plain DDIM, better with the shipped model).'),
     P('frame_period_ms', 0.0,
       'Camera frame period [ms] for the temporal window offsets; 0 = estimated from the image '
       'stamps (dropped frames then do not shift the model\'s sense of time).', min=0.0,
@@ -206,7 +207,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       'Per-frame budget [ms]; > 0 = automatic step selection: the most steps (<= '
       'max_auto_steps) whose measured cost fits the budget; 0 = off (use steps).', min=0.0,
       max=10000.0),
-    P('max_auto_steps', 4, 'Upper bound for automatic step selection.', min=1, max=50),
+    P('max_auto_steps', 1, 'Upper bound for automatic step selection (the shipped model is most '
+      'accurate at 1 step: docs/model.md).', min=1, max=50),
     # ---- RViz markers ------------------------------------------------------------------------
     P('publish_markers', True,
       'Publish a MarkerArray per camera (needs CameraInfo for the back-projection).'),
