@@ -95,7 +95,10 @@ def test_gpu_profile_choices():
     assert config.backend == 'onnxruntime' and config.fp16
     assert config.providers[:2] == ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
     assert config.providers[-1] == 'CPUExecutionProvider'
-    assert (config.steps, config.hypotheses, config.detector_imgsz) == (1, 2, 640)
+    # steps, hypotheses, t_start from the measured curves (docs/model.md section 7)
+    assert (config.steps, config.hypotheses, config.detector_imgsz) == (1, 1, 640)
+    assert (config.diffusion_start, config.t_start, config.x0_projection) == (
+        'detector', 200, False)
     assert config.window_size == 3  # the window the shipped model was trained on (causal)
 
 
