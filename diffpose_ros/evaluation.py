@@ -930,10 +930,7 @@ def analyse_tracks(tracks: Sequence[TrackSeries], min_track_frames: int = MIN_TR
         profile = metrics.lag_profile(track.ours, teacher, max_lag=track_max_lag, valid=v_ours,
                                       reference_valid=v_teacher, box_sizes=sizes)
         counts = _lag_pair_counts(track.ours, teacher, v_ours, v_teacher, sizes, track_max_lag)
-        for lag, value in profile.items():
-            if counts[lag] and math.isfinite(value):
-                lag_num[lag] = lag_num.get(lag, 0.0) + value * counts[lag]
-                lag_den[lag] = lag_den.get(lag, 0) + counts[lag]
+        _pool_lag(lag_num, lag_den, profile, counts)
         try:
             lag = metrics.lag_frames(track.ours, teacher, max_lag=track_max_lag, valid=v_ours,
                                      reference_valid=v_teacher, box_sizes=sizes)
@@ -959,8 +956,7 @@ def analyse_tracks(tracks: Sequence[TrackSeries], min_track_frames: int = MIN_TR
     jit = {k: _mean(v) for k, v in pooled.items()}
     own = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in own_terms.items()}
     own_jit = {k: _mean(v) for k, v in own.items()}
-    profile = {lag: lag_num[lag] / lag_den[lag] for lag in sorted(lag_den)}
-    pooled_lag = (min(profile, key=lambda k: (profile[k], abs(k), k)) if profile else None)
+    pooled_lag, profile = _pooled_lag(lag_num, lag_den)
     ratio = _ratio(jit['ours'], jit['yolo'])
     return {
         'min_track_frames': min_track_frames, 'min_confidence': min_confidence,

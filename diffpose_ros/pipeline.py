@@ -296,7 +296,7 @@ class PosePipeline:
                     )
                 )
             self.person_frames += len(rows)
-        for camera_id, _ in keys:  # estimates of tracks that ended are dropped with them
+        for camera_id in {cid for cid, _ in keys}:  # estimates of ended tracks go with them
             state = self.cameras[camera_id]
             live = set(state.buffers.track_ids())
             for track_id in [t for t in state.estimates if t not in live]:

@@ -345,15 +345,20 @@ class WindowSampler:
                   & (crop_xy[:, 1] >= 0) & (crop_xy[:, 1] < crop_h))
         return crop_xy / self.model_config.heatmap_stride, keypoints[:, 2], inside
 
-    def target(self, ref: SampleRef, aug: Augmentation) -> tuple[np.ndarray, np.ndarray]:
+    def key_transform(self, ref: SampleRef, aug: Augmentation) -> CropTransform:
+        """The crop of the window's key frame."""
+        return self.transform_for(self.sequences[ref.sequence], ref.frame, ref.track_id, aug)
+
+    def target(self, ref: SampleRef, aug: Augmentation,
+               transform: CropTransform | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Key-frame keypoints in heatmap px (17, 2) and loss weights (17,)."""
-        seq = self.sequences[ref.sequence]
-        transform = self.transform_for(seq, ref.frame, ref.track_id, aug)
+        transform = transform or self.key_transform(ref, aug)
         xy, conf, inside = self._to_heatmap(self._person(ref).keypoints, transform, aug.flip)
         return xy, conf * inside * self.joint_weights
 
     def prior(self, ref: SampleRef, aug: Augmentation, rng: np.random.Generator,
-              synthetic: bool) -> tuple[np.ndarray, np.ndarray]:
+              synthetic: bool, transform: CropTransform | None = None,
+              ) -> tuple[np.ndarray, np.ndarray]:
         """A detector-like estimate of the key frame: heatmap px (17, 2), confidence (17,).
 
         The detector's real keypoints with corruptions, or (``synthetic``) the label plus a
@@ -384,8 +389,7 @@ class WindowSampler:
             keypoints[:, 2] *= rng.uniform(1 - pc.confidence_noise, 1 + pc.confidence_noise,
                                            NUM_KEYPOINTS)
         keypoints[:, 2] = np.clip(keypoints[:, 2], 0.0, 1.0)
-        seq = self.sequences[ref.sequence]
-        transform = self.transform_for(seq, ref.frame, ref.track_id, aug)
+        transform = transform or self.key_transform(ref, aug)
         xy, conf, _ = self._to_heatmap(keypoints, transform, aug.flip)
         return xy, conf
 
@@ -414,8 +418,9 @@ class WindowSampler:
         return np.clip(spaced, -limit, limit)
 
     def model_input(self, rng: np.random.Generator, refs: list[SampleRef],
-                    augs: list[Augmentation], targets_hm: np.ndarray,
-                    target_weights: np.ndarray) -> dict[str, np.ndarray]:
+                    augs: list[Augmentation], transforms: list[CropTransform],
+                    targets_hm: np.ndarray, target_weights: np.ndarray,
+                    ) -> dict[str, np.ndarray]:
         """x0 the input is noised from (heatmap domain), the timesteps and the noise."""
         mc = self.model_config
         pc = self.config.prior
@@ -427,9 +432,10 @@ class WindowSampler:
         synthetic = rng.random(rows) < pc.synthetic_probability
         timesteps = np.where(from_prior, rng.integers(0, pc.t_max + 1, size=rows),
                              rng.integers(0, mc.diffusion_timesteps, size=rows))
-        for b, (ref, aug) in enumerate(zip(refs, augs)):
+        for b, (ref, aug, transform) in enumerate(zip(refs, augs, transforms)):
             if from_prior[b]:
-                prior_xy[b], prior_conf[b] = self.prior(ref, aug, rng, bool(synthetic[b]))
+                prior_xy[b], prior_conf[b] = self.prior(ref, aug, rng, bool(synthetic[b]),
+                                                        transform)
         label_maps = encode_heatmaps_batch(targets_hm, target_weights > 0, hw, mc.heatmap_sigma)
         prior_maps = render_prior_heatmaps(prior_xy, prior_conf, hw, mc.heatmap_sigma)
         x0_input = np.where(from_prior[:, None, None, None], prior_maps, label_maps)
@@ -451,19 +457,21 @@ class WindowSampler:
         keypoints_hm = np.zeros((len(refs), NUM_KEYPOINTS, 2))
         weights = np.zeros((len(refs), NUM_KEYPOINTS))
         batch_offsets = np.zeros((len(refs), len(offsets)), np.int64)
-        augs = []
+        augs: list[Augmentation] = []
+        transforms: list[CropTransform] = []
         for b, ref in enumerate(refs):
             aug = self.draw_augmentation(rng)
             seq, batch_offsets[b], frames = self._window(rng, ref, offsets)
             # online crops all use the key frame's box: aligned by construction
             for t, (image_pos, _) in enumerate(frames):
                 crops[b, t] = self.crop(seq, image_pos, ref.frame, ref.track_id, aug)
-            keypoints_hm[b], weights[b] = self.target(ref, aug)
+            transforms.append(self.key_transform(ref, aug))
+            keypoints_hm[b], weights[b] = self.target(ref, aug, transforms[-1])
             augs.append(aug)
         rgb = crops[..., ::-1].transpose(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
         crops_f = np.ascontiguousarray(rgb, dtype=np.float32) * np.float32(1 / 255)
         return {'crops': crops_f, 'offsets': batch_offsets, 'weights': weights.astype(np.float32),
-                **self.model_input(rng, refs, augs, keypoints_hm, weights)}
+                **self.model_input(rng, refs, augs, transforms, keypoints_hm, weights)}
 
     def cached_batch(self, iteration: int, cache: FeatureCache) -> dict[str, np.ndarray]:
         """Backbone features gathered from ``cache`` (a random cached variant per window), each
@@ -473,13 +481,14 @@ class WindowSampler:
         keypoints_hm = np.zeros((len(refs), NUM_KEYPOINTS, 2))
         weights = np.zeros((len(refs), NUM_KEYPOINTS))
         batch_offsets = np.zeros((len(refs), len(offsets)), np.int64)
-        augs = []
+        augs: list[Augmentation] = []
+        transforms: list[CropTransform] = []
         stride = self.model_config.feature_stride
         for b, ref in enumerate(refs):
             variant = int(rng.integers(cache.variants))
             aug = self.variant_augmentation(variant, ref.sequence, ref.track_id)
             seq, batch_offsets[b], frames = self._window(rng, ref, offsets)
-            key_transform = self.transform_for(seq, ref.frame, ref.track_id, aug)
+            key_transform = self.key_transform(ref, aug)
             window = []
             for image_pos, box_pos in frames:
                 feats = cache.get(ref.sequence, image_pos, box_pos, ref.track_id, variant)
@@ -489,11 +498,12 @@ class WindowSampler:
                         key_transform, stride)
                 window.append(feats)
             features.append(np.stack(window))
-            keypoints_hm[b], weights[b] = self.target(ref, aug)
+            keypoints_hm[b], weights[b] = self.target(ref, aug, key_transform)
             augs.append(aug)
+            transforms.append(key_transform)
         feats = np.stack(features).astype(np.float32)
         return {'features': feats, 'offsets': batch_offsets, 'weights': weights.astype(np.float32),
-                **self.model_input(rng, refs, augs, keypoints_hm, weights)}
+                **self.model_input(rng, refs, augs, transforms, keypoints_hm, weights)}
 
     def window_keys(self) -> list[tuple[int, int, int, int]]:
         """Every (sequence, image frame, box frame, track) any training window can read."""
