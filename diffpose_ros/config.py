@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from diffpose_ros.skeleton import NUM_KEYPOINTS
+from diffpose_ros.smoothing import FILTER_KINDS
 
 BACKBONES = ('yolo11n-pose', 'vit-b')
 WINDOW_MODES = ('causal', 'centered')
@@ -180,6 +181,11 @@ class PipelineConfig:
     # shipped model plain DDIM loses less per extra step (docs/model.md, section 7)
     x0_projection: bool = False
     frame_period_ms: float = 0.0  # camera frame period for window offsets; 0 = from stamps
+    # causal smoothing of the published keypoints per track (diffpose_ros/smoothing.py):
+    # 'one_euro' or 'none'; parameters chosen on Penn Action motion (docs/model.md)
+    keypoint_filter: str = 'one_euro'
+    filter_min_cutoff_hz: float = 2.5  # cutoff of a still joint: lower = smoother, more lag
+    filter_beta: float = 4.0  # cutoff gain per person height / s of speed: higher = less lag
     window_mode: str = (
         'causal'  # 'causal' (no delay) or 'centered' (window_size // 2 frames delay)
     )
@@ -218,6 +224,16 @@ class PipelineConfig:
                 self.steps <= self.t_start + 1,
                 f'steps ({self.steps}) must be <= t_start + 1 ({self.t_start + 1})',
             )
+        _check(
+            self.keypoint_filter in FILTER_KINDS,
+            f'keypoint_filter must be one of {FILTER_KINDS}, got {self.keypoint_filter!r}',
+        )
+        _check(
+            0.0 < self.filter_min_cutoff_hz <= 1000.0,
+            f'filter_min_cutoff_hz must be in (0, 1000], got {self.filter_min_cutoff_hz}',
+        )
+        _check(0.0 <= self.filter_beta <= 1000.0,
+               f'filter_beta must be in [0, 1000], got {self.filter_beta}')
         _check(
             0.0 <= self.frame_period_ms <= 10_000.0,
             f'frame_period_ms must be in [0, 10000], got {self.frame_period_ms}',

@@ -1073,6 +1073,13 @@ def run_video(runtime: Any, detector: Any, config: PipelineConfig,
     tracks = collect_tracks(records)
     analysis = analyse_tracks(tracks, min_track_frames=min_track_frames,
                               min_confidence=min_confidence, max_lag=max_lag)
+    if config.keypoint_filter != 'none':  # the same smoothing given to YOLO's keypoints
+        filtered = filter_detector_keypoints(records, config, fps)
+        same = analyse_tracks(collect_tracks(filtered), min_track_frames=min_track_frames,
+                              min_confidence=min_confidence, max_lag=max_lag)
+        analysis['yolo_same_filter'] = _same_filter_summary(
+            same['jitter']['ours'], same['jitter']['yolo_raw'], same['lag']['pooled_frames'],
+            config)
     label_cfg = LabelConfig()
     teachers = {t.track_id: smooth_track_quadratic(t.yolo, label_cfg.smooth_half_window,
                                                    label_cfg.smooth_sigma_frames)
@@ -1095,6 +1102,34 @@ def run_video(runtime: Any, detector: Any, config: PipelineConfig,
         'elapsed_s': time.perf_counter() - start_time,
     }
     return VideoRun(summary=summary, tracks=tracks, teachers=teachers, overlay_frames=kept)
+
+
+def filter_detector_keypoints(records: Sequence[tuple[int, Any]], config: PipelineConfig,
+                              fps: float) -> list[tuple[int, Any]]:
+    """(frame, person) records with ``keypoints`` replaced by the detector's keypoints run
+    through the pipeline's keypoint filter: YOLO with the same smoothing, for a fair baseline."""
+    from diffpose_ros.pipeline import _filter_config
+    from diffpose_ros.smoothing import TrackFilters
+
+    filters = TrackFilters(_filter_config(config))
+    out = []
+    for frame, person in sorted(records, key=lambda r: r[0]):
+        if person.detector_keypoints is None:
+            continue
+        smoothed = filters.apply(person.track_id, person.detector_keypoints, person.box_xyxy,
+                                 int(round(frame * 1e9 / fps)))
+        out.append((frame, dataclasses.replace(person, keypoints=smoothed)))
+    return out
+
+
+def _same_filter_summary(jitter_filtered: Any, jitter_raw: Any, lag_frames: Any,
+                         config: PipelineConfig) -> dict[str, Any]:
+    return {'definition': "YOLO11n-pose's keypoints through the same causal filter "
+                          f'({config.keypoint_filter}, min cutoff {config.filter_min_cutoff_hz} '
+                          f'Hz, beta {config.filter_beta}), on the joints of its own analysis',
+            'jitter': jitter_filtered, 'jitter_yolo_raw': jitter_raw,
+            'ratio_over_yolo_raw': _ratio(jitter_filtered, jitter_raw),
+            'lag_frames': lag_frames}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1494,6 +1529,18 @@ def run_video_gt(runtime: Any, detector: Any, config: PipelineConfig,
     analysis, tracks = analyse_video_gt(
         persons_by_frame, gt_by_frame, layout=layout, min_oks=min_oks, match_on=match_on,
         max_lag=max_lag, n_resamples=n_resamples, seed=seed)
+    if config.keypoint_filter != 'none':  # the same smoothing given to YOLO's keypoints
+        records = [(f, p) for f in sorted(persons_by_frame) for p in persons_by_frame[f]]
+        filtered: dict[int, list[Any]] = {}
+        for frame, person in filter_detector_keypoints(records, config, fps):
+            filtered.setdefault(frame, []).append(person)
+        same, _ = analyse_video_gt(
+            filtered, gt_by_frame, layout=layout, min_oks=min_oks, match_on=match_on,
+            max_lag=max_lag, n_resamples=n_resamples, seed=seed)
+        analysis['yolo_same_filter'] = {
+            **_same_filter_summary(same['jitter']['ours'], same['jitter']['yolo_raw'],
+                                   same['lag']['ours_pooled_frames'], config),
+            'limb_pck_percent': same['limb_pck']['ours']['pck_percent']}
     n_frames = len(source_index)
     summary = {
         **runtime_info(runtime, config),

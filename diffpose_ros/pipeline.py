@@ -46,6 +46,7 @@ from diffpose_ros.detection import PersonDetector, validate_image_bgr
 from diffpose_ros.diffusion import DiffusionSchedule
 from diffpose_ros.runtime.base import PoseRuntime
 from diffpose_ros.sampler import sample_heatmaps
+from diffpose_ros.smoothing import OneEuroConfig, TrackFilters
 from diffpose_ros.tracking import CameraTracker, TrackerConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -97,8 +98,10 @@ class _CameraState:
         self.period = FramePeriodEstimator(int(round(config.frame_period_ms * 1e6)))
         # track id -> (box, keypoints (K, 3) image px) of its latest estimate (warm starts)
         self.estimates: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.filters = TrackFilters(_filter_config(config))
 
     def reset(self) -> None:
+        self.filters.reset()
         self.tracker.reset()
         self.buffers.reset()
         self.pending.clear()
@@ -151,6 +154,18 @@ class PosePipeline:
             hypotheses=self.config.hypotheses if hypotheses is None else hypotheses,
             t_start=self.config.t_start if t_start is None else t_start,
         )
+
+    def set_keypoint_filter(self, kind: str | None = None, min_cutoff_hz: float | None = None,
+                            beta: float | None = None) -> None:
+        """Change the keypoint smoothing between frames (validated); filters restart."""
+        self.config = self.config.replace(
+            keypoint_filter=self.config.keypoint_filter if kind is None else kind,
+            filter_min_cutoff_hz=(self.config.filter_min_cutoff_hz if min_cutoff_hz is None
+                                  else min_cutoff_hz),
+            filter_beta=self.config.filter_beta if beta is None else beta,
+        )
+        for state in self.cameras.values():
+            state.filters = TrackFilters(_filter_config(self.config))
 
     def observe_stamp(self, camera_id: str, stamp_ns: int) -> None:
         """Tell the frame-period estimate about an image that arrived (also one that will be
@@ -283,8 +298,11 @@ class PosePipeline:
             keypoints = self._pose_stage(np.stack(windows), np.stack(offsets),
                                          [r for _, _, r in rows], priors, timings)
             for (key_number, track_id, record), kpts in zip(rows, keypoints):
-                self.cameras[keys[key_number][0]].estimates[track_id] = (
-                    np.asarray(record.box_xyxy, np.float64), kpts.copy())
+                state = self.cameras[keys[key_number][0]]
+                # warm starts use the head's raw estimate; the published one is smoothed
+                state.estimates[track_id] = (np.asarray(record.box_xyxy, np.float64), kpts.copy())
+                if cfg.keypoint_filter != 'none':
+                    kpts = state.filters.apply(track_id, kpts, record.box_xyxy, record.stamp_ns)
                 persons_per_key[key_number].append(
                     PersonPose(
                         track_id=track_id,
@@ -301,6 +319,7 @@ class PosePipeline:
             live = set(state.buffers.track_ids())
             for track_id in [t for t in state.estimates if t not in live]:
                 del state.estimates[track_id]
+            state.filters.keep_only(live)
         return [
             FrameResult(
                 camera_id=camera_id,
@@ -379,6 +398,11 @@ class PosePipeline:
             keypoints[keypoints[..., 2] < cfg.keypoint_score_threshold, 2] = 0.0
         timings['decode'] += _ms_since(start)
         return keypoints
+
+
+def _filter_config(config: PipelineConfig) -> OneEuroConfig:
+    return OneEuroConfig(min_cutoff_hz=config.filter_min_cutoff_hz, beta=config.filter_beta,
+                         max_gap_s=max(config.track_max_age_s, 1e-3))
 
 
 def move_with_box(keypoints: np.ndarray, from_box_xyxy: np.ndarray,

@@ -343,3 +343,44 @@ def test_fp16_stand_in_on_cpu_matches_fp32(frames, recorded_detections):
     err = np.linalg.norm(a[..., :2] - b[..., :2], axis=-1)
     assert float(np.median(err)) < 0.5 and float(np.percentile(err, 95)) < 2.0, err
     np.testing.assert_allclose(a[..., 2], b[..., 2], atol=0.05)
+
+
+def test_published_keypoints_are_smoothed_per_track_and_warm_starts_stay_raw(
+        torch_runtime, frames, recorded_detections):
+    """keypoint_filter one_euro: the first frame of a track is published as estimated; later
+    frames are the causal filter of the raw estimates (kept raw for warm starts); 'none'
+    publishes the raw estimates; the filter setting changes at run time."""
+    from diffpose_ros.pipeline import _filter_config
+    from diffpose_ros.smoothing import OneEuroKeypointFilter
+
+    smooth = _pipeline(torch_runtime, frames, recorded_detections)
+    raw = _pipeline(torch_runtime, frames, recorded_detections, keypoint_filter='none')
+    assert smooth.config.keypoint_filter == 'one_euro'
+    reference: dict[int, OneEuroKeypointFilter] = {}
+    moved = 0
+    for i in range(4):
+        a = smooth.process(frames[i], _stamp(i))
+        b = raw.process(frames[i], _stamp(i))
+        raw_by_id = {p.track_id: p.keypoints for p in b.persons}
+        assert {p.track_id for p in a.persons} == set(raw_by_id)
+        for person in a.persons:
+            np.testing.assert_allclose(smooth.cameras['camera'].estimates[person.track_id][1],
+                                       raw_by_id[person.track_id], atol=1e-4)
+            expected = reference.setdefault(person.track_id, OneEuroKeypointFilter(
+                _filter_config(smooth.config)))(
+                raw_by_id[person.track_id], person.box_xyxy, _stamp(i))
+            np.testing.assert_allclose(person.keypoints, expected, atol=1e-3)
+            if i == 0:
+                np.testing.assert_allclose(person.keypoints, raw_by_id[person.track_id],
+                                           atol=1e-4)
+            else:
+                moved += int(not np.allclose(person.keypoints, raw_by_id[person.track_id]))
+    assert moved > 0
+    smooth.set_keypoint_filter('none')
+    a, b = smooth.process(frames[4], _stamp(4)), raw.process(frames[4], _stamp(4))
+    for person in a.persons:
+        np.testing.assert_allclose(
+            person.keypoints, next(p.keypoints for p in b.persons
+                                   if p.track_id == person.track_id), atol=1e-4)
+    with pytest.raises(ValueError):
+        smooth.set_keypoint_filter(beta=-1.0)

@@ -38,6 +38,7 @@ VIDEO_START, VIDEO_STOP = 600, 795  # vtest.avi's held-out block (frames 0-599 t
 DATA_ROOT = Path(os.environ.get('DIFFPOSE_DATA', '../shared/data'))
 LSPET_GT = DATA_ROOT / 'lspet' / 'lspet_coco17.json'
 BONN_GT = DATA_ROOT / 'bonn_posetrack' / '060470979_coco17.json'
+PENN_LABELS = DATA_ROOT / 'penn_action_labels' / 'labels'
 DEFAULT_T_STARTS = (50, 100, 150, 200, 300, 400, 600)
 PHOTO_IMGSZ, VIDEO_IMGSZ = 640, 1280  # vtest's people are 50-120 px: 640 finds nobody
 
@@ -82,6 +83,9 @@ def _common(parser: argparse.ArgumentParser, multi: bool, imgsz: int | None) -> 
     group.add_argument('--x0-projection', choices=('on', 'off'), default='off',
                        help='redraw x0 as clean Gaussians between steps (default off: plain '
                             'DDIM, better with the shipped model)')
+    group.add_argument('--keypoint-filter', choices=('one_euro', 'none'), default='one_euro',
+                       help='causal smoothing of the published keypoints per track (default '
+                            "one_euro, the pipeline's; none = the head's raw output)")
     group.add_argument('--max-frames', type=int, default=0,
                        help='images per GT set, or video frames (0 = all): tiny CI runs')
 
@@ -164,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, multi=False, imgsz=PHOTO_IMGSZ)  # Bonn's people are 250-450 px tall
     _output(p, 'bonn')
 
+    p = sub.add_parser('smoothing', help='choose the One Euro keypoint filter parameters on '
+                                         'Penn Action motion (labels only, no model)')
+    p.add_argument('--labels', type=Path, default=PENN_LABELS,
+                   help='Penn Action labels/ folder of NNNN.mat files (default %(default)s)')
+    p.add_argument('--every-nth', type=int, default=4,
+                   help='use every n-th sequence (default 4: ~580 sequences, ~3 min)')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.add_argument('--out', type=Path, default=Path('outputs') / 'evaluate' / 'smoothing')
+
     p = sub.add_parser('all', help="issue 10's evaluation: images (LSPET val, dev_gt coco + "
                                    'aic), LSPET steps grid + ablation, Bonn, vtest video')
     p.add_argument('--blazepose', action='store_true',
@@ -206,6 +219,7 @@ def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed:
         extra['t_start'] = args.t_start
     extra['intra_op_threads'] = getattr(args, 'intra_op_threads', 0)
     extra['x0_projection'] = getattr(args, 'x0_projection', 'off') == 'on'
+    extra['keypoint_filter'] = getattr(args, 'keypoint_filter', 'one_euro')
 
     return PipelineConfig(steps=steps, hypotheses=hypotheses, seed=seed,
                           diffusion_start=getattr(args, 'diffusion_start', 'detector'),
@@ -517,6 +531,24 @@ def cmd_bonn(args: argparse.Namespace) -> dict[str, Any]:
     return run_bonn_command(args, args.out, _runtime(args, config), detector, config, video)
 
 
+def cmd_smoothing(args: argparse.Namespace) -> dict[str, Any]:
+    from diffpose_ros.evaluation import write_json
+    from diffpose_ros.smoothing_tuning import load_penn_action, plot_tuning, tune_one_euro
+
+    if not args.labels.is_dir():
+        raise FileNotFoundError(
+            f'Penn Action labels not found at {args.labels}: get the Penn Action dataset '
+            '(labels/*.mat) from its authors and point --labels (or DIFFPOSE_DATA) at it')
+    sequences = load_penn_action(args.labels, every_nth=max(args.every_nth, 1))
+    result = tune_one_euro(sequences, progress=not args.quiet)
+    write_json(args.out / 'smoothing.json', result)
+    plot = plot_tuning(result, args.out / 'smoothing_penn_action.png')
+    chosen = result['chosen']
+    print(f"chosen: min_cutoff_hz {chosen['min_cutoff_hz']}, beta {chosen['beta']} (worst "
+          f"regret {chosen['worst_regret']:.3f}); wrote {args.out / 'smoothing.json'}, {plot}")
+    return result
+
+
 def _images_summary(run: dict[str, Any]) -> dict[str, Any]:
     return {
         'gt': run['gt'], 'num_images': run['num_images'],
@@ -589,8 +621,8 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
             'best_steps_by_hypotheses', 'one_step_minus_best_points_by_hypotheses',
             'best_cell', 'more_hypotheses_ever_cost_more_than_seed_spread',
             'zeroed_heatmap_costs_accuracy', 'ablation', 'cells')},
-        'bonn': {k: bonn[k] for k in ('limb_pck', 'jitter', 'lag', 'id_switches', 'matching')
-                 if k in bonn},
+        'bonn': {k: bonn[k] for k in ('limb_pck', 'jitter', 'lag', 'id_switches', 'matching',
+                                      'yolo_same_filter') if k in bonn},
         'video': {
             'video': video['video'], 'first_frame': video['first_frame'],
             'last_frame': video['last_frame'], 'window_mode': video['window_mode'],
@@ -602,9 +634,13 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
             'lag_frames': video['lag']['pooled_frames'],
             'agreement_ours_percent': video['agreement']['ours_vs_teacher_percent'],
             'agreement_teacher_own_percent': video['agreement']['yolo_raw_vs_teacher_percent'],
+            'yolo_same_filter': video.get('yolo_same_filter'),
         },
         'checks': checks,
         'all_checks_passed': all(c['passed'] for c in checks.values()),
+        'keypoint_filter': {'kind': config.keypoint_filter,
+                            'min_cutoff_hz': config.filter_min_cutoff_hz,
+                            'beta': config.filter_beta},
         'runtimes_s': timings,
         'outputs': {'images': {n: str(out / f'images_{n}') for n in images},
                     'grid': str(out / 'grid_lspet'), 'bonn': str(out / 'bonn'),
@@ -620,7 +656,7 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS = {'score': cmd_score, 'images': cmd_images, 'grid': cmd_grid, 'video': cmd_video,
-            'lspet': cmd_lspet, 'bonn': cmd_bonn, 'all': cmd_all}
+            'lspet': cmd_lspet, 'bonn': cmd_bonn, 'smoothing': cmd_smoothing, 'all': cmd_all}
 
 
 def main(argv: list[str] | None = None) -> int:

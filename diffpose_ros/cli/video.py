@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--t-start', type=int, default=PipelineConfig.t_start,
                         help='first timestep when starting from the detector (0..999; '
                              'default %(default)s)')
+    parser.add_argument('--keypoint-filter', choices=('one_euro', 'none'), default='one_euro',
+                        help='causal smoothing of the keypoints per track (default one_euro; '
+                             "none = the head's raw output)")
     parser.add_argument('--window-mode', choices=('causal', 'centered'), default='causal')
     parser.add_argument(
         '--window-size',
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             diffusion_start=args.diffusion_start,
             t_start=args.t_start,
+            keypoint_filter=args.keypoint_filter,
             window_mode=args.window_mode,
             window_size=window_size,
             detector_imgsz=args.detector_imgsz,

@@ -193,6 +193,11 @@ class DiffPoseNode(LifecycleNode):
                 keypoint_score_threshold=config.keypoint_score_threshold,
                 max_persons=config.max_persons, detect_every_n=config.detect_every_n,
                 detection_score_threshold=config.detection_score_threshold)
+            if (config.keypoint_filter, config.filter_min_cutoff_hz, config.filter_beta) != (
+                    self._pipeline.config.keypoint_filter,
+                    self._pipeline.config.filter_min_cutoff_hz, self._pipeline.config.filter_beta):
+                self._pipeline.set_keypoint_filter(
+                    config.keypoint_filter, config.filter_min_cutoff_hz, config.filter_beta)
             self._pipeline.detector.score_threshold = config.detection_score_threshold
             self._pipeline.detector.max_persons = config.max_persons
             self._options = options

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from diffpose_ros.config import BACKENDS, DIFFUSION_STARTS, WINDOW_MODES, PipelineConfig
+from diffpose_ros.smoothing import FILTER_KINDS
 
 TRANSPORTS = ('raw', 'compressed')
 INT32_MAX = 2**31 - 1
@@ -166,6 +167,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       'Camera frame period [ms] for the temporal window offsets; 0 = estimated from the image '
       'stamps (dropped frames then do not shift the model\'s sense of time).', min=0.0,
       max=10000.0, dynamic=False),
+    P('keypoint_filter', 'one_euro',
+      'Causal smoothing of the published keypoints per track: one_euro (speed-adaptive '
+      'low-pass, parameters chosen on Penn Action motion) or none (the head\'s raw output).',
+      choices=FILTER_KINDS),
+    P('filter_min_cutoff_hz', 2.5,
+      'One Euro cutoff of a still joint [Hz]: lower = smoother, more lag.', min=0.01,
+      max=1000.0),
+    P('filter_beta', 4.0,
+      'One Euro cutoff gain per person height / s of joint speed: higher = less lag on fast '
+      'motion.', min=0.0, max=1000.0),
     # ---- detection and tracking --------------------------------------------------------------
     P('detector_imgsz', 640, 'Person detector input size [px], long side, multiple of 32.',
       min=32, max=2048, step=32, dynamic=False),
