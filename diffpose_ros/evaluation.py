@@ -1382,6 +1382,10 @@ def analyse_video_gt(persons_by_frame: Mapping[int, Sequence[Any]],
     lag_best, lag_prof = {}, {}
     for key in ('ours', 'yolo'):
         lag_best[key], lag_prof[key] = _pooled_lag(lag_num[key], lag_den[key])
+    identity = metrics.identity_scores(
+        [(track_id, int(person.track_id)) for track_id, frames in by_track.items()
+         for _, person in frames.values() if person is not None],
+        num_gt=int(sum(len(f) for f in by_track.values())), num_pred=n_pred)
     owners: dict[int, set[int]] = {}
     for track in tracks:
         for pid in track.matched_ids[track.matched_ids >= 0]:
@@ -1430,6 +1434,12 @@ def analyse_video_gt(persons_by_frame: Mapping[int, Sequence[Any]],
             'total': switches_total,
             'pipeline_ids_on_several_gt_tracks': sorted(k for k, v in owners.items()
                                                         if len(v) > 1)},
+        'identity': {
+            'definition': 'IDF1 (Ristani et al. 2016) on the per-frame matches above: GT tracks '
+                          'and pipeline track ids assigned one-to-one over the whole video to '
+                          'maximise the person-frames they share (IDTP); pipeline persons '
+                          'matching nobody count as IDFP, missed GT person-frames as IDFN',
+            **identity.to_dict()},
         'per_track': per_track,
     }
     return summary, tracks

@@ -134,6 +134,12 @@ def test_analyse_video_gt_hand_computed():
     assert per[1]['pipeline_track_ids'] == [5, 6] and per[1]['matched_frames'] == 7
     assert out['id_switches']['total'] == 1
     assert out['id_switches']['pipeline_ids_on_several_gt_tracks'] == []
+    # IDF1: A <-> 3 on 8 frames, B <-> 6 on 5 (5 has only 2); 16 GT, 23 pipeline person-frames
+    ident = out['identity']
+    assert (ident['idtp'], ident['idfn'], ident['idfp']) == (13, 3, 10)
+    assert ident['assignment'] == {0: 3, 1: 6}
+    assert ident['idf1'] == pytest.approx(26 / 39)
+    assert (ident['idp'], ident['idr']) == (pytest.approx(13 / 23), pytest.approx(13 / 16))
     assert per[0]['limb_pck_ours_percent'] == 100.0
     assert per[1]['limb_pck_yolo_percent'] == pytest.approx(100.0 * (7 * 11) / (8 * 12))
     track_b = next(t for t in tracks if t.track_id == 1)
@@ -234,6 +240,10 @@ def test_bonn_cli_on_four_frames(tmp_path, monkeypatch, bonn_models):
     assert lag['yolo_pooled_frames'] is not None and abs(lag['yolo_pooled_frames']) <= 3
     assert summary['id_switches']['total'] == sum(t['id_switches']
                                                   for t in summary['per_track'])
+    ident = summary['identity']
+    assert ident['idtp'] + ident['idfn'] == 16
+    assert ident['idtp'] + ident['idfp'] == match['pipeline_persons']
+    assert ident['idtp'] <= match['matched_person_frames'] and 0.0 < ident['idf1'] <= 1.0
     assert sorted(t['gt_track_id'] for t in summary['per_track']) == [0, 1, 2, 3]
     assert summary['fps_source'] == 'json images[].fps'
     assert summary['detector_cache']['misses'] == 4
