@@ -160,6 +160,23 @@ def test_matching_on_the_detector_does_not_depend_on_our_keypoints():
     assert ours_matched['matching']['matched_person_frames'] == 0
 
 
+def test_matching_keeps_the_previous_frames_pair_as_clear_mot_does():
+    gt = [_gt_person(_kp(100.0, 50.0), track_id=0)]
+    on_track = _pose(_kp(104.0, 50.0), 3, _kp(104.0, 50.0))     # 4 px off: still a match
+    duplicate = _pose(_kp(100.0, 51.0), 9, _kp(100.0, 51.0))    # fits the GT better
+    assert E.match_frame([on_track, duplicate], gt).tolist() == [1]
+    assert E.match_frame([on_track, duplicate], gt, previous={0: 3}).tolist() == [0]
+    far = _pose(_kp(400.0, 50.0), 3, _kp(400.0, 50.0))          # the pair no longer matches
+    assert E.match_frame([far, duplicate], gt, previous={0: 3}).tolist() == [1]
+    # over a video: GT track 0 keeps id 3 although a better-fitting duplicate (id 9) appears
+    gt_by_frame = {t: M.GtImage(image_id=t, file_name=f'{t}.jpg', width=960, height=540,
+                                persons=(_gt_person(_kp(100.0, 50.0), 0),)) for t in range(3)}
+    persons = {0: [on_track], 1: [on_track, duplicate], 2: [on_track]}
+    out, _ = E.analyse_video_gt(persons, gt_by_frame, n_resamples=20)
+    assert out['id_switches']['total'] == 0
+    assert (out['identity']['idtp'], out['identity']['idfp']) == (3, 1)
+
+
 # ------------------------------------------------------------------ Bonn PoseTrack
 
 
