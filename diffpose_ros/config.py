@@ -196,6 +196,17 @@ class PipelineConfig:
     max_persons: int = 16
     keypoint_score_threshold: float = 0.0
     track_max_age_s: float = 1.0  # a track not matched for this long is removed
+    # Tracker (ByteTrack; tracking.TrackerConfig). detection_score_threshold is its low
+    # threshold: every detection is output with a pose, these only decide the ids.
+    track_high_score_threshold: float = 0.5  # matched first, to all tracks; below: only to tracked
+    track_new_score_threshold: float = 0.25  # starts a track; below: a one-frame id
+    # a low-score detection this much inside a person's box (intersection / its area) is a
+    # duplicate box of that person: it starts no track (one-frame id)
+    track_duplicate_ioa_threshold: float = 0.8
+    track_match_iou_threshold: float = 0.2  # first association (high-score detections)
+    track_second_match_iou_threshold: float = 0.5  # second association (low-score detections)
+    track_unconfirmed_match_iou_threshold: float = 0.3  # tentative tracks
+    track_min_hits: int = 2  # consecutive matches that confirm a new track
     backend: str = 'torch'
     device: str = 'cpu'  # torch device: 'cpu', 'cuda', 'cuda:1'
     fp16: bool = False  # torch CUDA / TensorRT only
@@ -271,6 +282,15 @@ class PipelineConfig:
             'keypoint_score_threshold must be in [0, 1]',
         )
         _check(0.0 < self.track_max_age_s <= 60.0, 'track_max_age_s must be in (0, 60]')
+        for name in ('track_high_score_threshold', 'track_new_score_threshold'):
+            _check(0.0 <= getattr(self, name) <= 1.0,
+                   f'{name} must be in [0, 1], got {getattr(self, name)}')
+        for name in ('track_duplicate_ioa_threshold', 'track_match_iou_threshold',
+                     'track_second_match_iou_threshold', 'track_unconfirmed_match_iou_threshold'):
+            _check(0.0 < getattr(self, name) <= 1.0,
+                   f'{name} must be in (0, 1], got {getattr(self, name)}')
+        _check(1 <= self.track_min_hits <= 100,
+               f'track_min_hits must be in [1, 100], got {self.track_min_hits}')
         _check(
             self.backend in BACKENDS, f'backend must be one of {BACKENDS}, got {self.backend!r}'
         )

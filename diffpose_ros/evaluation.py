@@ -502,9 +502,9 @@ def run_images(runtime: Any, detector: Any, config: PipelineConfig, gt_set: GtSe
 
     Each image is a one-frame sequence. ``yolo`` scores the detector keypoints of exactly the
     persons the pipeline estimated (the paired comparison); ``yolo_all_detections`` scores every
-    raw detection (the tracker only starts tracks from confident detections, so it may drop
-    some people). With a ``blazepose`` teacher, BlazePose on the same persons' boxes is scored
-    too (a person it finds no pose for counts as missed).
+    raw detection (the same persons unless more than ``max_persons`` were detected). With a
+    ``blazepose`` teacher, BlazePose on the same persons' boxes is scored too (a person it finds
+    no pose for counts as missed).
     """
     start = time.perf_counter()
     detector = caching(detector)
@@ -1236,20 +1236,42 @@ def _match_keypoints(person: Any, match_on: str) -> np.ndarray:
 
 
 def match_frame(persons: Sequence[Any], gt_persons: Sequence[metrics.GtPerson],
-                min_oks: float = 0.1, match_on: str = 'detector') -> np.ndarray:
+                min_oks: float = 0.1, match_on: str = 'detector',
+                previous: Mapping[int, int] | None = None) -> np.ndarray:
     """(G,) index of the pipeline person matched one-to-one to each GT person (-1: missed).
 
     :func:`metrics.match_persons` (optimal total OKS, pairs below ``min_oks`` never matched, as
     limb PCK matches). ``match_on='detector'`` matches on each person's detector keypoints (a
     coasting track without them on ours): the matching, hence the scored persons, do not depend
     on the head being evaluated, and ours and YOLO are scored on the same persons.
+
+    ``previous`` (GT track id -> pipeline track id matched on the previous frame) keeps those
+    pairs first while their OKS is still >= ``min_oks``, as CLEAR MOT's matching does (and
+    py-motmetrics, TrackEval): a second, briefly better-fitting box of the same person (e.g. a
+    duplicate upper-body detection) then does not count as an identity switch.
     """
     if match_on not in ('detector', 'ours'):
         raise ValueError(f"match_on must be 'detector' or 'ours', got {match_on!r}")
     if not gt_persons:
         return np.zeros(0, dtype=np.int64)
     preds = [_match_keypoints(p, match_on) for p in persons]
-    return metrics.match_persons(preds, list(gt_persons), min_oks=min_oks).gt_to_pred
+    match = metrics.match_persons(preds, list(gt_persons), min_oks=min_oks)
+    if not previous:
+        return match.gt_to_pred
+    gt_to_pred = np.full(len(gt_persons), -1, dtype=np.int64)
+    index_of_id = {int(p.track_id): i for i, p in enumerate(persons)}
+    for g, gt_person in enumerate(gt_persons):
+        pred = index_of_id.get(previous.get(gt_person.track_id, -1), -1)
+        if pred >= 0 and match.scores[pred, g] >= min_oks:
+            gt_to_pred[g] = pred
+    rest_gt = np.flatnonzero(gt_to_pred < 0)
+    rest_pred = np.setdiff1d(np.arange(len(persons)), gt_to_pred[gt_to_pred >= 0])
+    if rest_gt.size and rest_pred.size:
+        sub = metrics.assign_max_weight(match.scores[np.ix_(rest_pred, rest_gt)], min_oks)
+        for r, c in enumerate(sub):
+            if c >= 0:
+                gt_to_pred[rest_gt[c]] = rest_pred[r]
+    return gt_to_pred
 
 
 def _pck_row(pred: np.ndarray | None, person: metrics.GtPerson, jidx: np.ndarray,
@@ -1319,11 +1341,15 @@ def analyse_video_gt(persons_by_frame: Mapping[int, Sequence[Any]],
     n_pred = n_unmatched = 0
     # per GT track: frame -> (GtPerson, matched PersonPose or None)
     by_track: dict[int, dict[int, tuple[metrics.GtPerson, Any]]] = {}
+    previous: dict[int, int] = {}  # GT track id -> pipeline id matched on the previous frame
     for frame in sorted(gt_by_frame):
         image = gt_by_frame[frame]
         persons = list(persons_by_frame.get(frame, ()))
         gts = [p for p in image.persons if not p.iscrowd]
-        gt_to_pred = match_frame(persons, gts, min_oks=min_oks, match_on=match_on)
+        gt_to_pred = match_frame(persons, gts, min_oks=min_oks, match_on=match_on,
+                                 previous=previous)
+        previous = {int(p.track_id): int(persons[gt_to_pred[g]].track_id)
+                    for g, p in enumerate(gts) if p.track_id is not None and gt_to_pred[g] >= 0}
         n_pred += len(persons)
         n_unmatched += len(persons) - int((gt_to_pred >= 0).sum())
         for g, gt_person in enumerate(gts):
@@ -1417,6 +1443,10 @@ def analyse_video_gt(persons_by_frame: Mapping[int, Sequence[Any]],
     lag_best, lag_prof = {}, {}
     for key in ('ours', 'yolo'):
         lag_best[key], lag_prof[key] = _pooled_lag(lag_num[key], lag_den[key])
+    identity = metrics.identity_scores(
+        [(track_id, int(person.track_id)) for track_id, frames in by_track.items()
+         for _, person in frames.values() if person is not None],
+        num_gt=int(sum(len(f) for f in by_track.values())), num_pred=n_pred)
     owners: dict[int, set[int]] = {}
     for track in tracks:
         for pid in track.matched_ids[track.matched_ids >= 0]:
@@ -1429,7 +1459,9 @@ def analyse_video_gt(persons_by_frame: Mapping[int, Sequence[Any]],
         'matching': {
             'method': 'per frame, one-to-one by OKS (metrics.match_persons, as limb PCK) on the '
                       + ("pipeline person's detector keypoints (ours for a coasting track "
-                         'without them)' if match_on == 'detector' else 'our keypoints'),
+                         'without them)' if match_on == 'detector' else 'our keypoints')
+                      + "; a GT track's previous-frame pipeline id is kept while its OKS stays "
+                        '>= min_oks (CLEAR MOT)',
             'match_on': match_on, 'min_oks': min_oks,
             'matched_person_frames': int(np.sum(matched_rows)),
             'missed_person_frames': int(len(matched_rows) - np.sum(matched_rows)),
@@ -1465,6 +1497,12 @@ def analyse_video_gt(persons_by_frame: Mapping[int, Sequence[Any]],
             'total': switches_total,
             'pipeline_ids_on_several_gt_tracks': sorted(k for k, v in owners.items()
                                                         if len(v) > 1)},
+        'identity': {
+            'definition': 'IDF1 (Ristani et al. 2016) on the per-frame matches above: GT tracks '
+                          'and pipeline track ids assigned one-to-one over the whole video to '
+                          'maximise the person-frames they share (IDTP); pipeline persons '
+                          'matching nobody count as IDFP, missed GT person-frames as IDFN',
+            **identity.to_dict()},
         'per_track': per_track,
     }
     return summary, tracks

@@ -1354,3 +1354,80 @@ def temporal_smooth(track_xy: np.ndarray, window: int,
         out = num / den[..., None]
     out[den <= 0] = np.nan
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Identity: IDF1 (Ristani et al., ECCV 2016 workshops)
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class IdentityScores:
+    """Identity precision, recall and F1 of predicted tracks against GT tracks.
+
+    Attributes:
+        idtp: Person-frames whose prediction belongs to the predicted track assigned to the GT
+            track (one-to-one assignment of whole tracks maximising ``idtp``).
+        idfp: Predicted person-frames not counted in ``idtp`` (false positives included).
+        idfn: GT person-frames not counted in ``idtp`` (misses included).
+        assignment: GT track id -> the predicted track id assigned to it (only those assigned).
+    """
+
+    idtp: int
+    idfp: int
+    idfn: int
+    assignment: dict[int, int]
+
+    @property
+    def idp(self) -> float:
+        return _safe_ratio(self.idtp, self.idtp + self.idfp)
+
+    @property
+    def idr(self) -> float:
+        return _safe_ratio(self.idtp, self.idtp + self.idfn)
+
+    @property
+    def idf1(self) -> float:
+        return _safe_ratio(2 * self.idtp, 2 * self.idtp + self.idfp + self.idfn)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'idf1': self.idf1, 'idp': self.idp, 'idr': self.idr, 'idtp': self.idtp,
+                'idfp': self.idfp, 'idfn': self.idfn,
+                'assignment': {int(g): int(p) for g, p in sorted(self.assignment.items())}}
+
+
+def _safe_ratio(num: float, den: float) -> float:
+    return float(num) / den if den > 0 else math.nan
+
+
+def identity_scores(matched_pairs: Sequence[tuple[int, int]], num_gt: int,
+                    num_pred: int) -> IdentityScores:
+    """IDF1 from the per-frame matches of a video.
+
+    The standard definition (as ``py-motmetrics`` and TrackEval compute it): every GT track is
+    assigned at most one predicted track and vice versa, maximising the number of person-frames
+    on which the pair was matched (IDTP); everything else is an identity false positive
+    (predicted person-frames) or false negative (GT person-frames).
+    IDF1 = 2 IDTP / (num_gt + num_pred).
+
+    Args:
+        matched_pairs: One (GT track id, predicted track id) per person-frame on which the two
+            were matched (each GT and each predicted person at most once per frame).
+        num_gt: GT person-frames scored (matched or not).
+        num_pred: Predicted person-frames on the scored frames (matched or not).
+    """
+    pairs = [(int(g), int(p)) for g, p in matched_pairs]
+    if len(pairs) > min(num_gt, num_pred):
+        raise ValueError(f'{len(pairs)} matched person-frames but only {num_gt} GT and '
+                         f'{num_pred} predicted person-frames')
+    gt_ids = sorted({g for g, _ in pairs})
+    pred_ids = sorted({p for _, p in pairs})
+    counts = np.zeros((len(gt_ids), len(pred_ids)))
+    gt_row = {g: i for i, g in enumerate(gt_ids)}
+    pred_col = {p: j for j, p in enumerate(pred_ids)}
+    for g, p in pairs:
+        counts[gt_row[g], pred_col[p]] += 1
+    row_to_col = assign_max_weight(counts, min_weight=1.0)
+    assignment = {gt_ids[r]: pred_ids[c] for r, c in enumerate(row_to_col) if c >= 0}
+    idtp = int(sum(counts[r, c] for r, c in enumerate(row_to_col) if c >= 0))
+    return IdentityScores(idtp=idtp, idfp=num_pred - idtp, idfn=num_gt - idtp,
+                          assignment=assignment)

@@ -47,7 +47,7 @@ from diffpose_ros.diffusion import DiffusionSchedule
 from diffpose_ros.runtime.base import PoseRuntime
 from diffpose_ros.sampler import sample_heatmaps
 from diffpose_ros.smoothing import OneEuroConfig, TrackFilters
-from diffpose_ros.tracking import CameraTracker, TrackerConfig
+from diffpose_ros.tracking import CameraTracker, tracker_config
 
 LOGGER = logging.getLogger(__name__)
 STAGES = ('detector', 'tracking', 'crop', 'backbone', 'strl', 'denoise', 'decode')
@@ -88,7 +88,7 @@ class _PendingKey:
 
 class _CameraState:
     def __init__(self, config: PipelineConfig):
-        self.tracker = CameraTracker(TrackerConfig(max_age_s=config.track_max_age_s))
+        self.tracker = CameraTracker(tracker_config(config))
         self.buffers = TrackBuffers(horizon_frames=2 * config.window_size + 1)
         self.pending: collections.deque[_PendingKey] = collections.deque()
         self.frame_index = -1

@@ -3,6 +3,9 @@
 Association follows ByteTrack (Zhang et al., ECCV 2022): high-score detections are matched to all
 tracks by IoU first, then low-score detections to the still unmatched, currently tracked tracks,
 so that people who are partly occluded (low score) keep their track instead of spawning a new one.
+The detector's own score threshold is ByteTrack's low threshold: every detection passed to
+``update()`` is used, and every one is reported with an id in that frame (recall equals the
+detector's), including the first frame of a stream and single photos.
 
 Differences from ``ultralytics.trackers.BYTETracker``, on purpose:
 
@@ -11,6 +14,12 @@ Differences from ``ultralytics.trackers.BYTETracker``, on purpose:
 - ages and the motion model use message stamps in seconds (Ultralytics counts frames with a
   hard-coded frame rate), so irregular frame rates and "detect every n-th frame" work;
 - every threshold lives in ``TrackerConfig``;
+- a new (tentative) track gets its id and is reported from its first frame, and a detection
+  that starts no track is still reported, under an id of its own for that frame; Ultralytics
+  reports neither, so it outputs fewer persons than it detects;
+- low-score detections may start tracks too (ByteTrack drops them), unless they duplicate a
+  person already matched in the frame (e.g. the upper-body box YOLO adds inside an occluded
+  person's box): such a duplicate would later steal that person's detections and id;
 - matched tracks report the detection's own box (what the keypoints belong to); the Kalman filter
   only bridges frames without a detection.
 
@@ -21,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
+from typing import Any
 
 import lap
 import numpy as np
@@ -35,24 +45,30 @@ class TrackerConfig:
     """Tracker thresholds; all scores are detector confidences, all IoUs in [0, 1].
 
     Attributes:
-        high_score_threshold: Detections at or above this are matched first, against all tracks.
-        low_score_threshold: Detections below this are ignored; those in [low, high) are only
-            used to keep already tracked people (ByteTrack's second association).
-        new_track_score_threshold: An unmatched detection needs this score to start a track.
+        high_score_threshold: Detections at or above this are matched first, against all
+            confirmed tracks (tracked and lost); the others (down to the detector's threshold)
+            only continue currently tracked people (ByteTrack's second association).
+        new_track_score_threshold: A detection matching no track starts a (tentative) track at
+            or above this score; below it, it is reported under an id used for that frame only.
+        duplicate_ioa_threshold: A low-score detection matching no track starts no track when
+            more than this share of its box (intersection over its own area) lies inside the
+            box of a person already reported in the frame (a duplicate box of that person); it
+            is reported under a one-frame id. 1 = never treated as a duplicate.
         match_iou_threshold: Minimum IoU for the first association (high-score detections).
         second_match_iou_threshold: Minimum IoU for the second association (low-score
             detections); stricter, because low-score boxes are less reliable.
-        unconfirmed_match_iou_threshold: Minimum IoU to match a not yet confirmed track.
+        unconfirmed_match_iou_threshold: Minimum IoU to match a tentative track.
         max_age_s: A lost track is removed this long after its last match.
-        min_hits: A track is confirmed (gets an id and is reported) once matched in this many
-            consecutive updates, counting the one that created it; 1 confirms at once. Tracks
+        min_hits: A tentative track is confirmed once matched in this many consecutive updates,
+            counting the one that created it; 1 confirms at once. A tentative track that misses
+            an update is dropped (a confirmed one is kept as lost for ``max_age_s``). Tracks
             created by the first update after a reset are confirmed at once (nothing to confirm
             them against).
     """
 
     high_score_threshold: float = 0.5
-    low_score_threshold: float = 0.1
-    new_track_score_threshold: float = 0.6
+    new_track_score_threshold: float = 0.25
+    duplicate_ioa_threshold: float = 0.8
     match_iou_threshold: float = 0.2
     second_match_iou_threshold: float = 0.5
     unconfirmed_match_iou_threshold: float = 0.3
@@ -60,15 +76,12 @@ class TrackerConfig:
     min_hits: int = 2
 
     def __post_init__(self) -> None:
-        for name in ('high_score_threshold', 'low_score_threshold', 'new_track_score_threshold'):
+        for name in ('high_score_threshold', 'new_track_score_threshold'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {value}')
-        if self.low_score_threshold > self.high_score_threshold:
-            raise ValueError(f'low_score_threshold ({self.low_score_threshold}) must be <= '
-                             f'high_score_threshold ({self.high_score_threshold})')
-        for name in ('match_iou_threshold', 'second_match_iou_threshold',
-                     'unconfirmed_match_iou_threshold'):
+        for name in ('duplicate_ioa_threshold', 'match_iou_threshold',
+                     'second_match_iou_threshold', 'unconfirmed_match_iou_threshold'):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f'{name} must be in (0, 1], got {value}')
@@ -77,6 +90,19 @@ class TrackerConfig:
         if isinstance(self.min_hits, bool) or not isinstance(self.min_hits, int) \
                 or self.min_hits < 1:
             raise ValueError(f'min_hits must be an int >= 1, got {self.min_hits!r}')
+
+
+def tracker_config(config: Any) -> TrackerConfig:
+    """The tracker settings of a ``PipelineConfig`` (its ``track_*`` fields)."""
+    return TrackerConfig(
+        high_score_threshold=config.track_high_score_threshold,
+        new_track_score_threshold=config.track_new_score_threshold,
+        duplicate_ioa_threshold=config.track_duplicate_ioa_threshold,
+        match_iou_threshold=config.track_match_iou_threshold,
+        second_match_iou_threshold=config.track_second_match_iou_threshold,
+        unconfirmed_match_iou_threshold=config.track_unconfirmed_match_iou_threshold,
+        max_age_s=config.track_max_age_s,
+        min_hits=config.track_min_hits)
 
 
 @dataclasses.dataclass
@@ -127,6 +153,17 @@ def iou_xyxy(boxes_a_xyxy: np.ndarray, boxes_b_xyxy: np.ndarray) -> np.ndarray:
     area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def ioa_xyxy(boxes_a_xyxy: np.ndarray, boxes_b_xyxy: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over the area of the first box, (A, 4) and (B, 4) -> (A, B)."""
+    a = np.asarray(boxes_a_xyxy, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(boxes_b_xyxy, dtype=np.float64).reshape(-1, 4)
+    inter_w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    inter_h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None)
+    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
+    return np.where(area_a[:, None] > 0, inter / np.maximum(area_a[:, None], 1e-12), 0.0)
 
 
 def match_by_iou(iou: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int],
@@ -214,7 +251,7 @@ class ConstantVelocityKalmanXYAH:
 
 
 class TrackState(enum.Enum):
-    TENTATIVE = 'tentative'   # not yet confirmed; no id, not reported
+    TENTATIVE = 'tentative'   # not yet confirmed; has an id, dropped when it misses an update
     TRACKED = 'tracked'       # matched in the last update
     LOST = 'lost'             # not matched in the last update; kept up to max_age_s
 
@@ -223,7 +260,7 @@ class _Track:
     """Internal per-track state (the caller sees TrackedPerson)."""
 
     def __init__(self, detection: Detection, stamp_ns: int, kalman: ConstantVelocityKalmanXYAH,
-                 state: TrackState, track_id: int | None) -> None:
+                 state: TrackState, track_id: int) -> None:
         self.kalman = kalman
         self.mean, self.covariance = kalman.initiate(xyxy_to_xyah(detection.box_xyxy))
         self.state_stamp_ns = stamp_ns       # time the Kalman state refers to
@@ -250,7 +287,6 @@ class _Track:
         self.hits += 1
 
     def as_person(self, stamp_ns: int, is_predicted: bool) -> TrackedPerson:
-        assert self.track_id is not None  # only confirmed tracks are reported
         if is_predicted:
             box, keypoints = self.predicted_box_xyxy, None
         else:
@@ -273,8 +309,9 @@ class CameraTracker:
     ``propagate()``) is no evidence of absence, so tracked people stay matchable across it.
 
     Ids count up from 1 per instance and are never reused, not even after ``reset()``, so
-    downstream buffers keyed by id cannot mix two people; call ``pop_removed_ids()`` each frame
-    to free them.
+    downstream state keyed by id cannot mix two people (free it by age, as
+    ``TrackBuffers.prune`` does). The tracker holds only its live tracks: its memory is bounded
+    by the people in view, however long it runs.
     """
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
@@ -282,7 +319,6 @@ class CameraTracker:
         self._kalman = ConstantVelocityKalmanXYAH()
         self._ids = itertools.count(1)
         self._tracks: list[_Track] = []
-        self._removed_ids: list[int] = []
         self._last_stamp_ns: int | None = None
         self._updated_since_reset = False
         self.reset_count = 0
@@ -293,28 +329,23 @@ class CameraTracker:
         return len(self._tracks)
 
     def reset(self) -> None:
-        """Drop all tracks; their ids are reported by ``pop_removed_ids()``."""
-        self._removed_ids.extend(t.track_id for t in self._tracks if t.track_id is not None)
+        """Drop all tracks (their ids are never used again)."""
         self._tracks = []
         self._last_stamp_ns = None
         self._updated_since_reset = False
         self.reset_count += 1
 
-    def pop_removed_ids(self) -> list[int]:
-        """Ids of tracks removed since the last call (oldest first); clears the list."""
-        removed, self._removed_ids = self._removed_ids, []
-        return removed
-
     def update(self, detections: list[Detection], stamp_ns: int) -> list[TrackedPerson]:
         """Associate this frame's detections with the tracks.
 
         Args:
-            detections: Detections of the frame at ``stamp_ns``.
+            detections: Detections of the frame at ``stamp_ns`` (all are used: the detector's
+                score threshold is the tracker's low threshold).
             stamp_ns: Image stamp in nanoseconds.
 
         Returns:
-            Confirmed persons matched to a detection in this frame (``is_predicted`` False),
-            sorted by track id.
+            One person per detection (``is_predicted`` False), sorted by track id: matched to
+            its track, on a new track, or under a one-frame id when too unsure to start one.
         """
         self._advance_time(stamp_ns)
         cfg = self.config
@@ -323,52 +354,54 @@ class CameraTracker:
         for track in self._tracks:
             track.predict_to(stamp_ns)
         high = [d for d in detections if d.score >= cfg.high_score_threshold]
-        low = [d for d in detections
-               if cfg.low_score_threshold <= d.score < cfg.high_score_threshold]
+        low = [d for d in detections if d.score < cfg.high_score_threshold]
         confirmed = [t for t in self._tracks if t.state is not TrackState.TENTATIVE]
         tentative = [t for t in self._tracks if t.state is TrackState.TENTATIVE]
-        matched: list[_Track] = []
+        reported: list[_Track] = []
 
         # 1. High-score detections vs all confirmed tracks (tracked and lost).
         pairs, rest_tracks, rest_high = self._associate(
             confirmed, high, cfg.match_iou_threshold)
         for track, det in pairs:
-            self._match(track, det, stamp_ns, matched)
+            self._match(track, det, stamp_ns, reported)
 
         # 2. Low-score detections vs tracks that were tracked until now (not the lost ones):
         #    keeps partly occluded people on their track.
         still_tracked = [t for t in rest_tracks if t.state is TrackState.TRACKED]
-        pairs, unmatched_tracked, _ = self._associate(
+        pairs, unmatched_tracked, rest_low = self._associate(
             still_tracked, low, cfg.second_match_iou_threshold)
         for track, det in pairs:
-            self._match(track, det, stamp_ns, matched)
+            self._match(track, det, stamp_ns, reported)
         for track in unmatched_tracked:
             track.state = TrackState.LOST
 
-        # 3. Remaining high-score detections vs tentative tracks; unmatched tentative tracks die.
-        pairs, dead_tentative, rest_high = self._associate(
-            tentative, rest_high, cfg.unconfirmed_match_iou_threshold)
+        # 3. The rest vs tentative tracks; unmatched tentative tracks die. Low-score detections
+        #    take part: a person scored 0.3-0.5 throughout must still get a lasting track.
+        pairs, dead_tentative, rest = self._associate(
+            tentative, rest_high + rest_low, cfg.unconfirmed_match_iou_threshold)
         for track, det in pairs:
-            self._match(track, det, stamp_ns, matched)
+            self._match(track, det, stamp_ns, reported)
         dead = set(map(id, dead_tentative))
 
-        # 4. Remaining confident detections start tracks.
+        # 4. Detections matching no track start one (most confident first); too unsure ones
+        #    and low-score duplicates of a person in this frame get a one-frame id.
         first_frame = not self._updated_since_reset
-        for det in rest_high:
-            if det.score < cfg.new_track_score_threshold:
+        for det in sorted(rest, key=lambda d: -d.score):
+            starts = det.score >= cfg.new_track_score_threshold and (
+                det.score >= cfg.high_score_threshold or not self._duplicates(det, reported))
+            track = _Track(det, stamp_ns, self._kalman, TrackState.TENTATIVE, next(self._ids))
+            reported.append(track)
+            if not starts:
                 continue
-            track = _Track(det, stamp_ns, self._kalman, TrackState.TENTATIVE, None)
             if first_frame or cfg.min_hits <= 1:
-                self._confirm(track)
+                track.state = TrackState.TRACKED
             self._tracks.append(track)
-            if track.track_id is not None:
-                matched.append(track)
 
         # 5. Forget tentative tracks that missed a frame and tracks lost for too long.
         self._tracks = [t for t in self._tracks if id(t) not in dead]
         self._remove_expired(stamp_ns)
         self._updated_since_reset = True
-        return sorted((t.as_person(stamp_ns, is_predicted=False) for t in matched),
+        return sorted((t.as_person(stamp_ns, is_predicted=False) for t in reported),
                       key=lambda p: p.track_id)
 
     def propagate(self, stamp_ns: int) -> list[TrackedPerson]:
@@ -378,14 +411,15 @@ class CameraTracker:
         still expire after ``max_age_s``.
 
         Returns:
-            Persons tracked at the last update, boxes moved by the motion model
-            (``is_predicted`` True, ``keypoints`` None), sorted by track id.
+            Persons matched at the last update (tentative tracks included; one-frame ids not),
+            boxes moved by the motion model (``is_predicted`` True, ``keypoints`` None), sorted
+            by track id.
         """
         self._advance_time(stamp_ns)
         self._remove_expired(stamp_ns)
         for track in self._tracks:
             track.predict_to(stamp_ns)
-        active = [t for t in self._tracks if t.state is TrackState.TRACKED]
+        active = [t for t in self._tracks if t.state is not TrackState.LOST]
         return sorted((t.as_person(stamp_ns, is_predicted=True) for t in active),
                       key=lambda p: p.track_id)
 
@@ -405,27 +439,24 @@ class CameraTracker:
         return ([(tracks[r], detections[c]) for r, c in pairs], [tracks[r] for r in rest_rows],
                 [detections[c] for c in rest_cols])
 
+    def _duplicates(self, det: Detection, reported: list[_Track]) -> bool:
+        """Whether ``det``'s box lies mostly inside a box reported in this frame."""
+        if not reported:
+            return False
+        ioa = ioa_xyxy(det.box_xyxy, np.stack([t.detection.box_xyxy for t in reported]))
+        return bool(ioa.max() > self.config.duplicate_ioa_threshold)
+
     def _match(self, track: _Track, det: Detection, stamp_ns: int,
-               matched: list[_Track]) -> None:
+               reported: list[_Track]) -> None:
         track.match(det, stamp_ns)
         if track.state is TrackState.TENTATIVE and track.hits >= self.config.min_hits:
-            self._confirm(track)
+            track.state = TrackState.TRACKED
         elif track.state is TrackState.LOST:
             track.state = TrackState.TRACKED
-        if track.track_id is not None:
-            matched.append(track)
-
-    def _confirm(self, track: _Track) -> None:
-        track.track_id = next(self._ids)
-        track.state = TrackState.TRACKED
+        reported.append(track)
 
     def _remove_expired(self, stamp_ns: int) -> None:
         max_age_ns = self.config.max_age_s * NS_PER_S
-        keep = []
-        for track in self._tracks:
-            if track.state is TrackState.LOST and \
-                    stamp_ns - track.last_match_stamp_ns > max_age_ns:
-                self._removed_ids.append(track.track_id)
-            else:
-                keep.append(track)
-        self._tracks = keep
+        self._tracks = [t for t in self._tracks
+                        if not (t.state is TrackState.LOST
+                                and stamp_ns - t.last_match_stamp_ns > max_age_ns)]

@@ -486,3 +486,34 @@ def test_layout_helpers():
     assert len(OKS_SIGMAS) == 17
     with pytest.raises(ValueError):
         M.shared_joints('mpii')
+
+
+# --- identity (IDF1) ---------------------------------------------------------------------------
+
+def test_identity_scores_hand_computed():
+    # GT track 1 seen on 4 frames: predicted id 7 on 3 of them, id 8 on 1; GT track 2 on 3
+    # frames, predicted id 9 on 2 (missed once); one false positive person-frame (id 10).
+    pairs = [(1, 7), (1, 7), (1, 7), (1, 8), (2, 9), (2, 9)]
+    scores = M.identity_scores(pairs, num_gt=7, num_pred=7)
+    assert scores.assignment == {1: 7, 2: 9}
+    assert (scores.idtp, scores.idfp, scores.idfn) == (5, 2, 2)
+    assert scores.idf1 == pytest.approx(10 / 14)
+    assert (scores.idp, scores.idr) == (pytest.approx(5 / 7), pytest.approx(5 / 7))
+    perfect = M.identity_scores([(1, 7)] * 4 + [(2, 9)] * 3, num_gt=7, num_pred=7)
+    assert perfect.idf1 == 1.0 and perfect.to_dict()['assignment'] == {1: 7, 2: 9}
+
+
+def test_identity_assignment_is_optimal_not_greedy():
+    # shared frames: GT a-p 3, a-q 2, b-p 2, b-q 0. Greedy (a-p first) gets 3; optimal a-q +
+    # b-p gets 4.
+    pairs = [(0, 10)] * 3 + [(0, 11)] * 2 + [(1, 10)] * 2
+    scores = M.identity_scores(pairs, num_gt=7, num_pred=7)
+    assert scores.idtp == 4 and scores.assignment == {0: 11, 1: 10}
+
+
+def test_identity_scores_edge_cases():
+    empty = M.identity_scores([], num_gt=0, num_pred=0)
+    assert math.isnan(empty.idf1)
+    assert M.identity_scores([], num_gt=3, num_pred=2).idf1 == 0.0
+    with pytest.raises(ValueError, match='matched person-frames'):
+        M.identity_scores([(0, 1)] * 3, num_gt=2, num_pred=5)

@@ -1,6 +1,8 @@
 """CameraTracker: synthetic scenarios and hand-checked identities on real vtest.avi frames."""
 from __future__ import annotations
 
+import collections
+import enum
 import json
 import subprocess
 import sys
@@ -108,25 +110,26 @@ def test_occluded_for_0_3_s_keeps_id(period_ns):
         assert len(people) == (1 if visible else 0)
         reported += [p.track_id for p in people]
     assert set(reported) == {1}
-    assert tracker.pop_removed_ids() == []
+    assert tracker.num_tracks == 1
 
 
-def test_absent_longer_than_max_age_gets_new_id_and_old_id_is_reported():
+def test_absent_longer_than_max_age_gets_new_id():
     tracker = CameraTracker(TrackerConfig(max_age_s=1.0))
     stamp_ns = 0
     for _ in range(5):
         assert [p.track_id for p in tracker.update([det(100, 200)], stamp_ns)] == [1]
         stamp_ns += RATE_10HZ_NS
     last_seen_ns = stamp_ns - RATE_10HZ_NS
-    while stamp_ns - last_seen_ns <= 1.5 * NS_PER_S:
+    while stamp_ns - last_seen_ns <= 1.0 * NS_PER_S:
         tracker.update([], stamp_ns)
         stamp_ns += RATE_10HZ_NS
-    assert tracker.pop_removed_ids() == [1]
-    assert tracker.pop_removed_ids() == [], 'popping clears the list'
+    assert tracker.num_tracks == 1, 'lost, but kept for max_age_s'
+    tracker.update([], stamp_ns)
     assert tracker.num_tracks == 0, 'removed tracks are dropped entirely'
-    tracker.update([det(100, 200)], stamp_ns)                           # tentative
-    people = tracker.update([det(100, 200)], stamp_ns + RATE_10HZ_NS)  # confirmed
-    assert [p.track_id for p in people] == [2]
+    stamp_ns += RATE_10HZ_NS
+    for _ in range(3):   # reported from its first frame (tentative), then confirmed
+        assert [p.track_id for p in tracker.update([det(100, 200)], stamp_ns)] == [2]
+        stamp_ns += RATE_10HZ_NS
 
 
 def test_reappearing_after_a_silent_gap_longer_than_max_age_gets_new_id():
@@ -136,8 +139,8 @@ def test_reappearing_after_a_silent_gap_longer_than_max_age_gets_new_id():
         tracker.update([det(100, 200)], frame * RATE_10HZ_NS)
     tracker.update([], 3 * RATE_10HZ_NS)                 # lost from here on
     stamp_ns = 2 * RATE_10HZ_NS + int(1.5 * NS_PER_S)
-    assert tracker.update([det(100, 200)], stamp_ns) == []   # a new, tentative track
-    assert tracker.pop_removed_ids() == [1]
+    people = tracker.update([det(100, 200)], stamp_ns)   # a new, tentative track
+    assert [p.track_id for p in people] == [2] and tracker.num_tracks == 1
     people = tracker.update([det(100, 200)], stamp_ns + RATE_10HZ_NS)
     assert [p.track_id for p in people] == [2]
 
@@ -151,7 +154,7 @@ def test_stamp_gap_within_max_age_keeps_track_moving_fast():
     for t_s in stamps_s:
         people = tracker.update([det(100 + speed_px_s * t_s, 200)], int(t_s * NS_PER_S))
         assert [p.track_id for p in people] == [1], f'lost the person at t={t_s} s'
-    assert tracker.pop_removed_ids() == []
+    assert tracker.num_tracks == 1
 
 
 def test_trackers_have_independent_id_counters():
@@ -160,7 +163,7 @@ def test_trackers_have_independent_id_counters():
     assert [p.track_id for p in cam_b.update([det(500, 200)], 0)] == [1]
     cam_a.reset()
     assert [p.track_id for p in cam_b.update([det(500, 200), det(100, 200)],
-                                             RATE_10HZ_NS)] == [1]   # new one is tentative
+                                             RATE_10HZ_NS)] == [1, 2]   # new one: tentative
     assert [p.track_id for p in cam_b.update([det(500, 200), det(100, 200)],
                                              2 * RATE_10HZ_NS)] == [1, 2]
     assert [p.track_id for p in cam_a.update([det(100, 200)], RATE_10HZ_NS)] == [3]
@@ -174,13 +177,11 @@ def test_backwards_stamp_resets_and_never_reuses_ids():
     assert tracker.reset_count == 0
     # the bag loops: time jumps back 10 s
     people = tracker.update([det(100, 200)], 0)
-    assert tracker.reset_count == 1
-    assert sorted(tracker.pop_removed_ids()) == [1, 2]
+    assert tracker.reset_count == 1 and tracker.num_tracks == 1
     assert [p.track_id for p in people] == [3], 'first frame after a reset confirms at once'
-    tracker.propagate(RATE_10HZ_NS)
-    tracker.propagate(0)                        # propagate also notices time going backwards
-    assert tracker.reset_count == 2
-    assert tracker.pop_removed_ids() == [3]
+    assert [p.track_id for p in tracker.propagate(RATE_10HZ_NS)] == [3]
+    assert tracker.propagate(0) == []           # propagate also notices time going backwards
+    assert tracker.reset_count == 2 and tracker.num_tracks == 0
 
 
 def test_propagate_moves_boxes_along_velocity():
@@ -223,42 +224,209 @@ def test_low_score_detection_keeps_tracked_person():
         assert [(p.track_id, p.score) for p in people] == [(1, pytest.approx(score))]
 
 
-def test_low_or_unconfirmed_detections_do_not_create_ids():
-    tracker = CameraTracker(TrackerConfig(min_hits=2))
+def test_every_detection_is_reported_in_its_frame():
+    # Recall equals the detector's: the first frame, newcomers (tentative), low-score and
+    # too-unsure detections, in random order, each get exactly one person with its own id.
+    rng = np.random.default_rng(1)
+    tracker = CameraTracker(TrackerConfig(new_track_score_threshold=0.4))
+    for frame in range(40):
+        count = int(rng.integers(0, 7))
+        dets = [det(float(rng.uniform(0, 1000)), float(rng.uniform(0, 600)),
+                    score=float(rng.uniform(0.25, 1.0))) for _ in range(count)]
+        people = tracker.update(dets, frame * RATE_10HZ_NS)
+        assert len(people) == len(dets)
+        assert len({p.track_id for p in people}) == len(people)
+        reported = sorted(tuple(p.box_xyxy.tolist()) + (p.score,) for p in people)
+        given = sorted(tuple(d.box_xyxy.tolist()) + (d.score,) for d in dets)
+        assert reported == given          # each its own detection's box and score
+        assert all(not p.is_predicted and p.keypoints is not None for p in people)
+
+
+def test_new_person_keeps_the_id_of_its_first_frame():
+    tracker = CameraTracker(TrackerConfig(min_hits=3))
     assert [p.track_id for p in tracker.update([det(100, 200)], 0)] == [1]
-    # a one-frame false positive at x=400 stays tentative and is not reported
+    for frame in range(1, 6):
+        people = tracker.update([det(100, 200), det(400, 200)], frame * RATE_10HZ_NS)
+        assert [p.track_id for p in people] == [1, 2]   # tentative on frames 1-2, then confirmed
+
+
+def test_tentative_false_positive_is_dropped_after_one_miss():
+    tracker = CameraTracker()
+    assert [p.track_id for p in tracker.update([det(100, 200)], 0)] == [1]
+    # a one-frame false positive at x=400 is reported (the detector reported it) ...
     people = tracker.update([det(100, 200), det(400, 200)], RATE_10HZ_NS)
-    assert [p.track_id for p in people] == [1]
-    # a person too unsure (0.55 < new_track_score_threshold) never starts a track
-    for frame in range(2, 6):
+    assert [p.track_id for p in people] == [1, 2] and tracker.num_tracks == 2
+    # ... and forgotten at its first miss; a person there later gets a new id
+    assert [p.track_id for p in tracker.update([det(100, 200)], 2 * RATE_10HZ_NS)] == [1]
+    assert tracker.num_tracks == 1
+    people = tracker.update([det(100, 200), det(400, 200)], 3 * RATE_10HZ_NS)
+    assert [p.track_id for p in people] == [1, 3]
+
+
+def test_person_with_low_scores_throughout_gets_one_lasting_track():
+    # Scores between the detector's threshold and high_score_threshold on every frame: not
+    # ByteTrack's high detections, yet the person must start and keep a track.
+    tracker = CameraTracker()
+    ids = [p.track_id for frame in range(10)
+           for p in tracker.update([det(100 + 4.0 * frame, 200, score=0.3 + 0.01 * frame)],
+                                   frame * RATE_10HZ_NS)]
+    assert ids == [1] * 10
+
+
+def test_unsure_detection_gets_one_frame_ids_and_no_track():
+    tracker = CameraTracker(TrackerConfig(new_track_score_threshold=0.6))
+    ids = []
+    for frame in range(4):
         people = tracker.update([det(100, 200), det(600, 200, score=0.55)],
                                 frame * RATE_10HZ_NS)
-        assert [p.track_id for p in people] == [1]
-    # a real newcomer gets the next id, not one burned by the false positive
-    tracker.update([det(100, 200), det(400, 200)], 6 * RATE_10HZ_NS)
-    people = tracker.update([det(100, 200), det(400, 200)], 7 * RATE_10HZ_NS)
+        assert len(people) == 2 and people[0].track_id == 1
+        ids.append(people[1].track_id)
+        assert tracker.num_tracks == 1, 'the unsure one holds no track'
+    assert ids == [2, 3, 4, 5]
+    assert [p.track_id for p in tracker.propagate(5 * RATE_10HZ_NS)] == [1]
+
+
+def test_propagate_reports_tentative_tracks_too():
+    tracker = CameraTracker()
+    tracker.update([det(100, 200)], 0)
+    tracker.update([det(100, 200), det(400, 200)], RATE_10HZ_NS)   # 2 is tentative
+    people = tracker.propagate(2 * RATE_10HZ_NS)
+    assert [p.track_id for p in people] == [1, 2] and all(p.is_predicted for p in people)
+    people = tracker.update([det(100, 200), det(400, 200)], 3 * RATE_10HZ_NS)
     assert [p.track_id for p in people] == [1, 2]
 
 
-def test_memory_is_bounded_after_many_people_pass():
-    tracker = CameraTracker(TrackerConfig(max_age_s=0.5))
-    frame = 0
-    for person in range(50):
-        for _ in range(3):
-            tracker.update([det(50 + 10 * person, 200)], frame * RATE_10HZ_NS)
-            frame += 1
-        tracker.update([], frame * RATE_10HZ_NS)   # missed: lost
-        frame += 10                                # 1 s later the next person, close by
-    tracker.update([], frame * RATE_10HZ_NS)
-    assert tracker.num_tracks == 0
-    assert tracker.pop_removed_ids() == list(range(1, 51))
+def test_low_score_duplicate_box_does_not_steal_the_person():
+    # Real case (Bonn PoseTrack 060470979, frames 20-26): behind another person, YOLO adds an
+    # upper-body box (score ~0.3) inside the occluded person's box. Were it a track, it would
+    # take the person's next low-score detection (closer in shape) and with it the identity.
+    def box(x0, y0, x1, y1, score):
+        return Detection(box_xyxy=np.array([x0, y0, x1, y1], np.float32), score=score,
+                         keypoints=np.zeros((17, 3), np.float32))
+
+    frames = [   # YOLO11n-pose's boxes of the occluded person on Bonn frames 14-26
+        [box(437, 29, 527, 302, 0.86)],
+        [box(429, 30, 516, 305, 0.85)],
+        [box(422, 30, 508, 303, 0.81)],
+        [box(423, 28, 503, 304, 0.76)],
+        [box(417, 28, 488, 304, 0.70)],
+        [box(413, 28, 481, 295, 0.71)],
+        [box(407, 32, 480, 304, 0.55), box(413, 29, 482, 218, 0.28)],   # + upper body
+        [box(398, 28, 472, 301, 0.46), box(395, 28, 472, 219, 0.29)],
+        [box(368, 29, 462, 212, 0.36)],                                  # only the upper body
+        [box(357, 30, 453, 140, 0.49), box(358, 30, 458, 193, 0.36)],
+        [box(352, 30, 445, 142, 0.67)],
+        [box(344, 29, 446, 162, 0.59)],
+        [box(338, 30, 446, 233, 0.53)],
+    ]
+    tracker = CameraTracker()
+    ids = []
+    for index, dets in enumerate(frames):
+        people = tracker.update(dets, index * 40_000_000)
+        assert len(people) == len(dets)
+        ids.append([p.track_id for p in people])
+        assert tracker.num_tracks == 1, 'duplicates start no track'
+    assert [frame_ids[0] for frame_ids in ids] == [1] * len(frames)
+    assert [frame_ids[1:] for frame_ids in ids] == [[]] * 6 + [[2], [3], [], [4]] + [[]] * 3
+    # without the duplicate check the upper-body box starts a track that takes the person over
+    tracker = CameraTracker(TrackerConfig(duplicate_ioa_threshold=1.0))
+    ids = [[p.track_id for p in tracker.update(dets, index * 40_000_000)]
+           for index, dets in enumerate(frames)]
+    assert ids[8:12] == [[2], [2, 3], [2], [2]], ids   # the person's own track 1 is lost
+
+
+def test_confident_or_separate_low_score_detections_start_tracks():
+    tracker = CameraTracker()
+    tracker.update([det(100, 200, w=80, h=200)], 0)
+    # inside the tracked person's box, but confident (ByteTrack's rule: it starts a track)
+    people = tracker.update([det(100, 200, w=80, h=200), det(100, 170, score=0.7)],
+                            RATE_10HZ_NS)
+    assert [p.track_id for p in people] == [1, 2] and tracker.num_tracks == 2
+    # low score but apart from everyone: a person of its own
+    people = tracker.update([det(100, 200, w=80, h=200), det(100, 170, score=0.7),
+                             det(500, 200, score=0.3)], 2 * RATE_10HZ_NS)
+    assert [p.track_id for p in people] == [1, 2, 3] and tracker.num_tracks == 3
+    # duplicate check off: a low-score box inside a person's starts a track too
+    tracker = CameraTracker(TrackerConfig(duplicate_ioa_threshold=1.0))
+    tracker.update([det(100, 200, w=80, h=200)], 0)
+    tracker.update([det(100, 200, w=80, h=200), det(100, 170, score=0.3)], RATE_10HZ_NS)
+    assert tracker.num_tracks == 2
+
+
+def test_pipeline_and_node_defaults_are_the_tracker_defaults():
+    from diffpose_ros.config import PipelineConfig
+    from diffpose_ros.ros import params
+    from diffpose_ros.tracking import tracker_config
+
+    assert tracker_config(PipelineConfig()) == TrackerConfig()
+    assert tracker_config(params.to_pipeline_config({})) == TrackerConfig()
+    changed = PipelineConfig(track_high_score_threshold=0.6, track_new_score_threshold=0.3,
+                             track_duplicate_ioa_threshold=0.9, track_match_iou_threshold=0.25,
+                             track_second_match_iou_threshold=0.55,
+                             track_unconfirmed_match_iou_threshold=0.35, track_min_hits=3,
+                             track_max_age_s=2.0)
+    assert tracker_config(changed) == TrackerConfig(
+        high_score_threshold=0.6, new_track_score_threshold=0.3, duplicate_ioa_threshold=0.9,
+        match_iou_threshold=0.25, second_match_iou_threshold=0.55,
+        unconfirmed_match_iou_threshold=0.35, min_hits=3, max_age_s=2.0)
+    with pytest.raises(ValueError, match='track_min_hits'):
+        PipelineConfig(track_min_hits=0)
+    with pytest.raises(ValueError, match='track_duplicate_ioa_threshold'):
+        PipelineConfig(track_duplicate_ioa_threshold=0.0)
+
+
+def _held_items(obj, seen=None) -> int:
+    """Items held in every container reachable from ``obj``'s attributes (a leak grows it)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, (int, float, str, bool, type(None), np.ndarray,
+                                           enum.Enum)):
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        return len(obj) + sum(_held_items(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+        return len(obj) + sum(_held_items(v, seen) for v in obj)
+    if hasattr(obj, '__dict__'):
+        return sum(_held_items(v, seen) for v in vars(obj).values())
+    return 0
+
+
+def test_state_stays_bounded_over_a_long_stream():
+    # 6,000 frames (3.3 min at 30 Hz): walkers enter and leave, one-frame false positives,
+    # unsure detections and a looping source (time jumps back). What the tracker holds must
+    # not grow with the stream's length, only with the people in view.
+    rng = np.random.default_rng(7)
+    tracker = CameraTracker(TrackerConfig(max_age_s=0.5, new_track_score_threshold=0.3))
+    walkers: list[list[float]] = []      # [x, y, vx]
+    held, tracks = [], []
+    stamp_ns = 0
+    for frame in range(6_000):
+        if rng.random() < 0.03 and len(walkers) < 6:
+            walkers.append([0.0, float(rng.uniform(100, 500)), float(rng.uniform(2, 8))])
+        for walker in walkers:
+            walker[0] += walker[2]
+        walkers = [w for w in walkers if w[0] < 1000]
+        dets = [det(x, y) for x, y, _ in walkers if rng.random() > 0.1]   # 10 % missed
+        if rng.random() < 0.2:
+            dets.append(det(float(rng.uniform(0, 1000)), float(rng.uniform(0, 600)),
+                            score=float(rng.uniform(0.25, 0.6))))
+        stamp_ns = 0 if frame % 2_500 == 2_499 else stamp_ns + RATE_30HZ_NS
+        tracker.update(dets, stamp_ns)
+        if frame % 300 == 299:
+            held.append(_held_items(tracker))
+            tracks.append(tracker.num_tracks)
+    assert tracker.reset_count == 2
+    assert max(tracks) <= 12
+    assert max(held) <= 3 * max(tracks) + 10, held
+    # the second half holds no more than the first (a leak grows linearly with frames)
+    assert max(held[10:]) <= max(held[:10]) + 10, held
 
 
 @pytest.mark.parametrize('changes', [
     {'high_score_threshold': 1.5},
-    {'low_score_threshold': -0.1},
-    {'low_score_threshold': 0.6, 'high_score_threshold': 0.5},
     {'new_track_score_threshold': 2.0},
+    {'new_track_score_threshold': -0.1},
+    {'duplicate_ioa_threshold': 0.0},
     {'match_iou_threshold': 0.0},
     {'second_match_iou_threshold': 1.1},
     {'unconfirmed_match_iou_threshold': -0.2},

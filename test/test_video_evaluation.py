@@ -134,6 +134,12 @@ def test_analyse_video_gt_hand_computed():
     assert per[1]['pipeline_track_ids'] == [5, 6] and per[1]['matched_frames'] == 7
     assert out['id_switches']['total'] == 1
     assert out['id_switches']['pipeline_ids_on_several_gt_tracks'] == []
+    # IDF1: A <-> 3 on 8 frames, B <-> 6 on 5 (5 has only 2); 16 GT, 23 pipeline person-frames
+    ident = out['identity']
+    assert (ident['idtp'], ident['idfn'], ident['idfp']) == (13, 3, 10)
+    assert ident['assignment'] == {0: 3, 1: 6}
+    assert ident['idf1'] == pytest.approx(26 / 39)
+    assert (ident['idp'], ident['idr']) == (pytest.approx(13 / 23), pytest.approx(13 / 16))
     assert per[0]['limb_pck_ours_percent'] == 100.0
     assert per[1]['limb_pck_yolo_percent'] == pytest.approx(100.0 * (7 * 11) / (8 * 12))
     track_b = next(t for t in tracks if t.track_id == 1)
@@ -152,6 +158,23 @@ def test_matching_on_the_detector_does_not_depend_on_our_keypoints():
     assert out['limb_pck']['yolo']['pck_percent'] == pytest.approx(100.0 * 173 / 192)
     ours_matched, _ = E.analyse_video_gt(persons, gt, match_on='ours', n_resamples=50)
     assert ours_matched['matching']['matched_person_frames'] == 0
+
+
+def test_matching_keeps_the_previous_frames_pair_as_clear_mot_does():
+    gt = [_gt_person(_kp(100.0, 50.0), track_id=0)]
+    on_track = _pose(_kp(104.0, 50.0), 3, _kp(104.0, 50.0))     # 4 px off: still a match
+    duplicate = _pose(_kp(100.0, 51.0), 9, _kp(100.0, 51.0))    # fits the GT better
+    assert E.match_frame([on_track, duplicate], gt).tolist() == [1]
+    assert E.match_frame([on_track, duplicate], gt, previous={0: 3}).tolist() == [0]
+    far = _pose(_kp(400.0, 50.0), 3, _kp(400.0, 50.0))          # the pair no longer matches
+    assert E.match_frame([far, duplicate], gt, previous={0: 3}).tolist() == [1]
+    # over a video: GT track 0 keeps id 3 although a better-fitting duplicate (id 9) appears
+    gt_by_frame = {t: M.GtImage(image_id=t, file_name=f'{t}.jpg', width=960, height=540,
+                                persons=(_gt_person(_kp(100.0, 50.0), 0),)) for t in range(3)}
+    persons = {0: [on_track], 1: [on_track, duplicate], 2: [on_track]}
+    out, _ = E.analyse_video_gt(persons, gt_by_frame, n_resamples=20)
+    assert out['id_switches']['total'] == 0
+    assert (out['identity']['idtp'], out['identity']['idfp']) == (3, 1)
 
 
 # ------------------------------------------------------------------ Bonn PoseTrack
@@ -234,6 +257,10 @@ def test_bonn_cli_on_four_frames(tmp_path, monkeypatch, bonn_models):
     assert lag['yolo_pooled_frames'] is not None and abs(lag['yolo_pooled_frames']) <= 3
     assert summary['id_switches']['total'] == sum(t['id_switches']
                                                   for t in summary['per_track'])
+    ident = summary['identity']
+    assert ident['idtp'] + ident['idfn'] == 16
+    assert ident['idtp'] + ident['idfp'] == match['pipeline_persons']
+    assert ident['idtp'] <= match['matched_person_frames'] and 0.0 < ident['idf1'] <= 1.0
     assert sorted(t['gt_track_id'] for t in summary['per_track']) == [0, 1, 2, 3]
     assert summary['fps_source'] == 'json images[].fps'
     assert summary['detector_cache']['misses'] == 4

@@ -520,7 +520,8 @@ def run_bonn_command(args: argparse.Namespace, out: Path, runtime: Any, detector
           f'95% CI [{_fmt(diff["ci95_points"][0], 1)}, {_fmt(diff["ci95_points"][1], 1)}]); '
           f'jitter ours {_fmt(jit["ours"])} vs YOLO {_fmt(jit["yolo_raw"])} vs GT '
           f'{_fmt(jit["gt"])} (ours/YOLO {_fmt(jit["ratio_ours_over_yolo"], 2)}); lag '
-          f'{lag["ours_pooled_frames"]} frames; ID switches {summary["id_switches"]["total"]}')
+          f'{lag["ours_pooled_frames"]} frames; ID switches {summary["id_switches"]["total"]}, '
+          f'IDF1 {_fmt(summary["identity"]["idf1"], 3)}')
     return summary
 
 

@@ -70,6 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help='run the detector every N frames, propagate boxes in between',
     )
+    tracking = parser.add_argument_group(
+        'detection and tracking', 'every detection at --detection-score-threshold gets a pose; '
+        'the tracker thresholds only decide the track ids (docs/ros.md, tracker parameters)')
+    tracking.add_argument('--detection-score-threshold', type=float,
+                          default=PipelineConfig.detection_score_threshold,
+                          help='minimum person detection score (default %(default)s)')
+    tracking.add_argument('--track-high-score-threshold', type=float,
+                          default=PipelineConfig.track_high_score_threshold,
+                          help='detections at or above are matched first, to all tracks; lower '
+                               'ones only continue tracked people (default %(default)s)')
+    tracking.add_argument('--track-new-score-threshold', type=float,
+                          default=PipelineConfig.track_new_score_threshold,
+                          help='an unmatched detection starts a track at or above this score, '
+                               'else gets an id for its frame only (default %(default)s)')
+    tracking.add_argument('--track-min-hits', type=int,
+                          default=PipelineConfig.track_min_hits,
+                          help='consecutive matches that confirm a new track (default '
+                               '%(default)s)')
+    tracking.add_argument('--track-max-age-s', type=float,
+                          default=PipelineConfig.track_max_age_s,
+                          help='a lost track is removed after this many seconds (default '
+                               '%(default)s)')
     parser.add_argument(
         '--draw-detector',
         action='store_true',
@@ -119,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             window_size=window_size,
             detector_imgsz=args.detector_imgsz,
             detect_every_n=args.detect_every,
+            detection_score_threshold=args.detection_score_threshold,
+            track_high_score_threshold=args.track_high_score_threshold,
+            track_new_score_threshold=args.track_new_score_threshold,
+            track_min_hits=args.track_min_hits,
+            track_max_age_s=args.track_max_age_s,
             backend=args.backend,
             device=args.device,
         )

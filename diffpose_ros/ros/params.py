@@ -191,6 +191,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       min=0.0, max=1.0),
     P('track_max_age_s', 1.0, 'A track not matched for this long [s, image stamps] is removed.',
       min=0.05, max=60.0, dynamic=False),
+    # ByteTrack; detection_score_threshold is its low threshold: every detection is published
+    # with a pose, these only decide the track ids.
+    P('track_high_score_threshold', 0.5,
+      'Detections at or above this score are matched first, to all tracks (also lost ones); '
+      'lower ones only continue people tracked in the previous frame.', min=0.0, max=1.0,
+      dynamic=False),
+    P('track_new_score_threshold', 0.25,
+      'A detection matching no track starts a track at or above this score; below it, it is '
+      'published under an id used for that frame only.', min=0.0, max=1.0, dynamic=False),
+    P('track_duplicate_ioa_threshold', 0.8,
+      'A detection below track_high_score_threshold matching no track starts none when more '
+      "than this share of its box lies inside a person's box of the same frame (a duplicate "
+      "box, e.g. of an occluded person's upper body); 1.0 = off.", min=0.01, max=1.0,
+      dynamic=False),
+    P('track_match_iou_threshold', 0.2,
+      'Minimum box IoU to match a high-score detection to a track.', min=0.01, max=1.0,
+      dynamic=False),
+    P('track_second_match_iou_threshold', 0.5,
+      'Minimum box IoU to match a low-score detection to a tracked person.', min=0.01, max=1.0,
+      dynamic=False),
+    P('track_unconfirmed_match_iou_threshold', 0.3,
+      'Minimum box IoU to match a detection to a new, not yet confirmed track.', min=0.01,
+      max=1.0, dynamic=False),
+    P('track_min_hits', 2,
+      'Consecutive matches that confirm a new track; a new track that misses one before is '
+      'dropped (its id is not reused). Tracks of the first frame are confirmed at once.',
+      min=1, max=100, dynamic=False),
     # ---- inference backend -------------------------------------------------------------------
     P('backend', 'onnxruntime', 'Pose network backend.', choices=BACKENDS, dynamic=False),
     P('device', 'cpu',
