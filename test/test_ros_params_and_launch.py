@@ -403,6 +403,7 @@ def test_launch_file_structure():
     assert constants['EXECUTABLE'] == 'diffpose_node'
     assert constants['NODE_NAME'] == 'diffpose'
     assert constants['FASTDDS_VARIABLE'] == 'FASTDDS_DEFAULT_PROFILES_FILE'
+    assert constants['FASTRTPS_VARIABLE'] == 'FASTRTPS_DEFAULT_PROFILES_FILE'
     expected = COMMON_LAUNCH_ARGUMENTS | {'image_topic'} | LIST_LAUNCH_ARGUMENTS
     assert info['declared'] == expected
     # exactly one lifecycle node, with the package/executable/name constants
@@ -470,21 +471,70 @@ def test_fastdds_profile_structure():
     assert int(announcements.findtext('dds:count', namespaces=NS)) >= 10
 
 
+def test_profile_variable_follows_the_fast_dds_version(tmp_path):
+    from diffpose_ros.ros import dds
+
+    for distro in ('humble', 'Jazzy', 'iron'):
+        assert dds.profile_variable({'ROS_DISTRO': distro}) == dds.FASTRTPS_VARIABLE
+    for distro in ('kilted', 'rolling'):
+        assert dds.profile_variable({'ROS_DISTRO': distro}) == dds.FASTDDS_VARIABLE
+    # pip wheels (no ROS_DISTRO): the prefix's Fast DDS package decides; first prefix wins
+    (tmp_path / 'two' / 'share' / 'fastrtps').mkdir(parents=True)
+    (tmp_path / 'three' / 'share' / 'fastdds').mkdir(parents=True)
+    prefixes = f"{tmp_path / 'two'}{os.pathsep}{tmp_path / 'three'}"
+    assert dds.profile_variable({'AMENT_PREFIX_PATH': prefixes}) == dds.FASTRTPS_VARIABLE
+    assert dds.profile_variable({'AMENT_PREFIX_PATH': str(tmp_path / 'three')}) == \
+        dds.FASTDDS_VARIABLE
+
+
+@pytest.mark.parametrize('path', [LAUNCH_FILES['single'], LAUNCH / 'diffpose_bag.launch.py'],
+                         ids=lambda p: p.name)
+def test_launch_files_pick_the_profile_variable_like_the_package(path):
+    """The launch files import no project code, so they repeat diffpose_ros.ros.dds's rule."""
+    from diffpose_ros.ros import dds
+
+    tree = ast.parse(path.read_text())
+    values = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+              if isinstance(node, ast.Assign) and len(node.targets) == 1
+              and isinstance(node.targets[0], ast.Name) and node.targets[0].id.startswith('FAST')}
+    assert values == {'FASTDDS_VARIABLE': dds.FASTDDS_VARIABLE,
+                      'FASTRTPS_VARIABLE': dds.FASTRTPS_VARIABLE,
+                      'FAST_DDS_2_DISTROS': dds.FAST_DDS_2_DISTROS}
+    assert 'profile_variable' in _launch_info(path)['functions']
+
+
 @pytest.mark.ros
 def test_fastdds_profile_loads_in_rmw(tmp_path):
-    """Fast DDS itself accepts the file (an unknown element prints XMLPARSER errors)."""
+    """Fast DDS itself reads the file from the variable we set (an unknown element prints
+    XMLPARSER errors; the wrong variable, e.g. FASTDDS_... under Jazzy's Fast DDS 2, is ignored
+    silently): this process's own shared-memory segment is the profile's 16 MB, not the
+    default 512 KB."""
     pytest.importorskip('rclpy')
-    code = ('import rclpy\n'
+    from diffpose_ros.ros.dds import PROFILE_VARIABLES, profile_variable
+
+    code = ('import re, rclpy\n'
             'ctx = rclpy.Context(); rclpy.init(context=ctx)\n'
             "node = rclpy.create_node('fastdds_profile_check', context=ctx)\n"
-            'node.destroy_node(); rclpy.shutdown(context=ctx); print("ok")\n')
-    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(CONFIG / 'fastdds_shm.xml'),
-               ROS_DOMAIN_ID=str(90 + os.getpid() % 10), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_LOG_DIR=str(tmp_path), RMW_IMPLEMENTATION='rmw_fastrtps_cpp')
+            'sizes = {}\n'
+            "for line in open('/proc/self/maps'):\n"
+            '    parts = line.split()\n'
+            r"    if len(parts) > 5 and re.fullmatch(r'/dev/shm/fast(dds|rtps)_[0-9a-f]{16}', "
+            'parts[5]):\n'
+            "        start, end = (int(x, 16) for x in parts[0].split('-'))\n"
+            '        sizes[parts[5]] = sizes.get(parts[5], 0) + end - start\n'
+            'node.destroy_node(); rclpy.shutdown(context=ctx); print("segments", sizes)\n')
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
+    env.update({profile_variable(): str(CONFIG / 'fastdds_shm.xml'),
+                'ROS_DOMAIN_ID': str(90 + os.getpid() % 10),
+                'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST', 'ROS_LOG_DIR': str(tmp_path),
+                'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp'})
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
                          timeout=120)
-    assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
+    assert out.returncode == 0 and 'segments' in out.stdout, out.stderr[-2000:]
     assert 'XMLPARSER' not in out.stderr + out.stdout, out.stderr[-2000:]
+    assert 'deprecated' not in out.stderr, out.stderr[-2000:]
+    sizes = ast.literal_eval(out.stdout.split('segments', 1)[1].strip())
+    assert sizes and max(sizes.values()) >= 16 * 1024 * 1024, sizes
 
 
 # ------------------------------------------------------------------------------ (f) RViz
