@@ -503,6 +503,56 @@ def test_launch_files_pick_the_profile_variable_like_the_package(path):
     assert 'profile_variable' in _launch_info(path)['functions']
 
 
+# rclpy modules in Humble's rclpy 3.3 (the oldest supported); newer ones (event_handler,
+# type_description_service, service_introspection, parameter_client, clock_type, ...) must be
+# imported inside try/except ImportError, with the fallback listed in the README (Distributions).
+HUMBLE_RCLPY_MODULES = {
+    'action', 'callback_groups', 'client', 'clock', 'constants', 'context', 'duration',
+    'exceptions', 'executors', 'expand_topic_name', 'guard_condition', 'impl', 'lifecycle',
+    'logging', 'node', 'parameter', 'parameter_service', 'publisher', 'qos', 'qos_event',
+    'qos_overriding_options', 'serialization', 'service', 'signals', 'subscription', 'task',
+    'time', 'time_source', 'timer', 'topic_endpoint_info', 'topic_or_service_is_hidden',
+    'type_support', 'utilities', 'validate_full_topic_name', 'validate_namespace',
+    'validate_node_name', 'validate_parameter_name', 'validate_topic_name', 'waitable'}
+
+
+def _unguarded_rclpy_modules(tree: ast.AST) -> set[str]:
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                isinstance(h.type, ast.Name) and h.type.id in ('ImportError',
+                                                                 'ModuleNotFoundError')
+                for h in node.handlers):
+            guarded |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    modules = set()
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] if node.module != 'rclpy' else \
+                [f'rclpy.{a.name}' for a in node.names]
+        else:
+            continue
+        modules |= {name.split('.')[1] for name in names
+                    if name.startswith('rclpy.') and name.split('.')[1][0].islower()}
+    return modules
+
+
+def test_ros_layer_imports_only_rclpy_modules_humble_has():
+    used = set()
+    for path in sorted((ROOT / 'diffpose_ros').rglob('*.py')):
+        used |= _unguarded_rclpy_modules(ast.parse(path.read_text()))
+    assert {'lifecycle', 'qos', 'executors'} <= used          # the check sees the real imports
+    assert used <= HUMBLE_RCLPY_MODULES, sorted(used - HUMBLE_RCLPY_MODULES)
+    # and it catches a newer module unless guarded
+    newer = 'from rclpy.event_handler import SubscriptionEventCallbacks\n'
+    assert _unguarded_rclpy_modules(ast.parse(newer)) == {'event_handler'}
+    guarded = f'try:\n    {newer}except ImportError:\n    pass\n'
+    assert _unguarded_rclpy_modules(ast.parse(guarded)) == set()
+
+
 @pytest.mark.ros
 def test_fastdds_profile_loads_in_rmw(tmp_path):
     """Fast DDS itself reads the file from the variable we set (an unknown element prints
