@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench bench-quick stress export label train evaluate teachers clean
+.PHONY: setup setup-jazzy demo test lint bench bench-quick stress export label train evaluate teachers clean
 
 setup:
 	bash scripts/setup.sh
@@ -13,8 +13,13 @@ demo: setup
 	$(PY) -m diffpose_ros.cli.video --detector-imgsz 1280 \
 	  --out outputs/vtest_annotated.mp4 --json outputs/vtest_poses.json
 
-test: setup
+# The whole suite on ROS 2 Kilted (.venv), then the ROS tests on ROS 2 Jazzy (.venv-jazzy).
+test: setup setup-jazzy
 	bash scripts/run_tests.sh
+
+# The second venv for the Jazzy test run: Jazzy wheels, same other dependencies (idempotent).
+setup-jazzy: setup
+	DIFFPOSE_DISTRO=jazzy bash scripts/setup.sh
 
 lint: setup
 	$(VENV)/bin/ruff check diffpose_ros test benchmarks scripts/*.py

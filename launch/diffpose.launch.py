@@ -31,10 +31,12 @@ Topics with the defaults (image /camera/image_raw -> camera name ``camera``):
     /diffpose/camera/poses (diffpose_ros/PersonPoseArray), /diffpose/camera/markers,
     /diffpose/camera/debug_image, /diagnostics.
 
-Fast DDS: FASTDDS_DEFAULT_PROFILES_FILE is set to the package's config/fastdds_shm.xml (big
-shared-memory segment, faster discovery) for the node process, unless the variable is
-already set in the environment (an explicit choice wins). Use the same profile for the camera
-driver to get shared-memory transport end to end (see the file's comments).
+Fast DDS: the profile variable of the installed Fast DDS (FASTRTPS_DEFAULT_PROFILES_FILE on
+Humble and Jazzy, FASTDDS_DEFAULT_PROFILES_FILE from Kilted on) is set to the package's
+config/fastdds_shm.xml (big shared-memory segment, faster discovery) for the node process,
+unless either variable is already set in the environment (an explicit choice wins). Use the
+same profile for the camera driver to get shared-memory transport end to end (see the file's
+comments).
 """
 import os
 
@@ -54,7 +56,12 @@ from launch_ros.actions import LifecycleNode
 PACKAGE = 'diffpose_ros'
 EXECUTABLE = 'diffpose_node'
 NODE_NAME = 'diffpose'
+# Fast DDS 2 (Humble, Iron, Jazzy) reads its profile only from FASTRTPS_DEFAULT_PROFILES_FILE;
+# Fast DDS 3 (Kilted on) from FASTDDS_DEFAULT_PROFILES_FILE, and warns about the old name. Same
+# rule as diffpose_ros/ros/dds.py (launch files import no project code).
 FASTDDS_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+FASTRTPS_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
+FAST_DDS_2_DISTROS = ('humble', 'iron', 'jazzy')
 LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
 LIST_ARGUMENTS = ('image_topics', 'camera_names', 'camera_info_topics')
 
@@ -83,6 +90,12 @@ def _string_list(name: str, text: str) -> list[str] | None:
         raise ValueError(f"launch argument {name} must be a non-empty YAML list of strings, "
                          f"e.g. \"['/front/image_raw', '/rear/image_raw']\", got {text!r}")
     return [item.strip() for item in value]
+
+
+def profile_variable() -> str:
+    """The Fast DDS profile variable of this ROS distribution (ROS_DISTRO)."""
+    distro = os.environ.get('ROS_DISTRO', '').strip().lower()
+    return FASTRTPS_VARIABLE if distro in FAST_DDS_2_DISTROS else FASTDDS_VARIABLE
 
 
 def _launch_setup(context, *args, **kwargs):
@@ -117,9 +130,9 @@ def _launch_setup(context, *args, **kwargs):
 
     actions = []
     environment = getattr(context, 'environment', os.environ)
-    if FASTDDS_VARIABLE not in environment:
+    if FASTDDS_VARIABLE not in environment and FASTRTPS_VARIABLE not in environment:
         profile = os.path.join(share, 'config', 'fastdds_shm.xml')
-        actions.append(SetEnvironmentVariable(FASTDDS_VARIABLE, profile))
+        actions.append(SetEnvironmentVariable(profile_variable(), profile))
     topics = overrides.get('image_topics', '(from params file)')
     actions.append(LogInfo(msg=f'diffpose: params {params_file}, image topics {topics}, '
                                f'autostart {autostart}'))

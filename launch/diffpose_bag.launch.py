@@ -13,7 +13,8 @@ What runs:
     3. after ``play_delay`` seconds (the node loads and warms up its models in ``configure``
        meanwhile; frames sent earlier would be dropped): ``ros2 bag play <bag> -s <storage of
        the bag> --clock <clock_hz> -r <rate>``, with the package's Fast DDS profile (large
-       shared-memory segment) unless FASTDDS_DEFAULT_PROFILES_FILE is set;
+       shared-memory segment) in the variable the installed Fast DDS reads, unless
+       FASTDDS_DEFAULT_PROFILES_FILE or FASTRTPS_DEFAULT_PROFILES_FILE is set;
     4. ``linger`` seconds after the player exits (the last frames are still being processed),
        everything is shut down; ``ros2 bag record`` closes its bag on that SIGINT.
 
@@ -62,7 +63,12 @@ from launch.substitutions import LaunchConfiguration
 
 PACKAGE = 'diffpose_ros'
 NODE_NAME = 'diffpose'
+# Fast DDS 2 (Humble, Iron, Jazzy) reads its profile only from FASTRTPS_DEFAULT_PROFILES_FILE;
+# Fast DDS 3 (Kilted on) from FASTDDS_DEFAULT_PROFILES_FILE, and warns about the old name. Same
+# rule as diffpose_ros/ros/dds.py (launch files import no project code).
 FASTDDS_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
+FASTRTPS_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
+FAST_DDS_2_DISTROS = ('humble', 'iron', 'jazzy')
 STORAGES = ('mcap', 'sqlite3')
 # `ros2 bag record` takes topics as positional arguments up to Jazzy (Jazzy also has --topics);
 # later distributions dropped the positional form (rosbag2 #1632, #2418).
@@ -92,6 +98,12 @@ def _bag_metadata(bag: str) -> dict:
                                 'rosbag2 directory with metadata.yaml)')
     with open(path) as f:
         return yaml.safe_load(f)['rosbag2_bagfile_information']
+
+
+def profile_variable() -> str:
+    """The Fast DDS profile variable of this ROS distribution (ROS_DISTRO)."""
+    distro = os.environ.get('ROS_DISTRO', '').strip().lower()
+    return FASTRTPS_VARIABLE if distro in FAST_DDS_2_DISTROS else FASTDDS_VARIABLE
 
 
 def _launch_setup(context, *args, **kwargs):
@@ -152,8 +164,8 @@ def _launch_setup(context, *args, **kwargs):
 
     play_env = {}
     environment = getattr(context, 'environment', os.environ)
-    if FASTDDS_VARIABLE not in environment:
-        play_env[FASTDDS_VARIABLE] = os.path.join(share, 'config', 'fastdds_shm.xml')
+    if FASTDDS_VARIABLE not in environment and FASTRTPS_VARIABLE not in environment:
+        play_env[profile_variable()] = os.path.join(share, 'config', 'fastdds_shm.xml')
     play = ExecuteProcess(
         cmd=['ros2', 'bag', 'play', bag, '-s', bag_storage, '--clock', str(clock_hz),
              '-r', str(rate)],

@@ -13,14 +13,17 @@ import numpy as np
 import pytest
 
 from diffpose_ros.assets import VTEST_VIDEO, AssetError, asset_path
+from diffpose_ros.ros.dds import PROFILE_VARIABLES, profile_variable
 
 # ROS isolation for every test process and the node processes they start (inherited env):
 # a domain id of our own, discovery on localhost only, the shared-memory Fast DDS profile
-# (large images over best-effort UDP are otherwise lost) and logs in a temp dir.
+# (large images over best-effort UDP are otherwise lost; Jazzy's Fast DDS 2 reads the profile
+# from another variable than Kilted's) and logs in a temp dir.
 _ROOT = Path(__file__).resolve().parents[1]
 os.environ['ROS_DOMAIN_ID'] = os.environ.get('DIFFPOSE_TEST_DOMAIN_ID', str(20 + os.getpid() % 80))
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(_ROOT / 'config' / 'fastdds_shm.xml'))
+if not any(name in os.environ for name in PROFILE_VARIABLES):
+    os.environ[profile_variable()] = str(_ROOT / 'config' / 'fastdds_shm.xml')
 os.environ.setdefault('ROS_LOG_DIR', tempfile.mkdtemp(prefix='diffpose-ros-log-'))
 
 # vtest.avi (768x576) shows small, far-away people: YOLO11n-pose finds nobody at imgsz 640.

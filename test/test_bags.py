@@ -647,8 +647,9 @@ def test_launch_file_commands(monkeypatch, jpeg_bag, raw_bag, tmp_path):
     [play] = timer.kwargs['actions']
     assert play.kwargs['cmd'] == ['ros2', 'bag', 'play', str(jpeg_bag), '-s', 'mcap',
                                   '--clock', '100.0', '-r', '1.0']
+    # Humble's Fast DDS 2 reads the profile from FASTRTPS_... (FASTDDS_... from Kilted on)
     assert play.kwargs['additional_env'] == {
-        'FASTDDS_DEFAULT_PROFILES_FILE': str(ROOT / 'config' / 'fastdds_shm.xml')}
+        'FASTRTPS_DEFAULT_PROFILES_FILE': str(ROOT / 'config' / 'fastdds_shm.xml')}
     handler = by_type['RegisterEventHandler'].args[0]
     assert handler.kwargs['target_action'] is play
     [_, stop] = handler.kwargs['on_exit']
@@ -667,6 +668,8 @@ def test_launch_file_commands(monkeypatch, jpeg_bag, raw_bag, tmp_path):
     assert dict(by_type['IncludeLaunchDescription'].kwargs['launch_arguments'])[
         'transport'] == 'raw'
     assert by_type['TimerAction'].kwargs['actions'][0].kwargs['cmd'][-1] == '0.5'
+    assert by_type['TimerAction'].kwargs['actions'][0].kwargs['additional_env'] == {
+        'FASTDDS_DEFAULT_PROFILES_FILE': str(ROOT / 'config' / 'fastdds_shm.xml')}
 
 
 @pytest.mark.parametrize('arguments, error, match', [

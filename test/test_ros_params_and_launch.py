@@ -406,6 +406,7 @@ def test_launch_file_structure():
     assert constants['EXECUTABLE'] == 'diffpose_node'
     assert constants['NODE_NAME'] == 'diffpose'
     assert constants['FASTDDS_VARIABLE'] == 'FASTDDS_DEFAULT_PROFILES_FILE'
+    assert constants['FASTRTPS_VARIABLE'] == 'FASTRTPS_DEFAULT_PROFILES_FILE'
     expected = COMMON_LAUNCH_ARGUMENTS | {'image_topic'} | LIST_LAUNCH_ARGUMENTS
     assert info['declared'] == expected
     # exactly one lifecycle node, with the package/executable/name constants
@@ -473,21 +474,120 @@ def test_fastdds_profile_structure():
     assert int(announcements.findtext('dds:count', namespaces=NS)) >= 10
 
 
+def test_profile_variable_follows_the_fast_dds_version(tmp_path):
+    from diffpose_ros.ros import dds
+
+    for distro in ('humble', 'Jazzy', 'iron'):
+        assert dds.profile_variable({'ROS_DISTRO': distro}) == dds.FASTRTPS_VARIABLE
+    for distro in ('kilted', 'rolling'):
+        assert dds.profile_variable({'ROS_DISTRO': distro}) == dds.FASTDDS_VARIABLE
+    # pip wheels (no ROS_DISTRO): the prefix's Fast DDS package decides; first prefix wins
+    (tmp_path / 'two' / 'share' / 'fastrtps').mkdir(parents=True)
+    (tmp_path / 'three' / 'share' / 'fastdds').mkdir(parents=True)
+    prefixes = f"{tmp_path / 'two'}{os.pathsep}{tmp_path / 'three'}"
+    assert dds.profile_variable({'AMENT_PREFIX_PATH': prefixes}) == dds.FASTRTPS_VARIABLE
+    assert dds.profile_variable({'AMENT_PREFIX_PATH': str(tmp_path / 'three')}) == \
+        dds.FASTDDS_VARIABLE
+
+
+@pytest.mark.parametrize('path', [LAUNCH_FILES['single'], LAUNCH / 'diffpose_bag.launch.py'],
+                         ids=lambda p: p.name)
+def test_launch_files_pick_the_profile_variable_like_the_package(path):
+    """The launch files import no project code, so they repeat diffpose_ros.ros.dds's rule."""
+    from diffpose_ros.ros import dds
+
+    tree = ast.parse(path.read_text())
+    values = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+              if isinstance(node, ast.Assign) and len(node.targets) == 1
+              and isinstance(node.targets[0], ast.Name) and node.targets[0].id.startswith('FAST')}
+    assert values == {'FASTDDS_VARIABLE': dds.FASTDDS_VARIABLE,
+                      'FASTRTPS_VARIABLE': dds.FASTRTPS_VARIABLE,
+                      'FAST_DDS_2_DISTROS': dds.FAST_DDS_2_DISTROS}
+    assert 'profile_variable' in _launch_info(path)['functions']
+
+
+# rclpy modules in Humble's rclpy 3.3 (the oldest supported); newer ones (event_handler,
+# type_description_service, service_introspection, parameter_client, clock_type, ...) must be
+# imported inside try/except ImportError, with the fallback listed in the README (Distributions).
+HUMBLE_RCLPY_MODULES = {
+    'action', 'callback_groups', 'client', 'clock', 'constants', 'context', 'duration',
+    'exceptions', 'executors', 'expand_topic_name', 'guard_condition', 'impl', 'lifecycle',
+    'logging', 'node', 'parameter', 'parameter_service', 'publisher', 'qos', 'qos_event',
+    'qos_overriding_options', 'serialization', 'service', 'signals', 'subscription', 'task',
+    'time', 'time_source', 'timer', 'topic_endpoint_info', 'topic_or_service_is_hidden',
+    'type_support', 'utilities', 'validate_full_topic_name', 'validate_namespace',
+    'validate_node_name', 'validate_parameter_name', 'validate_topic_name', 'waitable'}
+
+
+def _unguarded_rclpy_modules(tree: ast.AST) -> set[str]:
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                isinstance(h.type, ast.Name) and h.type.id in ('ImportError',
+                                                                 'ModuleNotFoundError')
+                for h in node.handlers):
+            guarded |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    modules = set()
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] if node.module != 'rclpy' else \
+                [f'rclpy.{a.name}' for a in node.names]
+        else:
+            continue
+        modules |= {name.split('.')[1] for name in names
+                    if name.startswith('rclpy.') and name.split('.')[1][0].islower()}
+    return modules
+
+
+def test_ros_layer_imports_only_rclpy_modules_humble_has():
+    used = set()
+    for path in sorted((ROOT / 'diffpose_ros').rglob('*.py')):
+        used |= _unguarded_rclpy_modules(ast.parse(path.read_text()))
+    assert {'lifecycle', 'qos', 'executors'} <= used          # the check sees the real imports
+    assert used <= HUMBLE_RCLPY_MODULES, sorted(used - HUMBLE_RCLPY_MODULES)
+    # and it catches a newer module unless guarded
+    newer = 'from rclpy.event_handler import SubscriptionEventCallbacks\n'
+    assert _unguarded_rclpy_modules(ast.parse(newer)) == {'event_handler'}
+    guarded = f'try:\n    {newer}except ImportError:\n    pass\n'
+    assert _unguarded_rclpy_modules(ast.parse(guarded)) == set()
+
+
 @pytest.mark.ros
 def test_fastdds_profile_loads_in_rmw(tmp_path):
-    """Fast DDS itself accepts the file (an unknown element prints XMLPARSER errors)."""
+    """Fast DDS itself reads the file from the variable we set (an unknown element prints
+    XMLPARSER errors; the wrong variable, e.g. FASTDDS_... under Jazzy's Fast DDS 2, is ignored
+    silently): this process's own shared-memory segment is the profile's 16 MB, not the
+    default 512 KB."""
     pytest.importorskip('rclpy')
-    code = ('import rclpy\n'
+    from diffpose_ros.ros.dds import PROFILE_VARIABLES, profile_variable
+
+    code = ('import re, rclpy\n'
             'ctx = rclpy.Context(); rclpy.init(context=ctx)\n'
             "node = rclpy.create_node('fastdds_profile_check', context=ctx)\n"
-            'node.destroy_node(); rclpy.shutdown(context=ctx); print("ok")\n')
-    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(CONFIG / 'fastdds_shm.xml'),
-               ROS_DOMAIN_ID=str(90 + os.getpid() % 10), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_LOG_DIR=str(tmp_path), RMW_IMPLEMENTATION='rmw_fastrtps_cpp')
+            'sizes = {}\n'
+            "for line in open('/proc/self/maps'):\n"
+            '    parts = line.split()\n'
+            r"    if len(parts) > 5 and re.fullmatch(r'/dev/shm/fast(dds|rtps)_[0-9a-f]{16}', "
+            'parts[5]):\n'
+            "        start, end = (int(x, 16) for x in parts[0].split('-'))\n"
+            '        sizes[parts[5]] = sizes.get(parts[5], 0) + end - start\n'
+            'node.destroy_node(); rclpy.shutdown(context=ctx); print("segments", sizes)\n')
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
+    env.update({profile_variable(): str(CONFIG / 'fastdds_shm.xml'),
+                'ROS_DOMAIN_ID': str(90 + os.getpid() % 10),
+                'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST', 'ROS_LOG_DIR': str(tmp_path),
+                'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp'})
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
                          timeout=120)
-    assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
+    assert out.returncode == 0 and 'segments' in out.stdout, out.stderr[-2000:]
     assert 'XMLPARSER' not in out.stderr + out.stdout, out.stderr[-2000:]
+    assert 'deprecated' not in out.stderr, out.stderr[-2000:]
+    sizes = ast.literal_eval(out.stdout.split('segments', 1)[1].strip())
+    assert sizes and max(sizes.values()) >= 16 * 1024 * 1024, sizes
 
 
 # ------------------------------------------------------------------------------ (f) RViz
