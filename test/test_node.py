@@ -242,6 +242,12 @@ def test_malformed_burst_is_counted_and_the_next_good_frame_served(client, two_c
         15, 'diagnostics counting every bad kind '
         f'(latest: {_latest_diagnostics(client, "cam0", start_s)})', two_camera_node)
     assert int(values['bad_input_total']) >= 2 * len(bad)
+    # bad frames (stamps of another time) do not make the sim-time stamps incomparable, and a
+    # reliable shared-memory publisher loses nothing
+    assert values['stamps_comparable'] == 'yes', values
+    assert 0 <= float(values['latency_p50_ms']) < 60_000, values   # sim time stands still
+    assert 0 < float(values['processing_latency_p50_ms']) < 60_000, values
+    assert values['frames_lost_in_transport'] == '0', values
     msg = cam0.send(good, BASE_STAMP_NS + 9 * PERIOD_NS)
     assert len(msg.persons) >= 2
 
