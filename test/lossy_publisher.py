@@ -39,7 +39,9 @@ def main() -> int:
     parser.add_argument('--answers', required=True, help="the node's pose array topic")
     parser.add_argument('--frames', type=int, default=40)
     parser.add_argument('--rate_hz', type=float, default=5.0)
-    parser.add_argument('--answer_timeout_s', type=float, default=20.0)
+    parser.add_argument('--answer_timeout_s', type=float, default=60.0)
+    parser.add_argument('--reliable', action='store_true',
+                        help='reliable writer (the node reads best effort, so it is still lossy)')
     args = parser.parse_args()
 
     from diffpose_ros.msg import PersonPoseArray  # the node's output type (message only)
@@ -47,7 +49,8 @@ def main() -> int:
     rclpy.init()
     node = rclpy.create_node('lossy_camera')
     publisher = node.create_publisher(
-        Image, args.topic, QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+        Image, args.topic, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE
+                                      if args.reliable else ReliabilityPolicy.BEST_EFFORT))
     answered: set[int] = set()
 
     def on_answer(msg: PersonPoseArray) -> None:
@@ -73,7 +76,7 @@ def main() -> int:
         return stamp_ns
 
     def until_answered(what: str) -> int:
-        for _ in range(10):
+        for _ in range(5):
             index, stamp_ns = sent, publish(small)
             deadline = time.monotonic() + args.answer_timeout_s
             while stamp_ns not in answered and time.monotonic() < deadline:
