@@ -66,6 +66,15 @@ class TransportLossCounter:
     def publishers_seen(self) -> int:
         return len(self._last_sequence)
 
+    def resubscribed(self) -> None:
+        """The node subscribed again (re-activation): what publishers sent in between was not
+        lost in transport, so sequence and stamp gaps across the pause are not counted."""
+        self._last_sequence.clear()
+        self._period.reset()
+        self._last_stamp_ns = None
+        self._intervals_seen = 0
+        self._pending_intervals.clear()
+
     def observe(self, stamp_ns: int, sequence_number: int | None = None,
                 publisher_id: Hashable = None) -> int:
         """One received frame; returns the frames newly counted as lost before it."""

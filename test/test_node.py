@@ -334,8 +334,9 @@ def test_lifecycle_deactivate_and_activate(client, two_camera_node, cam0, vtest_
         return client.call(GetState, '/diffpose/get_state', GetState.Request()).current_state.label
 
     assert state() == 'active'
-    assert change(Transition.TRANSITION_DEACTIVATE) and state() == 'inactive'
     stamp = BASE_STAMP_NS + 20 * PERIOD_NS
+    cam0.send(vtest_frames_100_129[2], stamp - PERIOD_NS)      # the node knows this publisher
+    assert change(Transition.TRANSITION_DEACTIVATE) and state() == 'inactive'
     cam0.publish(vtest_frames_100_129[0], stamp)
     time.sleep(2.0)
     assert not cam0.poses_at(stamp), 'an inactive node published poses'
@@ -343,6 +344,11 @@ def test_lifecycle_deactivate_and_activate(client, two_camera_node, cam0, vtest_
     cam0.wait_ready()
     msg = cam0.send(vtest_frames_100_129[1], stamp + PERIOD_NS)
     assert len(msg.persons) >= 1
+    # the frame sent while inactive was not lost in transport (nobody subscribed)
+    start_s = time.monotonic()
+    values = client.wait_for(lambda: _latest_diagnostics(client, 'cam0', start_s), 10,
+                             'diagnostics', two_camera_node)
+    assert values['frames_lost_in_transport'] == '0', values
 
 
 @pytest.fixture(scope='module')

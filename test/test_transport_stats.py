@@ -35,6 +35,23 @@ def test_restart_and_duplicates_are_not_losses():
     assert counter.lost == 1
 
 
+def test_frames_sent_while_unsubscribed_are_not_losses():
+    counter = TransportLossCounter()
+    for seq in (1, 2, 4):
+        counter.observe(seq * PERIOD_NS, seq, 'pub')
+    counter.resubscribed()        # deactivated, the publisher went on (5..19), activated again
+    for seq in (20, 21, 23):
+        counter.observe(seq * PERIOD_NS, seq, 'pub')
+    assert counter.lost == 2
+    stamps = TransportLossCounter()
+    for t in list(range(10)) + [12]:
+        stamps.observe(t * PERIOD_NS)
+    stamps.resubscribed()
+    for t in range(40, 50):
+        stamps.observe(t * PERIOD_NS)
+    assert stamps.lost == 2
+
+
 def test_publishers_remembered_are_bounded():
     counter = TransportLossCounter()
     for publisher in range(3 * MAX_PUBLISHERS):

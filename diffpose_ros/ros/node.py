@@ -334,6 +334,7 @@ class DiffPoseNode(LifecycleNode):
                 CameraInfo, setup.camera_info_topic,
                 lambda msg, c=camera: self._on_camera_info(c, msg), qos_profile_sensor_data)
             camera.subscriptions = [sub, info]
+            camera.transport.resubscribed()
         self._stop = threading.Event()      # the new worker's own (an old one may still run)
         self._worker = threading.Thread(target=self._work, name='diffpose-worker', daemon=True)
         self._worker.start()
