@@ -44,6 +44,7 @@ class TransportLossCounter:
     def __init__(self) -> None:
         self.lost_by_sequence = 0
         self.lost_by_stamps = 0
+        self.source = 'none yet'      # how the newest frame was judged (SEQUENCE_NUMBERS, ...)
         self._last_sequence: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
         self._period = FramePeriodEstimator()
         self._last_stamp_ns: int | None = None
@@ -54,13 +55,6 @@ class TransportLossCounter:
     @property
     def lost(self) -> int:
         return self.lost_by_sequence + self.lost_by_stamps
-
-    @property
-    def source(self) -> str:
-        """How the count is made: sequence numbers, stamp intervals, or 'none yet'."""
-        if self._last_sequence:
-            return SEQUENCE_NUMBERS
-        return STAMP_INTERVALS if self._last_stamp_ns is not None else 'none yet'
 
     @property
     def publishers_seen(self) -> int:
@@ -79,7 +73,9 @@ class TransportLossCounter:
                 publisher_id: Hashable = None) -> int:
         """One received frame; returns the frames newly counted as lost before it."""
         if sequence_number is not None:
+            self.source = SEQUENCE_NUMBERS
             return self._observe_sequence(publisher_id, int(sequence_number))
+        self.source = STAMP_INTERVALS
         return self._observe_stamp(int(stamp_ns))
 
     def _observe_sequence(self, publisher_id: Hashable, sequence_number: int) -> int:
