@@ -69,9 +69,10 @@ TRANSPORT_LOSS_LOG_PERIOD_S = 30.0
 # passes the message only, so transport losses there are estimated from stamp intervals.
 MESSAGE_INFO_IN_CALLBACKS = hasattr(rclpy.subscription.Subscription, 'CallbackType')
 SHM_PROFILE_HINT = (
-    'run the publisher (camera driver, ros2 bag play) on this host with '
-    'FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix diffpose_ros)/share/diffpose_ros/config/'
-    'fastdds_shm.xml (README, Fast DDS shared memory), or publish compressed images and set '
+    'run the publisher (camera driver, ros2 bag play) on this host with the shared-memory '
+    'profile $(ros2 pkg prefix diffpose_ros)/share/diffpose_ros/config/fastdds_shm.xml in '
+    'FASTRTPS_DEFAULT_PROFILES_FILE (Humble, Jazzy) or FASTDDS_DEFAULT_PROFILES_FILE (Kilted) '
+    '(README, Fast DDS shared memory), or publish compressed images and set '
     'transport: compressed')
 
 
