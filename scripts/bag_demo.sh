@@ -126,7 +126,9 @@ if diag is not None:
     for status in diag.status:
         if status.name.startswith('diffpose: camera'):
             values = {kv.key: kv.value for kv in status.values}
-            keys = ('frames_received', 'frames_published', 'frames_dropped', 'bad_input_total',
-                    'latency_p50_ms', 'latency_p95_ms', 'service_p50_ms')
+            keys = ('frames_received', 'frames_published', 'frames_dropped',
+                    'frames_lost_in_transport', 'bad_input_total', 'stamps_comparable',
+                    'latency_p50_ms', 'latency_p95_ms', 'processing_latency_p50_ms',
+                    'service_p50_ms')
             print('last diagnostics: ' + ', '.join(f'{k} {values.get(k, "?")}' for k in keys))
 EOF

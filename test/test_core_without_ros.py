@@ -20,6 +20,7 @@ CORE_MODULES = (
     'diffpose_ros.tracking',
     'diffpose_ros.pipeline',
     'diffpose_ros.latency_budget',
+    'diffpose_ros.transport_stats',
     'diffpose_ros.metrics',
     'diffpose_ros.model.backbone',
     'diffpose_ros.model.strl',

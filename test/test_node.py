@@ -242,6 +242,12 @@ def test_malformed_burst_is_counted_and_the_next_good_frame_served(client, two_c
         15, 'diagnostics counting every bad kind '
         f'(latest: {_latest_diagnostics(client, "cam0", start_s)})', two_camera_node)
     assert int(values['bad_input_total']) >= 2 * len(bad)
+    # bad frames (stamps of another time) do not make the sim-time stamps incomparable, and a
+    # reliable shared-memory publisher loses nothing
+    assert values['stamps_comparable'] == 'yes', values
+    assert 0 <= float(values['latency_p50_ms']) < 60_000, values   # sim time stands still
+    assert 0 < float(values['processing_latency_p50_ms']) < 60_000, values
+    assert values['frames_lost_in_transport'] == '0', values
     msg = cam0.send(good, BASE_STAMP_NS + 9 * PERIOD_NS)
     assert len(msg.persons) >= 2
 
@@ -328,8 +334,9 @@ def test_lifecycle_deactivate_and_activate(client, two_camera_node, cam0, vtest_
         return client.call(GetState, '/diffpose/get_state', GetState.Request()).current_state.label
 
     assert state() == 'active'
-    assert change(Transition.TRANSITION_DEACTIVATE) and state() == 'inactive'
     stamp = BASE_STAMP_NS + 20 * PERIOD_NS
+    cam0.send(vtest_frames_100_129[2], stamp - PERIOD_NS)      # the node knows this publisher
+    assert change(Transition.TRANSITION_DEACTIVATE) and state() == 'inactive'
     cam0.publish(vtest_frames_100_129[0], stamp)
     time.sleep(2.0)
     assert not cam0.poses_at(stamp), 'an inactive node published poses'
@@ -337,6 +344,11 @@ def test_lifecycle_deactivate_and_activate(client, two_camera_node, cam0, vtest_
     cam0.wait_ready()
     msg = cam0.send(vtest_frames_100_129[1], stamp + PERIOD_NS)
     assert len(msg.persons) >= 1
+    # the frame sent while inactive was not lost in transport (nobody subscribed)
+    start_s = time.monotonic()
+    values = client.wait_for(lambda: _latest_diagnostics(client, 'cam0', start_s), 10,
+                             'diagnostics', two_camera_node)
+    assert values['frames_lost_in_transport'] == '0', values
 
 
 @pytest.fixture(scope='module')

@@ -19,7 +19,9 @@ unsubscribes and clears markers; cleanup releases the models. ``autostart: true`
 activates by itself, so a plain ``ros2 launch`` publishes.
 
 Each camera has one latest-frame slot: a frame replaced before the worker took it is a drop,
-counted per camera. Bad input is counted per kind, logged (throttled) and skipped.
+counted per camera. Frames that never arrived (lost in DDS transport) are counted per camera
+from the publishers' sequence numbers (transport_stats). Bad input is counted per kind, logged
+(throttled) and skipped.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+import rclpy.subscription
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
@@ -53,16 +56,39 @@ from diffpose_ros.ros.image_conversion import (
     image_to_bgr,
 )
 from diffpose_ros.ros.markers import camera_matrix_from, delete_all_markers, pose_markers
+from diffpose_ros.transport_stats import SEQUENCE_NUMBERS, StampClockMonitor, TransportLossCounter
 
 NODE_NAME = 'diffpose'
 STALE_INPUT_S = 3.0            # publishers exist but no frame for this long -> warning
 RATE_WINDOW_S = 5.0            # input/output rates over this window
 LATENCY_SAMPLES = 200          # p50/p95 over the last N frames
 POSE_STAGES = ('crop', 'backbone', 'strl', 'denoise', 'decode')
+WORKER_JOIN_TIMEOUT_S = 30.0   # deactivate waits this long for the frame in flight
+TRANSPORT_LOSS_LOG_PERIOD_S = 30.0
+# Subscription callbacks can take (msg, message_info) since Iron (rclpy 4); Humble's rclpy
+# passes the message only, so transport losses there are estimated from stamp intervals.
+MESSAGE_INFO_IN_CALLBACKS = hasattr(rclpy.subscription.Subscription, 'CallbackType')
+SHM_PROFILE_HINT = (
+    'run the publisher (camera driver, ros2 bag play) on this host with the shared-memory '
+    'profile $(ros2 pkg prefix diffpose_ros)/share/diffpose_ros/config/fastdds_shm.xml in '
+    'FASTRTPS_DEFAULT_PROFILES_FILE (Humble, Jazzy) or FASTDDS_DEFAULT_PROFILES_FILE (Kilted) '
+    '(README, Fast DDS shared memory), or publish compressed images and set '
+    'transport: compressed')
 
 
 def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _sequence_and_publisher(info: Any) -> tuple[int | None, bytes | None]:
+    """Publication sequence number and publisher GID from rclpy's message info, if given."""
+    if not info:
+        return None, None
+    sequence = info.get('publication_sequence_number')
+    if sequence is not None and sequence >= 2**63:
+        sequence = None           # RMW_MESSAGE_INFO_SEQUENCE_NUMBER_UNSUPPORTED passed through
+    gid = info.get('publisher_gid')      # Jazzy 7.1+ and Kilted; None: one publisher assumed
+    return sequence, (bytes(gid['data']) if gid else None)
 
 
 def _torch_threads() -> str:
@@ -78,7 +104,8 @@ def _torch_threads() -> str:
 class _Slot:
     msg: Any
     compressed: bool
-    receive_ns: int
+    receive_ns: int               # monotonic clock
+    receive_clock_ns: int = 0     # the node's clock (ROS or sim time; 0: not started)
 
 
 class _Rate:
@@ -112,11 +139,20 @@ class _Camera:
         self.subscriptions: list[Any] = []
         self.poses_pub = self.markers_pub = self.debug_pub = None
         self.received = self.processed = self.dropped = self.published = 0
+        self.transport = TransportLossCounter()
+        self.transport_loss_reported = 0    # lost total at the previous diagnostics report
+        self.transport_loss_logged = 0      # ... and at the previous WARN log
+        self.transport_loss_logged_s = -float('inf')
+        self.stamp_clock = StampClockMonitor()
+        self.stamp_clock_warned = False
         self.bad_input: collections.Counter[str] = collections.Counter()
         self.in_rate, self.out_rate = _Rate(), _Rate()
         self.last_receive_s: float | None = None
         self.bad_input_reported = 0     # bad_input total at the previous diagnostics report
+        # stamp -> publish on the node's clock, only while the stamps share that clock
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+        # receive -> publish on the monotonic clock, always
+        self.processing_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self.pose_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         # where latency goes: waiting in the slot (camera faster than the node) vs processing
         self.slot_wait_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
@@ -134,6 +170,10 @@ class DiffPoseNode(LifecycleNode):
         # two locks: image callbacks only touch the slots and must never wait for inference
         self._slot_lock = threading.Lock()
         self._pipeline_lock = threading.Lock()
+        # held while publishing results and while stopping a worker: once a worker's stop event
+        # is set, that worker publishes nothing more (it may outlive its join, e.g. deep in a
+        # TensorRT engine build)
+        self._publish_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -290,17 +330,18 @@ class DiffPoseNode(LifecycleNode):
             if setup.compressed:
                 sub = self.create_subscription(
                     CompressedImage, f'{setup.image_topic}/compressed',
-                    lambda msg, c=camera: self._on_image(c, msg, True),
+                    self._image_callback(camera, True),
                     qos_profile_sensor_data, qos_overriding_options=qos_options)
             else:
                 sub = self.create_subscription(
-                    Image, setup.image_topic, lambda msg, c=camera: self._on_image(c, msg, False),
+                    Image, setup.image_topic, self._image_callback(camera, False),
                     qos_profile_sensor_data, qos_overriding_options=qos_options)
             info = self.create_subscription(
                 CameraInfo, setup.camera_info_topic,
                 lambda msg, c=camera: self._on_camera_info(c, msg), qos_profile_sensor_data)
             camera.subscriptions = [sub, info]
-        self._stop.clear()
+            camera.transport.resubscribed()
+        self._stop = threading.Event()      # the new worker's own (an old one may still run)
         self._worker = threading.Thread(target=self._work, name='diffpose-worker', daemon=True)
         self._worker.start()
         self.get_logger().info('active: ' + ', '.join(
@@ -309,12 +350,21 @@ class DiffPoseNode(LifecycleNode):
             for name, c in self._cameras.items()))
         return super().on_activate(state)
 
-    def _stop_worker(self) -> None:
-        self._stop.set()
+    def _stop_worker(self) -> bool:
+        """Stop the worker; True when it ended. Either way it publishes nothing more."""
+        with self._publish_lock:            # a publication in progress ends first
+            self._stop.set()
         self._wake.set()
+        stopped = True
         if self._worker is not None:
-            self._worker.join(timeout=30.0)
+            self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+            stopped = not self._worker.is_alive()
+            if not stopped:
+                self.get_logger().warning(
+                    f'the worker is still processing after {WORKER_JOIN_TIMEOUT_S:g} s; '
+                    'its results will be discarded')
             self._worker = None
+        return stopped
 
     def destroy_node(self) -> None:
         # Stop the worker first. Left running, a daemon thread inside ONNX Runtime or torch
@@ -324,9 +374,10 @@ class DiffPoseNode(LifecycleNode):
         super().destroy_node()
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._stop_worker()
-        if self._pipeline is not None:
-            # centred windows hold back window_size // 2 key frames: publish them now
+        stopped = self._stop_worker()
+        if self._pipeline is not None and stopped:
+            # centred windows hold back window_size // 2 key frames: publish them now (not
+            # while a worker that outlived its join still runs the pipeline)
             with self._pipeline_lock:
                 held_back = self._pipeline.flush()
             for result in held_back:
@@ -374,13 +425,28 @@ class DiffPoseNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     # ------------------------------------------------------------------ callbacks
-    def _on_image(self, camera: _Camera, msg: Any, compressed: bool) -> None:
+    def _image_callback(self, camera: _Camera, compressed: bool) -> Any:
+        """The subscription callback; with message info where rclpy can give it."""
+        if MESSAGE_INFO_IN_CALLBACKS:
+            def on_image_with_info(msg: Any, info: Any) -> None:
+                self._on_image(camera, msg, compressed, info)
+            return on_image_with_info
+
+        def on_image(msg: Any) -> None:
+            self._on_image(camera, msg, compressed)
+        return on_image
+
+    def _on_image(self, camera: _Camera, msg: Any, compressed: bool, info: Any = None) -> None:
         now = time.monotonic()
+        clock_ns = self.get_clock().now().nanoseconds
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        sequence, publisher = _sequence_and_publisher(info)
         with self._slot_lock:
             if camera.slot is not None:
                 camera.dropped += 1        # replaced before the worker took it
-            camera.slot = _Slot(msg, compressed, time.monotonic_ns())
-            camera.received_stamps_ns.append(stamp_to_ns(msg.header.stamp))
+            camera.slot = _Slot(msg, compressed, time.monotonic_ns(), clock_ns)
+            camera.received_stamps_ns.append(stamp_ns)
+            camera.transport.observe(stamp_ns, sequence, publisher)
             camera.received += 1
             camera.in_rate.tick(now)
             camera.last_receive_s = now
@@ -396,7 +462,8 @@ class DiffPoseNode(LifecycleNode):
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
-        while not self._stop.is_set():
+        stop = self._stop          # this worker's own: a later activation makes a new one
+        while not stop.is_set():
             self._wake.wait(timeout=0.2)
             self._wake.clear()
             with self._slot_lock:
@@ -414,9 +481,9 @@ class DiffPoseNode(LifecycleNode):
                             self._pipeline.observe_stamp(name, stamp_ns)
             if taken:
                 try:
-                    self._process(taken)
+                    self._process(taken, stop)
                 except Exception as exc:  # noqa: BLE001  (keep serving; counted + logged)
-                    if self._stop.is_set() or not self.context.ok():
+                    if stop.is_set() or not self.context.ok():
                         return  # shutting down: the frame in flight cannot be published
                     self._errors['processing'] += 1
                     self.get_logger().error(f'processing failed: {exc!r}',
@@ -443,7 +510,7 @@ class DiffPoseNode(LifecycleNode):
             f'(count {camera.bad_input[kind]})', throttle_duration_sec=2.0)
         return None
 
-    def _process(self, taken: list[tuple[_Camera, _Slot]]) -> None:
+    def _process(self, taken: list[tuple[_Camera, _Slot]], stop: threading.Event) -> None:
         batch = []
         taken_ns = time.monotonic_ns()
         for camera, slot in taken:
@@ -452,6 +519,10 @@ class DiffPoseNode(LifecycleNode):
                 continue
             header = slot.msg.header
             stamp_ns = stamp_to_ns(header.stamp)
+            # judged on good frames only: a malformed one often has no stamp at all
+            change = camera.stamp_clock.observe(stamp_ns, slot.receive_clock_ns)
+            if change is not None:
+                self._stamp_clock_changed(camera, change)
             camera.headers[stamp_ns] = header
             camera.monotonic_ns[stamp_ns] = (slot.receive_ns, taken_ns)
             if self._options.publish_debug_image and camera.debug_pub.get_subscription_count():
@@ -471,7 +542,22 @@ class DiffPoseNode(LifecycleNode):
             pipeline = self._pipeline
             results = pipeline.process_batch(batch)
         for result in results:
-            self._publish(self._cameras[result.camera_id], result)
+            self._publish(self._cameras[result.camera_id], result, stop)
+
+    def _stamp_clock_changed(self, camera: _Camera, comparable: bool) -> None:
+        camera.latency_ms.clear()         # figures from before the change mean something else
+        name = camera.setup.name
+        if not comparable:
+            offset_s = camera.stamp_clock.offset_ns / 1e9
+            camera.stamp_clock_warned = True
+            self.get_logger().warning(
+                f'[{name}] image stamps are not from this node\'s clock (node clock - stamp = '
+                f'{offset_s:.3f} s at arrival): diagnostics report processing latency and the '
+                'clock offset, not stamp-to-publish latency. Sync the camera\'s clock '
+                '(chrony/PTP), or play bags with --clock and set use_sim_time:=true')
+        elif camera.stamp_clock_warned:
+            camera.stamp_clock_warned = False
+            self.get_logger().info(f'[{name}] image stamps follow this node\'s clock again')
 
     def _choose_steps(self) -> None:
         """Latency budget: the most steps whose measured cost fits (at least 1)."""
@@ -484,7 +570,13 @@ class DiffPoseNode(LifecycleNode):
         if choice.steps != self._pipeline.config.steps:
             self._pipeline.set_sampling(steps=choice.steps)
 
-    def _publish(self, camera: _Camera, result: Any) -> None:
+    def _publish(self, camera: _Camera, result: Any, stop: threading.Event | None = None) -> None:
+        """Publish one result; ``stop``: the calling worker's (nothing once it is set)."""
+        with self._publish_lock:
+            if stop is None or not stop.is_set():
+                self._publish_unlocked(camera, result)
+
+    def _publish_unlocked(self, camera: _Camera, result: Any) -> None:
         header = camera.headers.get(result.stamp_ns)
         if header is None:
             return                        # reset by a time jump in between
@@ -504,13 +596,16 @@ class DiffPoseNode(LifecycleNode):
         now = time.monotonic()
         camera.out_rate.tick(now)
         camera.pose_ms.append(pose_ms)
-        latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
-        camera.latency_ms.append(latency_ms)
+        if camera.stamp_clock.comparable:
+            latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
+            camera.latency_ms.append(latency_ms)
         received_taken = camera.monotonic_ns.get(result.stamp_ns)
         if received_taken is not None:
             received_ns, taken_ns = received_taken
+            published_ns = time.monotonic_ns()
             camera.slot_wait_ms.append((taken_ns - received_ns) / 1e6)
-            camera.service_ms.append((time.monotonic_ns() - taken_ns) / 1e6)
+            camera.service_ms.append((published_ns - taken_ns) / 1e6)
+            camera.processing_ms.append((published_ns - received_ns) / 1e6)
         self._costs.update(result.timings_ms, result.steps)
         options = self._options
         track_ids = {p.track_id for p in result.persons}
@@ -587,13 +682,25 @@ class DiffPoseNode(LifecycleNode):
         # the per-kind values could be lower than their sum in the same message
         bad_input = dict(camera.bad_input)
         bad_total = sum(bad_input.values())
+        lost = camera.transport.lost
+        comparable = camera.stamp_clock.comparable
+        offset_ns = camera.stamp_clock.offset_ns
+        stamp_latency = camera.latency_ms if comparable else ()
         values = {
             'input_rate_hz': f'{camera.in_rate.hz(now):.2f}',
             'output_rate_hz': f'{camera.out_rate.hz(now):.2f}',
             'frames_received': camera.received, 'frames_published': camera.published,
-            'frames_dropped': camera.dropped, 'bad_input_total': bad_total,
-            'latency_p50_ms': pct(camera.latency_ms, 50),
-            'latency_p95_ms': pct(camera.latency_ms, 95),
+            'frames_dropped': camera.dropped,
+            'frames_lost_in_transport': lost,
+            'transport_loss_source': camera.transport.source,
+            'bad_input_total': bad_total,
+            'processing_latency_p50_ms': pct(camera.processing_ms, 50),
+            'processing_latency_p95_ms': pct(camera.processing_ms, 95),
+            'stamps_comparable': {True: 'yes', False: 'no', None: 'unknown'}[comparable],
+            'stamp_clock_offset_ms': f'{offset_ns / 1e6:.1f}' if offset_ns is not None
+            else 'n/a',
+            'latency_p50_ms': pct(stamp_latency, 50),
+            'latency_p95_ms': pct(stamp_latency, 95),
             'slot_wait_p50_ms': pct(camera.slot_wait_ms, 50),
             'slot_wait_p95_ms': pct(camera.slot_wait_ms, 95),
             'service_p50_ms': pct(camera.service_ms, 50),
@@ -621,9 +728,34 @@ class DiffPoseNode(LifecycleNode):
             warnings.append(f'{bad_total - camera.bad_input_reported} bad frames since the last '
                             f'report ({bad_total} in total)')
         camera.bad_input_reported = bad_total
+        if lost > camera.transport_loss_reported:
+            warnings.append(f'{lost - camera.transport_loss_reported} frames lost in transport '
+                            f'since the last report ({lost} in total): large images over UDP? '
+                            'use the shared-memory profile or compressed transport')
+        camera.transport_loss_reported = lost
+        self._log_transport_loss(camera, topic, lost, now)
+        if comparable is False:
+            warnings.append(f'image stamps are not from the node clock (offset '
+                            f'{offset_ns / 1e9:.3f} s): stamp-to-publish latency not reported')
         status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
         status.message = '; '.join(warnings) or 'ok'
         return status
+
+    def _log_transport_loss(self, camera: _Camera, topic: str, lost: int, now: float) -> None:
+        """A WARN with the likely cause and the fix, per camera at most every 30 s."""
+        if lost <= camera.transport_loss_logged or \
+                now - camera.transport_loss_logged_s < TRANSPORT_LOSS_LOG_PERIOD_S:
+            return
+        new = lost - camera.transport_loss_logged
+        camera.transport_loss_logged, camera.transport_loss_logged_s = lost, now
+        how = ('gaps in the publishers\' sequence numbers'
+               if camera.transport.source == SEQUENCE_NUMBERS
+               else 'estimated from image stamp intervals')
+        self.get_logger().warning(
+            f'[{camera.setup.name}] {new} frames on {topic} never reached the node ({lost} in '
+            f'total, {how}; frames_lost_in_transport in /diagnostics). Likely cause: large raw '
+            'images over UDP (Fast DDS fragments them and best-effort loses fragments; reliable '
+            f'falls behind and skips). Fix: {SHM_PROFILE_HINT}')
 
 
 def main(args: list[str] | None = None) -> int:
