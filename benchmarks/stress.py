@@ -655,6 +655,9 @@ def node_sample(node: Any) -> dict[str, Any]:
         sample['buffered_tracks'] = sum(len(s.buffers) for s in states)
         sample['buffered_frames'] = sum(s.buffers.num_records for s in states)
         sample['pending_keys'] = sum(len(s.pending) for s in states)
+        # everything kept per track id: tracker tracks, warm-start estimates, keypoint filters
+        sample['track_state_entries'] = sum(
+            s.tracker.num_tracks + len(s.estimates) + len(s.filters) for s in states)
     cameras = list(node._cameras.values())
     sample['node_headers'] = sum(len(c.headers) for c in cameras)
     sample['node_images'] = sum(len(c.images) for c in cameras)
@@ -1440,6 +1443,7 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     drift = slope_per_min([w['start_s'] for w in windows], [w['p50'] for w in windows])
     tracks = bounded(samples, 'tracks_live', 2)
     buffered = bounded(samples, 'buffered_frames', 7)
+    track_state = bounded(samples, 'track_state_entries', 6)
     errors = after['processing_errors'] - before['processing_errors']
     crashes = crash_count(end, errors)
     # RSS swings by tens of MB from frame to frame (1.5-min smoke runs gave -9 to +10 MB/min,
@@ -1458,6 +1462,10 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         check('buffered frames bounded (max in the last third vs before)',
               f'{buffered.get("max_last_third")} vs {buffered.get("max_before_last_third")}',
               'no growth (+7)', buffered['bounded']),
+        check('per-track state bounded: tracks + estimates + keypoint filters (max in the last '
+              'third vs before)',
+              f'{track_state.get("max_last_third")} vs {track_state.get("max_before_last_third")}',
+              'no growth (+6)', track_state['bounded']),
         check('E2E p95 not growing after warm-up: second half / first half',
               round(growth['ratio'], 3) if growth['ratio'] else None, '<= 1.25',
               growth['holds']),
@@ -1498,6 +1506,7 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             'rss_slope_of_minute_max_mb_per_min': rss_max_slope,
             'tracks_live_max': tracks.get('max'), 'tracks_live_mean': tracks.get('mean'),
             'buffered_frames_max': buffered.get('max'),
+            'track_state_entries_max': track_state.get('max'),
             'buffered_frames_mean': buffered.get('mean'),
             'e2e_p50_ms': lat.get('p50'), 'e2e_p95_ms': lat.get('p95'),
             'e2e_p50_drift_ms_per_min': drift, 'e2e_p95_trend_ms_per_min': trend,
@@ -1511,6 +1520,7 @@ def scenario_soak(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         'details': {
             'source': source, 'series': series,
             'rss_samples': rss, 'tracks_live': tracks, 'buffered_frames': buffered,
+            'track_state_entries': track_state,
             'buffered_tracks': bounded(samples, 'buffered_tracks', 2),
             'node_header_cache': bounded(samples, 'node_headers', 0),
             'open_fds': bounded(samples, 'fds', 4), 'latency_windows': windows,
