@@ -221,8 +221,8 @@ def test_select_providers_keeps_requested_order(tmp_path):
     assert names == [CUDA, CPU]
 
 
-def test_select_providers_drops_unavailable_with_warning(caplog):
-    with caplog.at_level(logging.WARNING):
+def test_select_providers_drops_unavailable_and_says_so(caplog):
+    with caplog.at_level(logging.INFO):
         selected = select_providers(ALL_PROVIDERS, [CUDA, CPU])
     assert [name for name, _ in selected] == [CUDA, CPU]
     assert TENSORRT in caplog.text

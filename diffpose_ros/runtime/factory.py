@@ -174,7 +174,8 @@ def ensure_onnx_export(weights_path: str | Path | None = None,
 
 
 def make_runtime(pipeline_config: PipelineConfig, weights_path: str | Path | None = None, *,
-                 onnx_cache_dir: str | Path | None = None) -> PoseRuntime:
+                 onnx_cache_dir: str | Path | None = None,
+                 warn_on_fallback: bool = True) -> PoseRuntime:
     """The backend chosen by ``pipeline_config.backend``.
 
     - 'torch': :func:`load_model` + :class:`TorchRuntime` (``device``, ``fp16``,
@@ -187,6 +188,8 @@ def make_runtime(pipeline_config: PipelineConfig, weights_path: str | Path | Non
         pipeline_config: run-time choices.
         weights_path: head weights; None = the shipped weights, else a random head (warned).
         onnx_cache_dir: parent directory of cached exports (default :func:`onnx_cache_root`).
+        warn_on_fallback: the runtime warns itself when it runs on the CPU instead of the
+            requested GPU (False: the caller reports it, see ``runtime.devices``).
     """
     config = pipeline_config
     if config.backend == 'torch':
@@ -203,7 +206,8 @@ def make_runtime(pipeline_config: PipelineConfig, weights_path: str | Path | Non
         return OrtRuntime(directory, providers=config.providers,
                           trt_engine_cache_dir=config.trt_engine_cache_dir, fp16=config.fp16,
                           intra_op_threads=config.intra_op_threads,
-                          device_id=cuda_device_id(config.device))
+                          device_id=cuda_device_id(config.device),
+                          warn_on_fallback=warn_on_fallback)
 
     if config.onnx_dir:
         return build(Path(config.onnx_dir))
