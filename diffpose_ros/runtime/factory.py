@@ -6,7 +6,8 @@ hex digits of the head weights' sha256 (``untrained-<hash of config and torch ve
 the seeded random head); ``<code key>`` is the first 12 hex digits of
 :func:`graph_code_sha256`, the hash of the code that defines the graphs, so an export made by
 older code is never reused. The cached manifest must name the same weights sha256, code hash
-and export format. Exports of the same weights by other code are deleted after a new export.
+and export format. Exports of the same weights by other code that no process used for
+``STALE_EXPORT_DAYS`` are deleted after a new export (several checkouts may share the cache).
 A cached export that fails to load (deleted or corrupted file) is rebuilt once.
 """
 from __future__ import annotations
@@ -114,12 +115,26 @@ def _is_complete_export(directory: Path, weights_sha256: str | None, code_sha256
             and all((directory / f'{name}.onnx').is_file() for name in GRAPH_NAMES))
 
 
+STALE_EXPORT_DAYS = 7
+
+
 def _remove_stale_exports(root: Path, weights_key: str, keep: Path) -> None:
-    """Delete exports of these weights made by other code (and pre-code-key ones)."""
+    """Delete exports of these weights by other code (and pre-code-key ones) that were not used
+    for ``STALE_EXPORT_DAYS``: another checkout sharing the cache may still use recent ones."""
+    import time
+
+    cutoff = time.time() - STALE_EXPORT_DAYS * 86400
     for directory in root.glob(f'{weights_key}*'):
-        stale = directory.name == weights_key or directory.name.startswith(f'{weights_key}-')
-        if directory.is_dir() and directory != keep and stale:
-            LOGGER.info('removing %s: exported by other code', directory)
+        ours = directory.name == weights_key or directory.name.startswith(f'{weights_key}-')
+        if not ours or directory == keep or not directory.is_dir():
+            continue
+        try:
+            last_used = (directory / MANIFEST_FILE).stat().st_mtime
+        except OSError:
+            last_used = 0.0
+        if last_used < cutoff:
+            LOGGER.info('removing %s: exported by other code, unused for %d days', directory,
+                        STALE_EXPORT_DAYS)
             shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -144,6 +159,10 @@ def ensure_onnx_export(weights_path: str | Path | None = None,
     target = root / key
     if not force and _is_complete_export(target, weights_sha256, code_sha256):
         LOGGER.info('using the cached ONNX export %s', target)
+        try:
+            os.utime(target / MANIFEST_FILE)        # last use, for _remove_stale_exports
+        except OSError:
+            pass                                    # a read-only cache still works
         return target
 
     from diffpose_ros.model.weights import load_model
