@@ -170,8 +170,10 @@ def build_engines(config: PipelineConfig, weights_path: str | Path | None = None
     if built.backend == 'onnxruntime' and wanted_gpu and not any(
             p in GPU_PROVIDERS for p in runtime.providers):
         # (a partial fallback, TensorRT -> CUDA, is OrtRuntime's own warning: still a GPU)
-        problems.append(f'ONNX Runtime could not start {", ".join(wanted_gpu)} (CUDA, cuDNN or '
-                        'TensorRT libraries missing or not matching)')
+        errors = getattr(runtime, 'provider_errors', {})
+        detail = '; '.join(f'{name}: {why}' for name, why in errors.items()) or (
+            'CUDA, cuDNN or TensorRT libraries missing or not matching')
+        problems.append(f'ONNX Runtime could not start {", ".join(wanted_gpu)} ({detail})')
     placement = Placement(detector_device=str(detector.device),
                           pose_providers=tuple(runtime.providers),
                           gpu_requested=gpu_requested(config),

@@ -276,6 +276,9 @@ class OrtRuntime:
 
         self._selected = select_providers(providers, usable_providers(ort),
                                           trt_engine_cache_dir, fp16, device_id)
+        self._warn_on_fallback = warn_on_fallback
+        # {provider: why it could not be created}, for a caller that reports the fallback
+        self.provider_errors: dict[str, str] = {}
         self.requested_providers = [name for name, _ in self._selected]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -369,8 +372,11 @@ class OrtRuntime:
                 if len(names) == 1:
                     raise OnnxModelError(f'ONNX Runtime cannot load {path}: {exc}. '
                                          f'{self._hint()}') from exc
-                LOGGER.warning('%s could not be created (%s); continuing with %s', names[0],
-                               str(exc).strip().splitlines()[-1][:300], names[1:])
+                reason = str(exc).strip().splitlines()[-1][:300]
+                self.provider_errors[names[0]] = reason
+                LOGGER.log(logging.WARNING if self._warn_on_fallback else logging.INFO,
+                           '%s could not be created (%s); continuing with %s', names[0],
+                           reason, names[1:])
                 self._selected = self._selected[1:]
             except Exception as exc:  # onnxruntime's InvalidProtobuf, InvalidGraph, Fail...
                 raise OnnxModelError(f'ONNX Runtime cannot load {path}: {exc}. '
