@@ -431,6 +431,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         window_mode=args.window_mode, window_size=args.window_size,
         detector_imgsz=args.detector_imgsz, detect_every_n=args.detect_every_n,
         backend=args.backend, weights_path=args.weights)
+    from diffpose_ros.runtime.devices import plan_devices
+
+    # a GPU params file on a machine without a usable GPU: the CPU, one warning (as the node)
+    planned, moved = plan_devices(config)
+    if moved:
+        pose = ('+'.join(planned.providers) if planned.backend == 'onnxruntime'
+                else planned.device)
+        print(f'warning: GPU requested but not usable here: {"; ".join(moved)}; running the '
+              f'detector on {planned.device}, backbone and pose head on {pose}', file=sys.stderr)
+        config = planned
     target = io.resolve_bag(args.bag)
     name = target.name if target.is_dir() else target.stem
     out = args.out or Path('outputs') / 'bag_evaluate' / (name + ('_recorded' if recording
