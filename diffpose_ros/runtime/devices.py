@@ -41,7 +41,7 @@ def _torch_cuda_problem(device: str) -> str:
         return 'torch sees no CUDA device'
     _, _, index = device.partition(':')
     count = torch.cuda.device_count()
-    if index and int(index) >= count:
+    if index.isdigit() and int(index) >= count:       # a malformed index fails later, named
         return f'torch sees {count} CUDA device(s), {device} asked'
     return ''
 
