@@ -17,7 +17,6 @@ imgsz 640 and 1280; backbone passes per person-frame over a real tracked sequenc
 windows of 5); peak RSS.
 
     python benchmarks/run_all.py --only engine,pipeline    # the suite (writes the doc)
-    python benchmarks/bench_engine.py [--quick]            # the same two parts
 """
 
 from __future__ import annotations
@@ -744,8 +743,3 @@ def engine_markdown(results: dict, images: list[str]) -> str:
     lines.append('')
     return '\n'.join(lines)
 
-
-if __name__ == '__main__':
-    import run_all
-
-    sys.exit(run_all.main(['--only', 'engine,pipeline', *sys.argv[1:]]))

@@ -31,7 +31,6 @@ The suite writes the ``## ROS node end to end (issue 3)`` section of docs/benchm
 sections kept), raw numbers to outputs/bench/node.json and plots to docs/img/bench_node_*.png.
 
     python benchmarks/run_all.py --only node [--quick]
-    python benchmarks/bench_node.py [--quick]       # the same
 """
 
 from __future__ import annotations
@@ -1037,8 +1036,3 @@ def plot_node(results: dict, images: list[Path]) -> None:
     plot_histogram(results, images[0])
     plot_timeline(results, images[1])
 
-
-if __name__ == '__main__':
-    import run_all
-
-    sys.exit(run_all.main(['--only', 'node', *sys.argv[1:]]))

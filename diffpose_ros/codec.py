@@ -285,25 +285,6 @@ def _check_stride(heatmap_stride: float) -> None:
         raise ValueError(f'heatmap_stride must be finite and > 0, got {heatmap_stride}')
 
 
-def crop_transforms_from_boxes(boxes_xyxy: np.ndarray, crop_hw: tuple[int, int] = (256, 192),
-                               enlarge: float = 1.25) -> list[CropTransform]:
-    """One :meth:`CropTransform.from_box` per (N, 4) box row (image px)."""
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f'boxes_xyxy must have shape (N, 4), got {boxes.shape}')
-    return [CropTransform.from_box(box, crop_hw, enlarge) for box in boxes]
-
-
-def warp_crops(image: np.ndarray, transforms: list[CropTransform] | tuple[CropTransform, ...],
-               border_value: float | tuple[float, ...] = 0.0) -> np.ndarray:
-    """Stack :meth:`CropTransform.warp` for N transforms of one size: (N, crop_h, crop_w[, C])."""
-    if not transforms:
-        raise ValueError('warp_crops needs at least one transform')
-    if len({t.crop_hw for t in transforms}) != 1:
-        raise ValueError('all transforms must share one crop_hw')
-    return np.stack([t.warp(image, border_value) for t in transforms])
-
-
 def heatmap_coords_to_image(coords_xy: np.ndarray,
                             transforms: list[CropTransform] | tuple[CropTransform, ...],
                             heatmap_stride: float) -> np.ndarray:
@@ -357,28 +338,6 @@ def encode_heatmaps_batch(keypoints_xy: np.ndarray, visible: np.ndarray,
     gauss_y = np.exp(-(centers_y - keypoints[..., 1:2]) ** 2 * inv_two_var)      # (N, K, H)
     gauss_y *= encode[..., None]
     return (gauss_y[..., :, None] * gauss_x[..., None, :]).astype(np.float32)    # (N, K, H, W)
-
-
-def encode_heatmaps(keypoints_xy: np.ndarray, visible: np.ndarray,
-                    heatmap_hw: tuple[int, int] = (64, 48), sigma: float = 2.0) -> np.ndarray:
-    """Gaussian heatmaps for one person; see :func:`encode_heatmaps_batch`.
-
-    Args:
-        keypoints_xy: (K, 2) keypoints in heatmap px (continuous convention).
-        visible: (K,) bool or float; a joint is encoded when its value is > 0.
-        heatmap_hw: heatmap ``(H, W)``.
-        sigma: Gaussian standard deviation in heatmap px.
-
-    Returns:
-        (K, H, W) float32 heatmaps.
-    """
-    keypoints = np.asarray(keypoints_xy, dtype=np.float64)
-    if keypoints.ndim != 2 or keypoints.shape[1] != 2:
-        raise ValueError(f'keypoints_xy must have shape (K, 2), got {keypoints.shape}')
-    vis = np.asarray(visible)
-    if vis.shape != keypoints.shape[:1]:
-        raise ValueError(f'visible must have shape {keypoints.shape[:1]}, got {vis.shape}')
-    return encode_heatmaps_batch(keypoints[None], vis[None], heatmap_hw, sigma)[0]
 
 
 def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

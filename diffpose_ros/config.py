@@ -211,11 +211,9 @@ class PipelineConfig:
     device: str = 'cpu'  # torch device: 'cpu', 'cuda', 'cuda:1'
     fp16: bool = False  # torch CUDA / TensorRT only
     onnx_dir: str = ''  # exported ONNX models (backend='onnxruntime')
-    providers: tuple[str, ...] = (
-        'TensorrtExecutionProvider',
-        'CUDAExecutionProvider',
-        'CPUExecutionProvider',
-    )
+    # ONNX Runtime execution providers in order of preference; GPU ones (TensorRT, CUDA) only
+    # when asked for, so a CPU-only machine runs the defaults without warnings
+    providers: tuple[str, ...] = ('CPUExecutionProvider',)
     trt_engine_cache_dir: str = ''
     intra_op_threads: int = 0  # 0 = ONNX Runtime / torch default
     max_image_pixels: int = 4096 * 4096

@@ -8,6 +8,7 @@ light and importable without torch.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from diffpose_ros.assets import SETUP_COMMAND, YOLO11N_POSE, AssetError, asset_path
 from diffpose_ros.ultralytics_env import configure_ultralytics_env
+
+LOGGER = logging.getLogger(__name__)
 
 COCO_NUM_KEYPOINTS = 17
 PERSON_CLASS_ID = 0      # COCO class 'person'
@@ -83,7 +86,9 @@ class UltralyticsPoseDetector:
         score_threshold: Minimum detection confidence.
         iou_threshold: NMS IoU threshold.
         max_persons: At most this many detections per image.
-        device: Torch device, e.g. 'cpu', 'cuda:0'.
+        device: Torch device, e.g. 'cpu', 'cuda:0'; CUDA without a usable GPU falls back to
+            the CPU with a warning (``runtime.devices.build_engines`` checks it beforehand and
+            names every fallback in one warning).
 
     Raises:
         AssetError: The default weights are missing or corrupt (the message names the fix).
@@ -110,6 +115,13 @@ class UltralyticsPoseDetector:
         self.max_persons = int(max_persons)
         self.device = device
         self._predictor_ready = False
+        if device.startswith('cuda'):
+            import torch
+
+            if not torch.cuda.is_available():
+                LOGGER.warning('detector device %r requested but torch sees no CUDA device; '
+                               'running the detector on cpu', device)
+                self.device = 'cpu'
         if torch_threads > 0:
             import torch
 

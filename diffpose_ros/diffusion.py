@@ -193,13 +193,6 @@ class DiffusionSchedule:
         sqrt_one_minus = self._per_row(np.sqrt(1 - self._abar), t_arr, x0.ndim, dtype)
         return sqrt_abar * x0 + sqrt_one_minus * eps
 
-    def predict_noise(self, x_t: np.ndarray, x0_signal_pred: np.ndarray, t: int) -> np.ndarray:
-        """eps_hat = (x_t - sqrt(abar_t) x̂_0) / sqrt(1 - abar_t) (DDIM Eq. 12, rearranged)."""
-        t_int = int(self._check_t(t))
-        abar_t = float(self._abar[t_int])
-        return (np.asarray(x_t) - math.sqrt(abar_t) * np.asarray(x0_signal_pred)) / math.sqrt(
-            1 - abar_t)
-
     # -- reverse process --------------------------------------------------------------------------
 
     def time_pairs(self, steps: int, t_start: int | None = None) -> list[tuple[int, int]]:

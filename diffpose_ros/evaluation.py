@@ -40,8 +40,9 @@ import numpy as np
 from diffpose_ros import metrics
 from diffpose_ros.config import PipelineConfig
 from diffpose_ros.detection import Detection
+from diffpose_ros.drawing import draw_skeleton
 from diffpose_ros.metrics import GtImage
-from diffpose_ros.skeleton import BONES, KEYPOINT_NAMES, NUM_KEYPOINTS
+from diffpose_ros.skeleton import KEYPOINT_NAMES, NUM_KEYPOINTS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -1700,25 +1701,6 @@ def evaluate_checks(images: Mapping[str, Mapping[str, Any]], grid: Mapping[str, 
 # --------------------------------------------------------------------------------------------
 # Drawing (cv2 overlays, matplotlib Agg figures)
 # --------------------------------------------------------------------------------------------
-
-def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, colour: tuple[int, int, int],
-                  scale: float = 1.0, mask: np.ndarray | None = None, radius: int = 2,
-                  thickness: int = 1) -> None:
-    """Draw bones and joints in place; keypoints (17, 2|3) in pixels of the unscaled image."""
-    import cv2
-
-    kp = np.asarray(keypoints, dtype=np.float64)
-    ok = np.all(np.isfinite(kp[:, :2]), axis=1)
-    if mask is not None:
-        ok &= np.asarray(mask, dtype=bool)
-    pts = [(int(round((x - 0.5) * scale)), int(round((y - 0.5) * scale)))
-           if good else None for (x, y), good in zip(np.nan_to_num(kp[:, :2]), ok)]
-    for a, b in BONES:
-        if ok[a] and ok[b]:
-            cv2.line(image, pts[a], pts[b], colour, thickness, cv2.LINE_AA)
-    for j in np.flatnonzero(ok):
-        cv2.circle(image, pts[j], radius, colour, -1, cv2.LINE_AA)
-
 
 def _resized(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     import cv2

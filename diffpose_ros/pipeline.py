@@ -44,6 +44,7 @@ from diffpose_ros.codec import (
 from diffpose_ros.config import PipelineConfig
 from diffpose_ros.detection import PersonDetector, validate_image_bgr
 from diffpose_ros.diffusion import DiffusionSchedule
+from diffpose_ros.drawing import HIDE_BELOW, draw_skeleton
 from diffpose_ros.runtime.base import PoseRuntime
 from diffpose_ros.sampler import sample_heatmaps
 from diffpose_ros.smoothing import OneEuroConfig, TrackFilters
@@ -423,12 +424,15 @@ def _ms_since(start: float) -> float:
 def draw_poses(
     image_bgr: np.ndarray,
     result: FrameResult,
-    min_confidence: float = 0.2,
+    min_confidence: float = HIDE_BELOW,
     draw_detector: bool = False,
 ) -> np.ndarray:
-    """Annotated copy of the image: boxes, track ids and skeletons (colour per track id)."""
-    from diffpose_ros.skeleton import BONES
+    """Annotated copy of the image: boxes, track ids and skeletons (colour per track id).
 
+    Skeletons follow :func:`diffpose_ros.drawing.draw_skeleton`: line width and joint size
+    scale with the person's box; joints below ``min_confidence`` are not drawn, uncertain ones
+    (below ``drawing.SOLID_FROM``) are hollow with faded bones.
+    """
     out = image_bgr.copy()
     for person in result.persons:
         colour = _track_colour(person.track_id)
@@ -444,22 +448,12 @@ def draw_poses(
             1,
             cv2.LINE_AA,
         )
-        sets = [(person.keypoints, colour)]
         if draw_detector and person.detector_keypoints is not None:
-            sets.append((person.detector_keypoints, (200, 200, 200)))
-        for kpts, col in sets:
-            for a, b in BONES:
-                if kpts[a, 2] >= min_confidence and kpts[b, 2] >= min_confidence:
-                    cv2.line(out, _pt(kpts[a]), _pt(kpts[b]), col, 2, cv2.LINE_AA)
-            for kp in kpts:
-                if kp[2] >= min_confidence:
-                    cv2.circle(out, _pt(kp), 3, col, -1, cv2.LINE_AA)
+            draw_skeleton(out, person.detector_keypoints, (200, 200, 200),
+                          box_xyxy=person.box_xyxy, hide_below=min_confidence)
+        draw_skeleton(out, person.keypoints, colour, box_xyxy=person.box_xyxy,
+                      hide_below=min_confidence)
     return out
-
-
-def _pt(keypoint: np.ndarray) -> tuple[int, int]:
-    # keypoints use the pixel-corner convention; OpenCV draws at pixel centres
-    return int(round(float(keypoint[0]) - 0.5)), int(round(float(keypoint[1]) - 0.5))
 
 
 def _track_colour(track_id: int) -> tuple[int, int, int]:

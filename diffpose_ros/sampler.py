@@ -7,13 +7,13 @@ number of hypotheses (pose ensemble) and eta stay run-time choices.
 Conventions:
     * Rows: all persons x hypotheses go through ONE denoiser call per step, person-major:
       row ``b = n * hypotheses + h`` holds person n, hypothesis h, and ``person_index[b] = n``.
-    * Noise: hypothesis h (global index ``hypothesis_offset + h``) owns the generator
-      ``np.random.default_rng([seed, hypothesis_offset + h])``. Its first draw is x_T, a
+    * Noise: hypothesis h owns the generator ``np.random.default_rng([seed, h])``. Its first
+      draw is x_T, a
       (K, H, W) standard normal map in the signal domain; then, for step i = 0, 1, ... in order,
       one (K, H, W) map z_i is drawn only for the steps that use noise (eta > 0 and t_next >= 0).
       Every person shares its hypothesis' noise, so a person's result does not depend on which
-      other persons are in the batch, and a run with ``hypotheses=1, hypothesis_offset=h``
-      reproduces hypothesis h of a larger run exactly.
+      other persons are in the batch, and the first hypotheses of a larger run reproduce a
+      run with fewer hypotheses exactly.
     * Precision: float32 throughout (noise drawn as float32); the loop's own array work is a
       visible share of a CPU step, and float32 halves it.
 """
@@ -54,12 +54,9 @@ class SampleResult:
 
     Attributes:
         heatmaps: (N, K, H, W) float32 mean over hypotheses of the final x̂_0 heatmaps.
-        per_hypothesis: (N, Hy, K, H, W) float32 final x̂_0 of every hypothesis, or None when
-            not kept.
     """
 
     heatmaps: np.ndarray
-    per_hypothesis: np.ndarray | None = None
 
 
 def _check_int(value: int, name: str, low: int, high: int | None = None) -> int:
@@ -75,9 +72,8 @@ def _check_int(value: int, name: str, low: int, high: int | None = None) -> int:
 
 def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons: int,
                     heatmap_shape: tuple[int, int, int], steps: int, hypotheses: int = 1,
-                    seed: int = 0, eta: float = 1.0, *, hypothesis_offset: int = 0,
-                    keep_per_hypothesis: bool = False, prior_heatmaps: np.ndarray | None = None,
-                    t_start: int | None = None,
+                    seed: int = 0, eta: float = 1.0, *,
+                    prior_heatmaps: np.ndarray | None = None, t_start: int | None = None,
                     projection_sigma: float | None = None) -> SampleResult:
     """Run DDIM to heatmaps for N persons and Hy hypotheses each.
 
@@ -102,8 +98,6 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
         hypotheses: Hy >= 1 noise seeds whose final heatmaps are averaged.
         seed: base seed >= 0.
         eta: DDIM eta in [0, 1].
-        hypothesis_offset: global index of the first hypothesis (>= 0).
-        keep_per_hypothesis: also return every hypothesis' heatmaps.
         prior_heatmaps: (N, K, H, W) in [0, 1], e.g. the detector's keypoints drawn with
             :func:`codec.render_prior_heatmaps`; needs ``t_start``.
         t_start: first timestep when starting from a prior.
@@ -118,7 +112,6 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
     persons = _check_int(num_persons, 'num_persons', 0)
     num_hyp = _check_int(hypotheses, 'hypotheses', 1)
     seed = _check_int(seed, 'seed', 0)
-    offset = _check_int(hypothesis_offset, 'hypothesis_offset', 0)
     if len(heatmap_shape) != 3:
         raise ValueError(f'heatmap_shape must be (K, H, W), got {heatmap_shape!r}')
     shape = tuple(_check_int(v, 'heatmap_shape entries', 1) for v in heatmap_shape)
@@ -134,12 +127,10 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
                              f'got {prior_heatmaps.shape}')
 
     if persons == 0:
-        empty = np.zeros((0, *shape), dtype=np.float32)
-        per_hyp = np.zeros((0, num_hyp, *shape), dtype=np.float32)
-        return SampleResult(empty, per_hyp if keep_per_hypothesis else None)
+        return SampleResult(np.zeros((0, *shape), dtype=np.float32))
 
     rows = persons * num_hyp
-    rngs = [np.random.default_rng([seed, offset + h]) for h in range(num_hyp)]
+    rngs = [np.random.default_rng([seed, h]) for h in range(num_hyp)]
     # (Hy, K, H, W)
     x_t_hyp = np.stack([rng.standard_normal(shape, dtype=np.float32) for rng in rngs])
     x_t = np.broadcast_to(x_t_hyp, (persons, num_hyp, *shape)).copy()           # (N, Hy, K, H, W)
@@ -175,5 +166,4 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
         mean = x0_heatmaps[:, 0].copy()                                           # (N, K, H, W)
     else:
         mean = x0_heatmaps.mean(axis=1, dtype=np.float64).astype(np.float32)     # (N, K, H, W)
-    per_hyp = x0_heatmaps.copy() if keep_per_hypothesis else None
-    return SampleResult(mean, per_hyp)
+    return SampleResult(mean)

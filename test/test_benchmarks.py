@@ -179,3 +179,35 @@ def test_two_frame_run_of_the_suite_writes_the_expected_sections(tmp_path):
     cell = results['cells']['onnxruntime/3/1/1']
     assert cell['e2e']['n'] == 2 and cell['persons_mean'] == 3.0
     assert set(cell['stages']) == set(bench_engine.PIPELINE_STAGES)
+
+
+def _local_imports(path: Path, local: set[str]) -> set[str]:
+    """Benchmark modules imported anywhere in ``path`` (top level, functions, __main__)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split('.')[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split('.')[0])
+    return names & local
+
+
+def test_benchmark_modules_import_no_circle():
+    folder = ROOT / 'benchmarks'
+    modules = {path.stem: path for path in folder.glob('*.py')}
+    graph = {name: _local_imports(path, set(modules)) - {name} for name, path in modules.items()}
+    assert graph['run_all'] >= {'bench_engine', 'bench_node', 'common'}    # the graph is seen
+
+    def cycle_from(name: str, stack: tuple[str, ...]) -> tuple[str, ...] | None:
+        if name in stack:
+            return stack[stack.index(name):] + (name,)
+        for imported in sorted(graph[name]):
+            found = cycle_from(imported, stack + (name,))
+            if found:
+                return found
+        return None
+
+    cycles = [c for name in sorted(graph) if (c := cycle_from(name, ()))]
+    assert not cycles, f'import circle(s) in benchmarks/: {[" -> ".join(c) for c in cycles]}'

@@ -34,6 +34,8 @@ CORE_MODULES = (
     'diffpose_ros.runtime.ort_runtime',
     'diffpose_ros.runtime.export',
     'diffpose_ros.runtime.factory',
+    'diffpose_ros.runtime.devices',
+    'diffpose_ros.drawing',
     'diffpose_ros.cli.video',
 )
 

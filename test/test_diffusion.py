@@ -129,9 +129,6 @@ def test_add_noise_formula_and_statistics():
     # float32 stays float32
     x32 = schedule.add_noise(x0.astype(np.float32), eps.astype(np.float32), t_rows)
     assert x32.dtype == np.float32
-    # predicted noise inverts the forward process
-    np.testing.assert_allclose(schedule.predict_noise(schedule.add_noise(x0, eps, 700), x0, 700),
-                               eps, atol=1e-9)
 
 
 @pytest.mark.parametrize('t', [-1, 1000, 2.0, np.array([0, 1000]), True])

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -221,8 +222,8 @@ def test_select_providers_keeps_requested_order(tmp_path):
     assert names == [CUDA, CPU]
 
 
-def test_select_providers_drops_unavailable_with_warning(caplog):
-    with caplog.at_level(logging.WARNING):
+def test_select_providers_drops_unavailable_and_says_so(caplog):
+    with caplog.at_level(logging.INFO):
         selected = select_providers(ALL_PROVIDERS, [CUDA, CPU])
     assert [name for name, _ in selected] == [CUDA, CPU]
     assert TENSORRT in caplog.text
@@ -378,10 +379,26 @@ def test_make_runtime_backends_share_the_api_and_reuse_the_export(net, tmp_path,
     first = make_runtime(ort_config, weights, onnx_cache_dir=cache)
     manifests = list(cache.glob(f'*/{MANIFEST_FILE}'))
     assert len(calls) == 1 and len(manifests) == 1
-    mtime = manifests[0].stat().st_mtime_ns
     second = make_runtime(ort_config, weights, onnx_cache_dir=cache)
-    assert len(calls) == 1 and manifests[0].stat().st_mtime_ns == mtime
+    assert len(calls) == 1
     assert second.providers == [CPU] and second.trained
+    # other graph code (here: a pretended edit of the model's source) never reuses the export
+    from diffpose_ros.runtime import factory
+
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest['graph_code_sha256'] == factory.graph_code_sha256()
+    monkeypatch.setattr(factory, 'graph_code_sha256', lambda: 'f' * 64)
+    make_runtime(ort_config, weights, onnx_cache_dir=cache)
+    assert len(calls) == 2
+    # the other code's export was used just now (another checkout may share the cache): kept
+    assert len(list(cache.glob(f'*/{MANIFEST_FILE}'))) == 2
+    monkeypatch.setattr(factory, 'graph_code_sha256', lambda: 'e' * 64)
+    old = time.time() - (factory.STALE_EXPORT_DAYS + 1) * 86400
+    os.utime(manifests[0], (old, old))                  # unused for longer than the limit
+    make_runtime(ort_config, weights, onnx_cache_dir=cache)
+    assert len(calls) == 3
+    assert sorted(p.parent.name.rsplit('-', 1)[1] for p in cache.glob(f'*/{MANIFEST_FILE}')) \
+        == ['e' * 12, 'f' * 12]                         # only the stale one was deleted
 
     torch_runtime = make_runtime(PipelineConfig(backend='torch'), weights)
     for runtime in (first, torch_runtime):
@@ -398,6 +415,23 @@ def test_make_runtime_backends_share_the_api_and_reuse_the_export(net, tmp_path,
         outputs.append(runtime.denoise(np.full((2, 17, 64, 48), 0.5, np.float32),
                                        np.array([10, 900]), np.array([0, 1]), condition))
     assert _max_err(outputs[0], outputs[1]) < ABS_TOL
+
+
+def test_graph_code_hash_follows_the_model_source(tmp_path):
+    from diffpose_ros.runtime.factory import GRAPH_SOURCES, graph_code_sha256
+
+    package = tmp_path / 'diffpose_ros'
+    shutil.copytree(REPO_ROOT / 'diffpose_ros', package)
+    assert graph_code_sha256(package) == graph_code_sha256(REPO_ROOT / 'diffpose_ros')
+    assert 'model/*.py' in GRAPH_SOURCES
+    (package / 'pipeline.py').write_text('# not graph code\n', 'utf-8')
+    unchanged = graph_code_sha256(package)
+    assert unchanged == graph_code_sha256(REPO_ROOT / 'diffpose_ros')
+    with open(package / 'model' / 'denoiser.py', 'a') as f:
+        f.write('# an edit\n')
+    assert graph_code_sha256(package) != unchanged
+    (package / 'runtime' / 'export.py').unlink()
+    assert graph_code_sha256(package) != unchanged
 
 
 def test_make_runtime_uses_a_given_onnx_dir(onnx_dir):

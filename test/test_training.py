@@ -197,6 +197,12 @@ def test_a_few_iterations_lower_the_loss_and_write_weights(fixtures, tmp_path):
     assert trained and model.config.strl_depth == 1
 
 
+def _logged_losses(loss_csv: Path) -> dict[int, float]:
+    """{iteration: mean loss} from a run's loss.csv (iteration,loss,lr,seconds)."""
+    rows = [line.split(',') for line in loss_csv.read_text().splitlines()[1:] if line]
+    return {int(row[0]): float(row[1]) for row in rows}
+
+
 @pytest.mark.slow
 def test_resumed_training_matches_an_uninterrupted_run(fixtures, tmp_path):
     """Stopped at 12 and resumed to 24 == 24 in one go (per-iteration seeding)."""
@@ -208,7 +214,11 @@ def test_resumed_training_matches_an_uninterrupted_run(fixtures, tmp_path):
     last_loss = stopped.pop('last_loss')
     assert stopped == {'finished': False, 'iterations_done': 12,
                        'checkpoint': str(tmp_path / 'half' / 'checkpoint.safetensors')}
-    assert np.isfinite(last_loss) and last_loss > 0
+    # per-iteration seeding: the stopped run logged the uninterrupted run's losses up to 12
+    full_losses = _logged_losses(tmp_path / 'full' / 'loss.csv')
+    assert last_loss == pytest.approx(full_losses[12], rel=1e-4)
+    assert _logged_losses(tmp_path / 'half' / 'loss.csv') == pytest.approx(
+        {i: v for i, v in full_losses.items() if i <= 12}, rel=1e-4)
     # a run killed after its last checkpoint leaves later rows behind: resuming re-runs them
     with open(tmp_path / 'half' / 'loss.csv', 'a') as f:
         f.write('16,99.0,1e-3,1.0\n')
@@ -216,6 +226,7 @@ def test_resumed_training_matches_an_uninterrupted_run(fixtures, tmp_path):
     rows = (tmp_path / 'half' / 'loss.csv').read_text().splitlines()[1:]
     assert [int(r.split(',')[0]) for r in rows] == list(range(4, 25, 4))  # no duplicates
     assert '99.0' not in ''.join(rows)
+    assert _logged_losses(tmp_path / 'half' / 'loss.csv') == pytest.approx(full_losses, rel=1e-4)
     a, b = load_file(full['weights']), load_file(resumed['weights'])
     assert a.keys() == b.keys()
     worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)

@@ -292,6 +292,16 @@ def _error(command: str, message: str) -> int:
     return EXIT_ERROR
 
 
+def _verify_bag(out: str | Path, counts: dict[str, int]) -> None:
+    """Read the bag back: BagError unless it holds the messages the writer counted."""
+    from diffpose_ros.bags import io
+
+    written = sum(counts.values())
+    found = io.bag_info(out)['message_count']
+    if found != written:
+        raise io.BagError(f'{out} is incomplete: {written} messages written, {found} readable')
+
+
 def _sample_variant(args: argparse.Namespace) -> list[str]:
     """Options that make `make` without input differ from the sample bag."""
     from diffpose_ros.bags import io, make
@@ -346,6 +356,7 @@ def _run_make(args: argparse.Namespace) -> int:
         namespace=args.namespace, frame_id=args.frame_id, hfov_deg=args.hfov_deg,
         max_frames=args.max_frames, progress=not args.quiet)
     summary = make.make_bag(source, options)
+    _verify_bag(summary['out'], summary['topics'])
     topics = ', '.join(f'{t} x{n}' for t, n in summary['topics'].items())
     print(f"wrote {summary['out']} ({summary['storage']}, metadata version "
           f"{summary['metadata_version']}): {summary['frames']} frames "
@@ -387,6 +398,7 @@ def _run_record(args: argparse.Namespace) -> int:
     result = bag_record.record(
         str(args.out), args.topics, duration_s=args.duration, storage=args.storage,
         use_sim_time=args.use_sim_time, log=log)
+    _verify_bag(result.out, result.counts)
     counts = ', '.join(f'{t} x{n}' for t, n in result.counts.items())
     print(f'stopped ({result.stopped_by}) after {result.wall_s:.1f} s; wrote {result.out}: '
           f'{counts}', flush=True)
@@ -419,6 +431,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         window_mode=args.window_mode, window_size=args.window_size,
         detector_imgsz=args.detector_imgsz, detect_every_n=args.detect_every_n,
         backend=args.backend, weights_path=args.weights)
+    from diffpose_ros.runtime.devices import plan_devices
+
+    # a GPU params file on a machine without a usable GPU: the CPU, one warning (as the node)
+    planned, moved = plan_devices(config)
+    if moved:
+        pose = ('+'.join(planned.providers) if planned.backend == 'onnxruntime'
+                else planned.device)
+        print(f'warning: GPU requested but not usable here: {"; ".join(moved)}; running the '
+              f'detector on {planned.device}, backbone and pose head on {pose}', file=sys.stderr)
+        config = planned
     target = io.resolve_bag(args.bag)
     name = target.name if target.is_dir() else target.stem
     out = args.out or Path('outputs') / 'bag_evaluate' / (name + ('_recorded' if recording
@@ -496,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _RUNNERS[args.command](args)
-    except (BagError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (BagError, ValueError, OSError) as exc:     # OSError: e.g. an unwritable --out
         return _error(args.command, str(exc))
     except KeyboardInterrupt:
         return _error(args.command, 'interrupted')

@@ -212,9 +212,9 @@ def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed:
     from diffpose_ros.config import PipelineConfig
 
     window = args.window_size or (5 if args.window_mode == 'centered' else 3)
-    extra = {}
-    if args.device == 'cpu':
-        extra['providers'] = ('CPUExecutionProvider',)  # no warnings about missing GPUs
+    from diffpose_ros.runtime.devices import providers_for_device
+
+    extra = {'providers': providers_for_device(args.device)}
     if getattr(args, 't_start', None) is not None:
         extra['t_start'] = args.t_start
     extra['intra_op_threads'] = getattr(args, 'intra_op_threads', 0)
@@ -667,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.out.mkdir(parents=True, exist_ok=True)
+        if not os.access(args.out, os.W_OK):        # before any model loads
+            raise PermissionError(f'output directory {args.out} is not writable')
         COMMANDS[args.command](args)
     except (AssetError, ValueError, OSError) as exc:
         LOGGER.error('%s', exc)

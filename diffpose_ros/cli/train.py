@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         summary = train(config, resume=not args.no_resume, progress=not args.no_progress,
                         stop_after=args.stop_after)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:          # a missing input or an unwritable output
         logging.getLogger('diffpose-train').error('%s', exc)
         return 2
     print(json.dumps(summary, indent=2))

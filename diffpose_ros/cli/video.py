@@ -13,10 +13,14 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from diffpose_ros.config import PipelineConfig
+
+if TYPE_CHECKING:
+    import cv2
 
 LOGGER = logging.getLogger('diffpose-video')
 
@@ -33,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='video file (default: the sample vtest.avi fetched by setup)',
     )
-    parser.add_argument('--out', default='outputs/annotated.mp4', help='annotated video (.mp4)')
+    parser.add_argument('--out', default='outputs/annotated.mp4',
+                        help=f'annotated video ({", ".join(VIDEO_FOURCC)})')
     parser.add_argument('--json', default='outputs/poses.json', help='poses as JSON')
     parser.add_argument('--steps', type=int, default=1, help='DDIM denoising steps (1..)')
     parser.add_argument('--hypotheses', type=int, default=1, help='noise seeds ensembled')
@@ -114,6 +119,79 @@ def _person_json(person) -> dict:
     return out
 
 
+# containers the annotated video can be written to, and the codec for each (OpenCV's FFmpeg
+# backend); anything else (.webm, .gif, ...) is refused before the models load
+VIDEO_FOURCC = {'.mp4': 'mp4v', '.m4v': 'mp4v', '.mov': 'mp4v', '.mkv': 'mp4v', '.avi': 'MJPG'}
+
+
+class OutputError(RuntimeError):
+    """An output cannot be written, or was not written completely."""
+
+
+def open_video_writer(path: Path, fps: float, size_wh: tuple[int, int]) -> cv2.VideoWriter:
+    """An opened OpenCV writer for ``path`` (parents created); OutputError if it cannot be."""
+    import cv2
+
+    fourcc = VIDEO_FOURCC.get(path.suffix.lower())
+    if fourcc is None:
+        raise OutputError(f'cannot write video {path}: unsupported container '
+                          f'{path.suffix or "(no extension)"!r}; use one of '
+                          f'{", ".join(VIDEO_FOURCC)}')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f'cannot write video {path}: {exc}') from exc
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size_wh)
+    if not writer.isOpened():
+        raise OutputError(f'cannot write video {path}: OpenCV could not open a {fourcc} writer '
+                          '(is the directory writable?)')
+    return writer
+
+
+def check_video_output(path: Path) -> None:
+    """Before any model loads: open a writer beside ``path`` (same directory and container,
+    so an existing ``path`` is untouched) and delete it again."""
+    if path.is_dir():
+        raise OutputError(f'cannot write video {path}: it is a directory')
+    probe = path.with_name(f'.{path.stem}.probe{path.suffix}')
+    try:
+        open_video_writer(probe, 10.0, (64, 64)).release()
+    except OutputError as exc:
+        raise OutputError(str(exc).replace(str(probe), str(path))) from exc
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def check_json_output(path: Path) -> None:
+    """Fail early unless ``path`` can be created (its directory exists or can be made and is
+    writable, and the path is not a directory)."""
+    import os
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f'cannot write {path}: {exc}') from exc
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        raise OutputError(f'cannot write {path}: '
+                          + ('it is a directory' if path.is_dir()
+                             else f'{path.parent} is not writable'))
+
+
+def verify_video(path: Path, frames_written: int) -> None:
+    """Raise OutputError unless ``path`` reads back with ``frames_written`` frames."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        readable = capture.isOpened()
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if readable else 0
+    finally:
+        capture.release()
+    if not readable or frames != frames_written:
+        raise OutputError(f'video {path} is incomplete: {frames_written} frames written, '
+                          f'{frames if readable else "none"} readable')
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
@@ -122,13 +200,25 @@ def main(argv: list[str] | None = None) -> int:
 
     from diffpose_ros.assets import VTEST_VIDEO, AssetError, asset_path
     from diffpose_ros.config import PipelineConfig
-    from diffpose_ros.detection import UltralyticsPoseDetector
     from diffpose_ros.pipeline import PosePipeline, draw_poses
-    from diffpose_ros.runtime.factory import make_runtime
+    from diffpose_ros.runtime.devices import build_engines, providers_for_device
     from diffpose_ros.skeleton import KEYPOINT_NAMES
 
+    out_path, json_path = Path(args.out), Path(args.json)
+    # inputs and outputs first: a typo must not cost a model load and export
     try:
         video_path = Path(args.input) if args.input else asset_path(VTEST_VIDEO)
+        if not video_path.is_file():
+            raise OutputError(f'input video {video_path} does not exist')
+        capture = cv2.VideoCapture(str(video_path))
+        if not capture.isOpened():
+            raise OutputError(f'cannot open video {video_path} (not a video OpenCV can read)')
+        check_video_output(out_path)
+        check_json_output(json_path)
+    except (AssetError, OutputError) as exc:
+        LOGGER.error('%s', exc)
+        return 2
+    try:
         window_size = args.window_size or (5 if args.window_mode == 'centered' else 3)
         config = PipelineConfig(
             steps=args.steps,
@@ -148,9 +238,11 @@ def main(argv: list[str] | None = None) -> int:
             track_max_age_s=args.track_max_age_s,
             backend=args.backend,
             device=args.device,
+            providers=providers_for_device(args.device),
         )
-        runtime = make_runtime(config, weights_path=args.weights)
-        detector = UltralyticsPoseDetector.from_config(config)
+        # `--device cuda` without a usable GPU runs on the CPU, with one warning
+        engines = build_engines(config, weights_path=args.weights)
+        config, runtime = engines.config, engines.runtime
     except (AssetError, ValueError, OSError, RuntimeError) as exc:
         LOGGER.error('%s', exc)
         return 2
@@ -159,34 +251,28 @@ def main(argv: list[str] | None = None) -> int:
             'the DiffPose head is UNTRAINED (random weights): drawn keypoints are '
             'meaningless; boxes and track ids are real'
         )
-    capture = cv2.VideoCapture(str(video_path))
-    if not capture.isOpened():
-        LOGGER.error('cannot open video %s', video_path)
-        return 2
     fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) - args.start_frame
     if args.max_frames > 0:
         total = min(total, args.max_frames)
     capture.set(cv2.CAP_PROP_POS_FRAMES, args.start_frame)
-    pipeline = PosePipeline(config, runtime, detector)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    pipeline = PosePipeline(config, runtime, engines.detector)
     writer = None
+    frames_written = 0
     held: dict[int, np.ndarray] = {}  # frames waiting for their (centred) results
     frames_json = []
     timings_total: dict[str, float] = {}
     start = time.perf_counter()
 
     def emit(result) -> None:
-        nonlocal writer
+        nonlocal writer, frames_written
         image = held.pop(result.frame_index)
         annotated = draw_poses(image, result, draw_detector=args.draw_detector)
         if writer is None:
             height, width = annotated.shape[:2]
-            writer = cv2.VideoWriter(
-                args.out, cv2.VideoWriter_fourcc(*'mp4v'), fps, (width, height)
-            )
+            writer = open_video_writer(out_path, fps, (width, height))
         writer.write(annotated)
+        frames_written += 1
         frames_json.append(
             {
                 'frame_index': args.start_frame + result.frame_index,
@@ -196,24 +282,34 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     progress = tqdm(total=total, unit='frame', disable=args.quiet, desc='diffpose')
-    for index in range(total):
-        ok, image = capture.read()
-        if not ok:
-            break
-        stamp_ns = int(round((args.start_frame + index) / fps * 1e9))
-        held[index] = image
-        result = pipeline.process(image, stamp_ns)
-        if result is not None:
-            for stage, value in result.timings_ms.items():
-                timings_total[stage] = timings_total.get(stage, 0.0) + value
+    try:
+        for index in range(total):
+            ok, image = capture.read()
+            if not ok:
+                break
+            stamp_ns = int(round((args.start_frame + index) / fps * 1e9))
+            held[index] = image
+            result = pipeline.process(image, stamp_ns)
+            if result is not None:
+                for stage, value in result.timings_ms.items():
+                    timings_total[stage] = timings_total.get(stage, 0.0) + value
+                emit(result)
+            progress.update(1)
+        for result in pipeline.flush():
             emit(result)
-        progress.update(1)
-    for result in pipeline.flush():
-        emit(result)
-    progress.close()
+    except OutputError as exc:
+        LOGGER.error('%s', exc)
+        return 1
+    finally:
+        progress.close()
+        capture.release()
+        if writer is not None:
+            writer.release()
     elapsed_s = time.perf_counter() - start
-    if writer is not None:
-        writer.release()
+    if not frames_json:
+        LOGGER.error('no frame read from %s (start frame %d of %d): nothing written',
+                     video_path, args.start_frame, int(total + args.start_frame))
+        return 1
     meta = {
         'video': str(video_path),
         'fps': fps,
@@ -222,25 +318,31 @@ def main(argv: list[str] | None = None) -> int:
         'model_trained': runtime.trained,
         'backend': runtime.name,
         'providers': runtime.providers,
+        'devices': engines.placement.summary(),
         'steps': config.steps,
         'hypotheses': config.hypotheses,
         'window_mode': config.window_mode,
         'window_size': config.window_size,
         'seed': config.seed,
     }
-    Path(args.json).write_text(json.dumps({'meta': meta, 'frames': frames_json}) + '\n')
+    try:
+        verify_video(out_path, frames_written)
+        json_path.write_text(json.dumps({'meta': meta, 'frames': frames_json}) + '\n')
+    except (OutputError, OSError) as exc:
+        LOGGER.error('%s', exc)
+        return 1
     n = max(len(frames_json), 1)
     person_frames = sum(len(f['persons']) for f in frames_json)
     print(
         f'{len(frames_json)} frames, {person_frames} person-frames in {elapsed_s:.1f} s '
-        f'({len(frames_json) / elapsed_s:.2f} frames/s); backend {runtime.name} '
-        f'{runtime.providers}; steps {config.steps}, hypotheses {config.hypotheses}, '
+        f'({len(frames_json) / elapsed_s:.2f} frames/s); backend {runtime.name}, '
+        f'{engines.placement.summary()}; steps {config.steps}, hypotheses {config.hypotheses}, '
         f'{config.window_mode} window of {config.window_size}'
     )
     print(
         'mean per frame [ms]: ' + ', '.join(f'{k} {v / n:.1f}' for k, v in timings_total.items())
     )
-    print(f'wrote {args.out} and {args.json}')
+    print(f'wrote {out_path} ({frames_written} frames) and {json_path}')
     return 0
 
 

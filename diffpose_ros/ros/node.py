@@ -179,6 +179,7 @@ class DiffPoseNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._pipeline = None
         self._runtime = None
+        self._placement = None          # runtime.devices.Placement once configured
         self._options: params_mod.NodeOptions | None = None
         self._cameras: dict[str, _Camera] = {}
         self._diagnostics_pub = None
@@ -254,10 +255,9 @@ class DiffPoseNode(LifecycleNode):
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         from diffpose_ros.assets import AssetError
-        from diffpose_ros.detection import UltralyticsPoseDetector
         from diffpose_ros.model.files import WeightsError
         from diffpose_ros.pipeline import PosePipeline
-        from diffpose_ros.runtime.factory import make_runtime
+        from diffpose_ros.runtime.devices import build_engines
 
         values = self._values()
         try:
@@ -269,9 +269,11 @@ class DiffPoseNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         try:
             start = time.perf_counter()
-            runtime = make_runtime(config, weights_path=values['weights_path'] or None)
-            detector = UltralyticsPoseDetector.from_config(config)
-            pipeline = PosePipeline(config, runtime, detector)
+            # no usable GPU: the GPU parts run on the CPU, with one warning (runtime.devices)
+            engines = build_engines(config, values['weights_path'] or None,
+                                    logger=self.get_logger())
+            config, runtime = engines.config, engines.runtime
+            pipeline = PosePipeline(config, runtime, engines.detector)
             self._warm_up(pipeline)
         except (AssetError, WeightsError, OSError, RuntimeError, ValueError) as exc:
             self.get_logger().error(f'configure failed: {exc}')
@@ -280,6 +282,7 @@ class DiffPoseNode(LifecycleNode):
             self.get_logger().warning('the DiffPose head is UNTRAINED: keypoints are meaningless '
                                       'until trained weights are installed')
         self._runtime, self._pipeline, self._options = runtime, pipeline, options
+        self._placement = engines.placement
         self._costs = CostTracker()
         self._auto_steps_note = ''
         self._cameras = {setup.name: _Camera(setup) for setup in setups}
@@ -298,8 +301,8 @@ class DiffPoseNode(LifecycleNode):
             options.diagnostics_period_s, self._publish_diagnostics,
             clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
-            f'configured in {time.perf_counter() - start:.1f} s: backend {runtime.name} '
-            f'{runtime.providers}, cameras {list(self._cameras)}, steps {config.steps}, '
+            f'configured in {time.perf_counter() - start:.1f} s: backend {runtime.name}, '
+            f'{engines.placement.summary()}, cameras {list(self._cameras)}, steps {config.steps}, '
             f'hypotheses {config.hypotheses}, {config.window_mode} window {config.window_size}')
         return TransitionCallbackReturn.SUCCESS
 
@@ -650,6 +653,7 @@ class DiffPoseNode(LifecycleNode):
             node_status.values = [
                 KeyValue(key='backend', value=self._runtime.name),
                 KeyValue(key='providers', value=','.join(self._runtime.providers)),
+                KeyValue(key='devices', value=self._placement.summary()),
                 KeyValue(key='weights_trained', value=str(self._runtime.trained)),
                 KeyValue(key='steps', value=str(config.steps)),
                 KeyValue(key='hypotheses', value=str(config.hypotheses)),

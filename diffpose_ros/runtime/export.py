@@ -200,7 +200,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def export_onnx(model: DiffPoseNet, out_dir: str | Path, opset: int = DEFAULT_OPSET, *,
                 trained: bool = False, weights_sha256: str | None = None,
-                weights_file: str | None = None, slim: bool = True, seed: int = 0) -> Path:
+                weights_file: str | None = None, graph_code_sha256: str | None = None,
+                slim: bool = True, seed: int = 0) -> Path:
     """Write the three graphs, ``model_config.json`` and ``manifest.json`` into ``out_dir``.
 
     Args:
@@ -211,6 +212,9 @@ def export_onnx(model: DiffPoseNet, out_dir: str | Path, opset: int = DEFAULT_OP
         trained: whether the head weights were trained (recorded in the manifest).
         weights_sha256: sha256 of the head weights file, recorded for cache validation.
         weights_file: name of the weights file, recorded for humans.
+        graph_code_sha256: hash of the code defining the graphs
+            (:func:`diffpose_ros.runtime.factory.graph_code_sha256`), recorded for cache
+            validation.
         slim: simplify each graph with onnxslim when its outputs stay identical.
         seed: seed of the example inputs used for tracing and checking.
 
@@ -258,6 +262,7 @@ def export_onnx(model: DiffPoseNet, out_dir: str | Path, opset: int = DEFAULT_OP
         'versions': _versions(),
         'trained': bool(trained),
         'weights': {'file': weights_file, 'sha256': weights_sha256},
+        'graph_code_sha256': graph_code_sha256,
         'backbone': model.config.backbone,
         'created_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'graphs': graphs,
@@ -303,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from diffpose_ros.assets import sha256_of
     from diffpose_ros.model.weights import WeightsError, default_weights_path, load_model
+    from diffpose_ros.runtime.factory import graph_code_sha256
 
     weights = Path(args.weights) if args.weights else default_weights_path()
     try:
@@ -312,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = export_onnx(model, args.out, args.opset, trained=trained,
                       weights_sha256=sha256_of(weights) if weights else None,
-                      weights_file=weights.name if weights else None, slim=not args.no_slim)
+                      weights_file=weights.name if weights else None,
+                      graph_code_sha256=graph_code_sha256(), slim=not args.no_slim)
     LOGGER.info('wrote %s (trained head: %s)', out, trained)
     return 0
 

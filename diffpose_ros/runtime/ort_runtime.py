@@ -33,7 +33,8 @@ CUDA = 'CUDAExecutionProvider'
 CPU = 'CPUExecutionProvider'
 SUPPORTED_PROVIDERS = (TENSORRT, CUDA, CPU)
 GPU_PROVIDERS = (TENSORRT, CUDA)
-DEFAULT_PROVIDERS = (TENSORRT, CUDA, CPU)
+# the GPU is asked for explicitly (providers, or devices.providers_for_device('cuda'))
+DEFAULT_PROVIDERS = (CPU,)
 
 BACKBONE = 'backbone'
 WINDOW_ENCODER = 'window_encoder'
@@ -173,8 +174,9 @@ def select_providers(requested: Sequence[str], available: Sequence[str],
     selected: list[tuple[str, dict[str, str]]] = []
     for name in dict.fromkeys(requested):          # ordered, without duplicates
         if name not in available:
-            LOGGER.warning('%s requested but this onnxruntime build does not provide it '
-                           '(available: %s); skipping it', name, list(available))
+            # INFO: OrtRuntime's one fallback warning names every GPU provider not in use
+            LOGGER.info('%s requested but not available here (available: %s); skipping it',
+                        name, list(available))
             continue
         if name == TENSORRT:
             cache = Path(trt_engine_cache_dir) if trt_engine_cache_dir \
@@ -245,6 +247,9 @@ class OrtRuntime:
         intra_op_threads: threads per session for the CPU provider; 0 = ONNX Runtime default
             (one per physical core).
         device_id: CUDA device index.
+        warn_on_fallback: warn when every requested GPU provider fell back to the CPU; False
+            when the caller reports it (:func:`diffpose_ros.runtime.devices.build_engines`).
+            A partial fallback (TensorRT -> CUDA) is always warned.
 
     Raises:
         OnnxModelError: a file is missing or corrupt, or a graph does not match
@@ -256,7 +261,8 @@ class OrtRuntime:
 
     def __init__(self, onnx_dir: str | Path, providers: Sequence[str] = DEFAULT_PROVIDERS,
                  trt_engine_cache_dir: str | Path = '', fp16: bool = False,
-                 intra_op_threads: int = 0, device_id: int = 0):
+                 intra_op_threads: int = 0, device_id: int = 0,
+                 warn_on_fallback: bool = True):
         import onnxruntime as ort
 
         if intra_op_threads < 0:
@@ -270,6 +276,9 @@ class OrtRuntime:
 
         self._selected = select_providers(providers, usable_providers(ort),
                                           trt_engine_cache_dir, fp16, device_id)
+        self._warn_on_fallback = warn_on_fallback
+        # {provider: why it could not be created}, for a caller that reports the fallback
+        self.provider_errors: dict[str, str] = {}
         self.requested_providers = [name for name, _ in self._selected]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -286,12 +295,14 @@ class OrtRuntime:
             p for session in self._sessions.values() for p in session.get_providers()))
         self.provider_fallbacks = [p for p in dict.fromkeys(providers)
                                    if p in GPU_PROVIDERS and p not in self._providers]
-        if self.provider_fallbacks:
+        on_gpu = any(p in GPU_PROVIDERS for p in self._providers)
+        if self.provider_fallbacks and (warn_on_fallback or on_gpu):
             LOGGER.warning(
                 'ONNX Runtime was asked for %s but the sessions run on %s: no usable GPU, or '
                 'the CUDA / cuDNN / TensorRT libraries are missing (onnxruntime falls back '
                 'without raising)', self.provider_fallbacks, self._providers)
-        if fp16 and TENSORRT not in self._providers:
+        if fp16 and TENSORRT not in self._providers and (
+                warn_on_fallback or on_gpu or TENSORRT not in providers):
             LOGGER.warning('fp16 applies to TensorRT engines only; running the FP32 graphs on %s',
                            self._providers)
 
@@ -361,8 +372,11 @@ class OrtRuntime:
                 if len(names) == 1:
                     raise OnnxModelError(f'ONNX Runtime cannot load {path}: {exc}. '
                                          f'{self._hint()}') from exc
-                LOGGER.warning('%s could not be created (%s); continuing with %s', names[0],
-                               str(exc).strip().splitlines()[-1][:300], names[1:])
+                reason = str(exc).strip().splitlines()[-1][:300]
+                self.provider_errors[names[0]] = reason
+                LOGGER.log(logging.WARNING if self._warn_on_fallback else logging.INFO,
+                           '%s could not be created (%s); continuing with %s', names[0],
+                           reason, names[1:])
                 self._selected = self._selected[1:]
             except Exception as exc:  # onnxruntime's InvalidProtobuf, InvalidGraph, Fail...
                 raise OnnxModelError(f'ONNX Runtime cannot load {path}: {exc}. '
