@@ -622,8 +622,8 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
             'best_steps_by_hypotheses', 'one_step_minus_best_points_by_hypotheses',
             'best_cell', 'more_hypotheses_ever_cost_more_than_seed_spread',
             'zeroed_heatmap_costs_accuracy', 'ablation', 'cells')},
-        'bonn': {k: bonn[k] for k in ('limb_pck', 'jitter', 'lag', 'id_switches', 'matching',
-                                      'yolo_same_filter') if k in bonn},
+        'bonn': {k: bonn[k] for k in ('limb_pck', 'jitter', 'lag', 'id_switches', 'identity',
+                                      'matching', 'yolo_same_filter') if k in bonn},
         'video': {
             'video': video['video'], 'first_frame': video['first_frame'],
             'last_frame': video['last_frame'], 'window_mode': video['window_mode'],
