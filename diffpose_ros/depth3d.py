@@ -1,0 +1,181 @@
+"""3D keypoints from a depth image registered to the colour image (issue 12; no ROS).
+
+Per joint: the depth pixels in a small window around the 2D keypoint (its half size scales with
+the person's box), restricted to a band around the person's torso depth, give a robust depth
+(median); the joint is back-projected with the colour camera's pinhole intrinsics into its
+optical frame (x right, y down, z forward, metres). The image is assumed rectified (the
+caller warns once when the CameraInfo has distortion).
+
+Why a band around the torso: a window on a joint at the person's edge mixes the person with
+the wall behind (or an object in front). Its plain median can land on the wall; the band keeps
+only pixels at a plausible body depth, and a joint with too few of them is invalid instead of
+being placed on the wall.
+
+Outputs per joint: ``xyz_m`` (NaN where invalid, never 0 m), ``valid``, ``support`` (share of
+the window's pixels inside the band) and ``confidence = 2D confidence x support`` (0 where
+invalid). Vectorised over persons and joints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+DEPTH_ENCODINGS = ('16UC1', 'mono16', '32FC1')
+TORSO_JOINTS = (5, 6, 11, 12)  # COCO-17 shoulders and hips
+
+
+@dataclasses.dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics of the (rectified) colour image, pixels."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    def __post_init__(self) -> None:
+        for name in ('fx', 'fy', 'cx', 'cy'):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f'intrinsics {name} must be finite, got {value}')
+        if self.fx <= 0 or self.fy <= 0:
+            raise ValueError(f'focal lengths must be > 0, got fx={self.fx}, fy={self.fy}')
+
+    @classmethod
+    def from_k(cls, k: np.ndarray | list[float]) -> Intrinsics:
+        """From a row-major 3x3 camera matrix (CameraInfo.k)."""
+        k = np.asarray(k, np.float64).reshape(3, 3)
+        return cls(fx=float(k[0, 0]), fy=float(k[1, 1]), cx=float(k[0, 2]), cy=float(k[1, 2]))
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthConfig:
+    window_fraction: float = 0.02  # half window = this x the box's larger side
+    min_half_window_px: int = 2
+    max_half_window_px: int = 10
+    band_behind_m: float = 0.35  # a joint may lie this far behind the torso (body depth)
+    band_front_m: float = 0.80  # ... and this far in front (an arm reaching to the camera)
+    min_support: float = 0.15  # share of the window's pixels in the band for a valid joint
+    min_keypoint_confidence: float = 0.3  # 2D confidence below this: no 3D joint (a guess)
+    min_depth_m: float = 0.1
+    max_depth_m: float = 20.0
+
+    def __post_init__(self) -> None:
+        values = dataclasses.asdict(self)
+        for name, value in values.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f'{name} must be a finite number >= 0, got {value}')
+        if self.min_keypoint_confidence > 1:
+            raise ValueError('min_keypoint_confidence must be in [0, 1]')
+        if not 0 < self.min_support <= 1:
+            raise ValueError(f'min_support must be in (0, 1], got {self.min_support}')
+        if not 1 <= self.min_half_window_px <= self.max_half_window_px <= 64:
+            raise ValueError('need 1 <= min_half_window_px <= max_half_window_px <= 64')
+        if not 0 < self.min_depth_m < self.max_depth_m:
+            raise ValueError('need 0 < min_depth_m < max_depth_m')
+
+
+@dataclasses.dataclass
+class Keypoints3d:
+    xyz_m: np.ndarray  # (P, K, 3) float32, camera optical frame; NaN where invalid
+    valid: np.ndarray  # (P, K) bool
+    support: np.ndarray  # (P, K) float32 in [0, 1]
+    confidence: np.ndarray  # (P, K) float32: 2D confidence x support, 0 where invalid
+    torso_depth_m: np.ndarray  # (P,) float32, NaN when unknown
+
+
+def depth_to_metres(depth: np.ndarray, encoding: str) -> np.ndarray:
+    """A depth image as float32 metres with NaN for no data (REP 118: 16UC1 in millimetres,
+    32FC1 in metres; 0, NaN and Inf mean no data)."""
+    depth = np.asarray(depth)
+    if depth.ndim != 2 or depth.size == 0:
+        raise ValueError(f'depth image must be 2-D and non-empty, got shape {depth.shape}')
+    if encoding in ('16UC1', 'mono16'):
+        if depth.dtype != np.uint16:
+            raise ValueError(f'{encoding} depth must be uint16, got {depth.dtype}')
+        metres = depth.astype(np.float32) * np.float32(0.001)
+        metres[depth == 0] = np.nan
+        return metres
+    if encoding == '32FC1':
+        if depth.dtype != np.float32:
+            raise ValueError(f'32FC1 depth must be float32, got {depth.dtype}')
+        metres = depth.astype(np.float32, copy=True)
+        metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
+        return metres
+    raise ValueError(f'unsupported depth encoding {encoding!r}; expected one of '
+                     f'{DEPTH_ENCODINGS}')
+
+
+def _window_offsets(max_half: int) -> tuple[np.ndarray, np.ndarray]:
+    r = np.arange(-max_half, max_half + 1)
+    dy, dx = np.meshgrid(r, r, indexing='ij')
+    return dy.ravel(), dx.ravel()
+
+
+def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.ndarray,
+                    intrinsics: Intrinsics, config: DepthConfig = DepthConfig(),
+                    ) -> Keypoints3d:
+    """3D joints of P persons from their 2D keypoints (P, K, 3) [px, px, conf] and boxes
+    (P, 4) on a depth image in metres (H, W) (NaN = no data) of the same size as the colour
+    image the keypoints refer to."""
+    kpts = np.asarray(keypoints, np.float64)
+    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    if kpts.ndim != 3 or kpts.shape[-1] != 3 or len(kpts) != len(boxes):
+        raise ValueError(f'keypoints must be (P, K, 3) with one box each, got {kpts.shape} '
+                         f'and {boxes.shape}')
+    num_persons, num_joints = kpts.shape[:2]
+    height, width = depth_m.shape
+    empty = np.full((num_persons, num_joints), np.nan, np.float32)
+    if num_persons == 0:
+        return Keypoints3d(np.zeros((0, num_joints, 3), np.float32), np.zeros_like(empty, bool),
+                           empty.copy(), empty.copy(), np.zeros(0, np.float32))
+    # windows: (P, K, S) pixel samples, masked to each person's half size
+    box_size = np.max(boxes[:, 2:] - boxes[:, :2], axis=1)
+    half = np.clip(np.round(config.window_fraction * box_size), config.min_half_window_px,
+                   config.max_half_window_px).astype(np.int64)  # (P,)
+    dy, dx = _window_offsets(config.max_half_window_px)
+    u = np.round(kpts[..., 0]).astype(np.int64)  # nearest pixel centre
+    v = np.round(kpts[..., 1]).astype(np.int64)
+    finite_xy = np.isfinite(kpts[..., 0]) & np.isfinite(kpts[..., 1])
+    u = np.where(finite_xy, u, -10**6)
+    v = np.where(finite_xy, v, -10**6)
+    in_window = (np.abs(dy)[None, :] <= half[:, None]) & (np.abs(dx)[None, :] <= half[:, None])
+    ys = v[..., None] + dy  # (P, K, S)
+    xs = u[..., None] + dx
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width) & in_window[:, None, :]
+    samples = np.full(ys.shape, np.nan, np.float32)
+    samples[inside] = depth_m[ys[inside], xs[inside]]
+    samples[(samples < config.min_depth_m) | (samples > config.max_depth_m)] = np.nan
+    window_count = np.maximum(inside.sum(axis=-1), 1)  # (P, K) window pixels inside the image
+    confident = (kpts[..., 2] >= config.min_keypoint_confidence) & finite_xy
+
+    with np.errstate(all='ignore'):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN windows -> NaN, expected
+            plain = np.nanmedian(samples, axis=-1)  # (P, K)
+            torso_idx = [j for j in TORSO_JOINTS if j < num_joints]
+            torso_values = np.where(confident[:, torso_idx], plain[:, torso_idx], np.nan)
+            torso = np.nanmedian(torso_values, axis=1) if torso_idx else np.full(
+                num_persons, np.nan)
+            # no torso joint with depth: the person's joints' median stands in
+            fallback = np.nanmedian(np.where(confident, plain, np.nan), axis=1)
+            torso = np.where(np.isfinite(torso), torso, fallback)
+            low = (torso - config.band_front_m)[:, None, None]
+            high = (torso + config.band_behind_m)[:, None, None]
+            in_band = np.isfinite(samples) & (samples >= low) & (samples <= high)
+            banded = np.where(in_band, samples, np.nan)
+            depth = np.nanmedian(banded, axis=-1)  # (P, K)
+    support = (in_band.sum(axis=-1) / window_count).astype(np.float32)
+    valid = confident & np.isfinite(depth) & (support >= config.min_support)
+    z = np.where(valid, depth, np.nan)
+    xyz = np.stack([(kpts[..., 0] - intrinsics.cx) * z / intrinsics.fx,
+                    (kpts[..., 1] - intrinsics.cy) * z / intrinsics.fy, z], axis=-1)
+    confidence = np.where(valid, np.clip(kpts[..., 2], 0, 1) * support, 0.0)
+    return Keypoints3d(xyz_m=xyz.astype(np.float32), valid=valid,
+                       support=np.where(np.isfinite(support), support, 0).astype(np.float32),
+                       confidence=confidence.astype(np.float32),
+                       torso_depth_m=torso.astype(np.float32))
