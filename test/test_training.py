@@ -296,3 +296,23 @@ def test_missing_training_data_gives_a_clear_error(tmp_path):
     err = proc.stderr
     assert 'training data not found' in err and 'LSP Extended' in err
     assert 'Traceback' not in err
+
+
+def test_the_curriculum_ties_the_input_error_to_t():
+    """Off (the shipped recipe): every prior row draws t in [0, t_max], error unscaled, with the
+    same random stream as before. On: detector priors at t >= detector_t_min, label + small
+    error rows at t <= synthetic_t_max with an error that grows with t."""
+    from diffpose_ros.training.trainer import PriorConfig, draw_prior_timesteps
+
+    synthetic = np.arange(4000) % 4 == 0
+    off_t, off_scale = draw_prior_timesteps(np.random.default_rng(0), synthetic, PriorConfig())
+    np.testing.assert_array_equal(off_t, np.random.default_rng(0).integers(0, 501, size=4000))
+    assert (off_scale == 1).all()
+    pc = PriorConfig(curriculum=True, detector_t_min=100, synthetic_t_max=200)
+    t, scale = draw_prior_timesteps(np.random.default_rng(1), synthetic, pc)
+    assert t[~synthetic].min() >= 100 and t[~synthetic].max() <= 500
+    assert t[synthetic].max() <= 200 and (scale[~synthetic] == 1).all()
+    assert np.corrcoef(t[synthetic], scale[synthetic])[0, 1] > 0.99
+    assert 0.25 <= scale[synthetic].min() and scale[synthetic].max() <= 1.0
+    with pytest.raises(ValueError):
+        PriorConfig(curriculum=True, detector_t_min=600)

@@ -88,6 +88,37 @@ class PriorConfig:
     swap_probability: float = 0.08       # per limb pair (arms, legs): left/right swapped
     drop_probability: float = 0.05       # per joint: no prior (confidence 0)
     confidence_noise: float = 0.3        # confidence x U(1 - x, 1 + x)
+    # curriculum tying the input's error to t: detector priors at t ~ U[detector_t_min, t_max],
+    # label + small error at t ~ U[0, synthetic_t_max] with the error growing with t, so that a
+    # later denoising step (small t) learns its input is already close and refines it
+    curriculum: bool = False
+    detector_t_min: int = 100
+    synthetic_t_max: int = 200
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.t_max <= 999:
+            raise ValueError(f'prior t_max must be in [0, 999], got {self.t_max}')
+        if not 0 <= self.detector_t_min <= self.t_max:
+            raise ValueError(f'detector_t_min must be in [0, t_max], got {self.detector_t_min}')
+        if not 0 <= self.synthetic_t_max <= 999:
+            raise ValueError(f'synthetic_t_max must be in [0, 999], got {self.synthetic_t_max}')
+
+
+def draw_prior_timesteps(rng: np.random.Generator, synthetic: np.ndarray,
+                         pc: PriorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Timesteps of prior rows and the scale of the synthetic rows' error.
+
+    Without the curriculum every prior row draws t ~ U[0, t_max] and the error keeps its size.
+    With it, detector priors draw t ~ U[detector_t_min, t_max] and "label + small error" rows
+    t ~ U[0, synthetic_t_max] with an error growing from 0.25x to 1x over that range.
+    """
+    rows = len(synthetic)
+    if not pc.curriculum:
+        return rng.integers(0, pc.t_max + 1, size=rows), np.ones(rows)
+    prior_t = np.where(synthetic, rng.integers(0, pc.synthetic_t_max + 1, size=rows),
+                       rng.integers(pc.detector_t_min, pc.t_max + 1, size=rows))
+    scale = np.where(synthetic, 0.25 + 0.75 * prior_t / max(pc.synthetic_t_max, 1), 1.0)
+    return prior_t, scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,7 +389,7 @@ class WindowSampler:
 
     def prior(self, ref: SampleRef, aug: Augmentation, rng: np.random.Generator,
               synthetic: bool, transform: CropTransform | None = None,
-              ) -> tuple[np.ndarray, np.ndarray]:
+              synthetic_error_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """A detector-like estimate of the key frame: heatmap px (17, 2), confidence (17,).
 
         The detector's real keypoints with corruptions, or (``synthetic``) the label plus a
@@ -371,7 +402,7 @@ class WindowSampler:
             keypoints = person.keypoints.copy()
             labelled = keypoints[:, 2] > 0
             keypoints[:, :2] += rng.normal(size=(NUM_KEYPOINTS, 2)) * (
-                pc.synthetic_error * self.prior_error * size)[:, None]
+                synthetic_error_scale * pc.synthetic_error * self.prior_error * size)[:, None]
             # confidence of a projected estimate: the peak of the previous x̂0
             keypoints[:, 2] = np.where(labelled, rng.uniform(0.5, 1.0, NUM_KEYPOINTS), 0.0)
             # where the label has no joint, the detector's own estimate stands in
@@ -430,12 +461,13 @@ class WindowSampler:
         prior_conf = np.zeros((rows, NUM_KEYPOINTS))
         from_prior = rng.random(rows) < pc.prior_probability
         synthetic = rng.random(rows) < pc.synthetic_probability
-        timesteps = np.where(from_prior, rng.integers(0, pc.t_max + 1, size=rows),
+        prior_t, error_scale = draw_prior_timesteps(rng, synthetic, pc)
+        timesteps = np.where(from_prior, prior_t,
                              rng.integers(0, mc.diffusion_timesteps, size=rows))
         for b, (ref, aug, transform) in enumerate(zip(refs, augs, transforms)):
             if from_prior[b]:
                 prior_xy[b], prior_conf[b] = self.prior(ref, aug, rng, bool(synthetic[b]),
-                                                        transform)
+                                                        transform, float(error_scale[b]))
         label_maps = encode_heatmaps_batch(targets_hm, target_weights > 0, hw, mc.heatmap_sigma)
         prior_maps = render_prior_heatmaps(prior_xy, prior_conf, hw, mc.heatmap_sigma)
         x0_input = np.where(from_prior[:, None, None, None], prior_maps, label_maps)
