@@ -108,6 +108,17 @@ def depth_to_metres(depth: np.ndarray, encoding: str) -> np.ndarray:
                      f'{DEPTH_ENCODINGS}')
 
 
+def _masked_median(values: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN (NaN where nothing is left); a sort and two
+    gathers, several times faster than ``np.nanmedian`` on these small windows."""
+    ordered = np.sort(values, axis=-1)  # NaN last
+    count = np.isfinite(values).sum(axis=-1)
+    low = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[..., None], -1)[..., 0]
+    high = np.take_along_axis(ordered, np.maximum(count // 2, 0)[..., None], -1)[..., 0]
+    median = 0.5 * (low + high)
+    return np.where(count > 0, median, np.nan)
+
+
 def _window_offsets(max_half: int) -> tuple[np.ndarray, np.ndarray]:
     r = np.arange(-max_half, max_half + 1)
     dy, dx = np.meshgrid(r, r, indexing='ij')
@@ -151,24 +162,18 @@ def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.n
     window_count = np.maximum(inside.sum(axis=-1), 1)  # (P, K) window pixels inside the image
     confident = (kpts[..., 2] >= config.min_keypoint_confidence) & finite_xy
 
-    with np.errstate(all='ignore'):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN windows -> NaN, expected
-            plain = np.nanmedian(samples, axis=-1)  # (P, K)
-            torso_idx = [j for j in TORSO_JOINTS if j < num_joints]
-            torso_values = np.where(confident[:, torso_idx], plain[:, torso_idx], np.nan)
-            torso = np.nanmedian(torso_values, axis=1) if torso_idx else np.full(
-                num_persons, np.nan)
-            # no torso joint with depth: the person's joints' median stands in
-            fallback = np.nanmedian(np.where(confident, plain, np.nan), axis=1)
-            torso = np.where(np.isfinite(torso), torso, fallback)
-            low = (torso - config.band_front_m)[:, None, None]
-            high = (torso + config.band_behind_m)[:, None, None]
-            in_band = np.isfinite(samples) & (samples >= low) & (samples <= high)
-            banded = np.where(in_band, samples, np.nan)
-            depth = np.nanmedian(banded, axis=-1)  # (P, K)
+    plain = _masked_median(samples)  # (P, K)
+    torso_idx = [j for j in TORSO_JOINTS if j < num_joints]
+    torso = (_masked_median(np.where(confident[:, torso_idx], plain[:, torso_idx], np.nan))
+             if torso_idx else np.full(num_persons, np.nan))
+    # no torso joint with depth: the median of the person's joints stands in
+    fallback = _masked_median(np.where(confident, plain, np.nan))
+    torso = np.where(np.isfinite(torso), torso, fallback)
+    with np.errstate(invalid='ignore'):  # NaN torso: no pixel is in the band
+        low = (torso - config.band_front_m)[:, None, None]
+        high = (torso + config.band_behind_m)[:, None, None]
+        in_band = np.isfinite(samples) & (samples >= low) & (samples <= high)
+    depth = _masked_median(np.where(in_band, samples, np.nan))  # (P, K)
     support = (in_band.sum(axis=-1) / window_count).astype(np.float32)
     valid = confident & np.isfinite(depth) & (support >= config.min_support)
     z = np.where(valid, depth, np.nan)
