@@ -92,3 +92,17 @@ def test_cpu_profile_builds_without_warnings(caplog):
     assert not engines.placement.gpu_fallback
     assert engines.placement.summary() == ('detector cpu, backbone and pose head '
                                            'CPUExecutionProvider')
+
+
+@needs_no_gpu
+def test_evaluate_cli_with_a_gpu_device_plans_the_cpu_with_one_warning(caplog):
+    """`diffpose-evaluate --device cuda` on a CPU machine: the configuration its detector and
+    runtime are built from is the CPU plan, announced by ONE warning (they then stay quiet)."""
+    from diffpose_ros.cli import evaluate
+
+    args = evaluate.build_parser().parse_args(['bonn', '--device', 'cuda'])
+    with caplog.at_level(logging.WARNING):
+        config = evaluate._config(args)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and 'not usable here' in warnings[0].getMessage()
+    assert config.device == 'cpu' and config.providers == (CPU,)

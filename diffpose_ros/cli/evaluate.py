@@ -221,11 +221,21 @@ def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed:
     extra['x0_projection'] = getattr(args, 'x0_projection', 'off') == 'on'
     extra['keypoint_filter'] = getattr(args, 'keypoint_filter', 'one_euro')
 
-    return PipelineConfig(steps=steps, hypotheses=hypotheses, seed=seed,
-                          diffusion_start=getattr(args, 'diffusion_start', 'detector'),
-                          window_mode=args.window_mode, window_size=window,
-                          detector_imgsz=imgsz or getattr(args, 'detector_imgsz', PHOTO_IMGSZ),
-                          backend=args.backend, device=args.device, **extra)
+    from diffpose_ros.runtime.devices import plan_devices
+
+    config = PipelineConfig(steps=steps, hypotheses=hypotheses, seed=seed,
+                            diffusion_start=getattr(args, 'diffusion_start', 'detector'),
+                            window_mode=args.window_mode, window_size=window,
+                            detector_imgsz=imgsz or getattr(args, 'detector_imgsz', PHOTO_IMGSZ),
+                            backend=args.backend, device=args.device, **extra)
+    # the node's fallback story: parts without a usable GPU run on the CPU, ONE warning here
+    # (the detector and the runtime then build for the CPU and say nothing more)
+    planned, problems = plan_devices(config)
+    if problems:
+        LOGGER.warning('GPU requested (--device %s) but not usable here: %s. Running the '
+                       'detector, backbone and pose head on the CPU.', args.device,
+                       '; '.join(problems))
+    return planned
 
 
 def _runtime(args: argparse.Namespace, config: Any) -> Any:
