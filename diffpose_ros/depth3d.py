@@ -181,6 +181,6 @@ def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.n
                     (kpts[..., 1] - intrinsics.cy) * z / intrinsics.fy, z], axis=-1)
     confidence = np.where(valid, np.clip(kpts[..., 2], 0, 1) * support, 0.0)
     return Keypoints3d(xyz_m=xyz.astype(np.float32), valid=valid,
-                       support=np.where(np.isfinite(support), support, 0).astype(np.float32),
+                       support=support,
                        confidence=confidence.astype(np.float32),
                        torso_depth_m=torso.astype(np.float32))

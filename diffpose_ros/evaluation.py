@@ -1109,10 +1109,10 @@ def filter_detector_keypoints(records: Sequence[tuple[int, Any]], config: Pipeli
                               fps: float) -> list[tuple[int, Any]]:
     """(frame, person) records with ``keypoints`` replaced by the detector's keypoints run
     through the pipeline's keypoint filter: YOLO with the same smoothing, for a fair baseline."""
-    from diffpose_ros.pipeline import _filter_config
+    from diffpose_ros.pipeline import keypoint_filter_config
     from diffpose_ros.smoothing import TrackFilters
 
-    filters = TrackFilters(_filter_config(config))
+    filters = TrackFilters(keypoint_filter_config(config))
     out = []
     for frame, person in sorted(records, key=lambda r: r[0]):
         if person.detector_keypoints is None:

@@ -99,7 +99,7 @@ class _CameraState:
         self.period = FramePeriodEstimator(int(round(config.frame_period_ms * 1e6)))
         # track id -> (box, keypoints (K, 3) image px) of its latest estimate (warm starts)
         self.estimates: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.filters = TrackFilters(_filter_config(config))
+        self.filters = TrackFilters(keypoint_filter_config(config))
 
     def reset(self) -> None:
         self.filters.reset()
@@ -166,7 +166,7 @@ class PosePipeline:
             filter_beta=self.config.filter_beta if beta is None else beta,
         )
         for state in self.cameras.values():
-            state.filters = TrackFilters(_filter_config(self.config))
+            state.filters = TrackFilters(keypoint_filter_config(self.config))
 
     def observe_stamp(self, camera_id: str, stamp_ns: int) -> None:
         """Tell the frame-period estimate about an image that arrived (also one that will be
@@ -401,7 +401,7 @@ class PosePipeline:
         return keypoints
 
 
-def _filter_config(config: PipelineConfig) -> OneEuroConfig:
+def keypoint_filter_config(config: PipelineConfig) -> OneEuroConfig:
     return OneEuroConfig(min_cutoff_hz=config.filter_min_cutoff_hz, beta=config.filter_beta,
                          max_gap_s=max(config.track_max_age_s, 1e-3))
 

@@ -142,8 +142,9 @@ def xyah_to_xyxy(box_xyah: np.ndarray) -> np.ndarray:
     return np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dtype=np.float32)
 
 
-def iou_xyxy(boxes_a_xyxy: np.ndarray, boxes_b_xyxy: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of (A, 4) and (B, 4) boxes -> (A, B)."""
+def _intersections(boxes_a_xyxy: np.ndarray, boxes_b_xyxy: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairwise intersection areas (A, B) of (A, 4) and (B, 4) boxes; their areas (A,), (B,)."""
     a = np.asarray(boxes_a_xyxy, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(boxes_b_xyxy, dtype=np.float64).reshape(-1, 4)
     inter_w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
@@ -151,18 +152,19 @@ def iou_xyxy(boxes_a_xyxy: np.ndarray, boxes_b_xyxy: np.ndarray) -> np.ndarray:
     inter = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None)
     area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
     area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    return inter, area_a, area_b
+
+
+def iou_xyxy(boxes_a_xyxy: np.ndarray, boxes_b_xyxy: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (A, 4) and (B, 4) boxes -> (A, B)."""
+    inter, area_a, area_b = _intersections(boxes_a_xyxy, boxes_b_xyxy)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def ioa_xyxy(boxes_a_xyxy: np.ndarray, boxes_b_xyxy: np.ndarray) -> np.ndarray:
     """Pairwise intersection over the area of the first box, (A, 4) and (B, 4) -> (A, B)."""
-    a = np.asarray(boxes_a_xyxy, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(boxes_b_xyxy, dtype=np.float64).reshape(-1, 4)
-    inter_w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    inter_h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None)
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
+    inter, area_a, _ = _intersections(boxes_a_xyxy, boxes_b_xyxy)
     return np.where(area_a[:, None] > 0, inter / np.maximum(area_a[:, None], 1e-12), 0.0)
 
 

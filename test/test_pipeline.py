@@ -350,7 +350,7 @@ def test_published_keypoints_are_smoothed_per_track_and_warm_starts_stay_raw(
     """keypoint_filter one_euro: the first frame of a track is published as estimated; later
     frames are the causal filter of the raw estimates (kept raw for warm starts); 'none'
     publishes the raw estimates; the filter setting changes at run time."""
-    from diffpose_ros.pipeline import _filter_config
+    from diffpose_ros.pipeline import keypoint_filter_config
     from diffpose_ros.smoothing import OneEuroKeypointFilter
 
     smooth = _pipeline(torch_runtime, frames, recorded_detections)
@@ -367,7 +367,7 @@ def test_published_keypoints_are_smoothed_per_track_and_warm_starts_stay_raw(
             np.testing.assert_allclose(smooth.cameras['camera'].estimates[person.track_id][1],
                                        raw_by_id[person.track_id], atol=1e-4)
             expected = reference.setdefault(person.track_id, OneEuroKeypointFilter(
-                _filter_config(smooth.config)))(
+                keypoint_filter_config(smooth.config)))(
                 raw_by_id[person.track_id], person.box_xyxy, _stamp(i))
             np.testing.assert_allclose(person.keypoints, expected, atol=1e-3)
             if i == 0:
