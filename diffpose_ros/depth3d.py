@@ -11,14 +11,21 @@ the wall behind (or an object in front). Its plain median can land on the wall; 
 only pixels at a plausible body depth, and a joint with too few of them is invalid instead of
 being placed on the wall.
 
-Outputs per joint: ``xyz_m`` (NaN where invalid, never 0 m), ``valid``, ``support`` (share of
-the window's pixels inside the band) and ``confidence = 2D confidence x support`` (0 where
-invalid). Vectorised over persons and joints.
+Outputs per joint: ``xyz_m``, ``valid``, ``support`` (share of the window's pixels inside the
+band) and ``confidence = 2D confidence x support`` (0 where invalid). Per person: ``has_depth``
+(a torso depth was measured). Positions are never 0 m or NaN for a person with depth: a valid
+joint sits at its own depth; an invalid one on its pixel's viewing ray at the person's torso
+depth, flagged invalid with confidence 0 (a consumer that ignores the flag still gets a point on
+the person, not at the camera or at infinity). A person without depth has no 3D pose (its
+``xyz_m`` is NaN and it is not published). Vectorised over persons and joints.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -79,11 +86,12 @@ class DepthConfig:
 
 @dataclasses.dataclass
 class Keypoints3d:
-    xyz_m: np.ndarray  # (P, K, 3) float32, camera optical frame; NaN where invalid
+    xyz_m: np.ndarray  # (P, K, 3) float32, camera optical frame (see the module docstring)
     valid: np.ndarray  # (P, K) bool
     support: np.ndarray  # (P, K) float32 in [0, 1]
     confidence: np.ndarray  # (P, K) float32: 2D confidence x support, 0 where invalid
     torso_depth_m: np.ndarray  # (P,) float32, NaN when unknown
+    has_depth: np.ndarray  # (P,) bool: torso depth known, so every xyz_m of the person is finite
 
 
 def depth_to_metres(depth: np.ndarray, encoding: str) -> np.ndarray:
@@ -141,7 +149,8 @@ def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.n
     empty = np.full((num_persons, num_joints), np.nan, np.float32)
     if num_persons == 0:
         return Keypoints3d(np.zeros((0, num_joints, 3), np.float32), np.zeros_like(empty, bool),
-                           empty.copy(), empty.copy(), np.zeros(0, np.float32))
+                           empty.copy(), empty.copy(), np.zeros(0, np.float32),
+                           np.zeros(0, bool))
     # windows: (P, K, S) pixel samples, masked to each person's half size
     box_size = np.max(boxes[:, 2:] - boxes[:, :2], axis=1)
     half = np.clip(np.round(config.window_fraction * box_size), config.min_half_window_px,
@@ -176,11 +185,65 @@ def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.n
     depth = _masked_median(np.where(in_band, samples, np.nan))  # (P, K)
     support = (in_band.sum(axis=-1) / window_count).astype(np.float32)
     valid = confident & np.isfinite(depth) & (support >= config.min_support)
-    z = np.where(valid, depth, np.nan)
-    xyz = np.stack([(kpts[..., 0] - intrinsics.cx) * z / intrinsics.fx,
-                    (kpts[..., 1] - intrinsics.cy) * z / intrinsics.fy, z], axis=-1)
+    # invalid joints: on their pixel's ray at the torso depth (a missing 2D joint: the box's
+    # centre), so no position is ever 0 m or NaN for a person with depth
+    z = np.where(valid, depth, torso[:, None])
+    centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+    px = np.where(finite_xy, kpts[..., 0], centre[:, None, 0])
+    py = np.where(finite_xy, kpts[..., 1], centre[:, None, 1])
+    xyz = np.stack([(px - intrinsics.cx) * z / intrinsics.fx,
+                    (py - intrinsics.cy) * z / intrinsics.fy, z], axis=-1)
     confidence = np.where(valid, np.clip(kpts[..., 2], 0, 1) * support, 0.0)
     return Keypoints3d(xyz_m=xyz.astype(np.float32), valid=valid,
                        support=support,
                        confidence=confidence.astype(np.float32),
-                       torso_depth_m=torso.astype(np.float32))
+                       torso_depth_m=torso.astype(np.float32),
+                       has_depth=np.isfinite(torso))
+
+
+def persons_to_3d(persons: Sequence[object], depth_m: np.ndarray, intrinsics: Intrinsics,
+                  config: DepthConfig = DepthConfig()) -> Keypoints3d:
+    """``keypoints_to_3d`` for pipeline persons (anything with ``keypoints`` (K, 3) and
+    ``box_xyxy`` (4,)); the node and ``diffpose-bag evaluate`` share it."""
+    if not persons:
+        return keypoints_to_3d(np.zeros((0, 17, 3)), np.zeros((0, 4)), depth_m, intrinsics,
+                               config)
+    keypoints = np.stack([np.asarray(p.keypoints, np.float64) for p in persons])
+    boxes = np.stack([np.asarray(p.box_xyxy, np.float64) for p in persons])
+    return keypoints_to_3d(keypoints, boxes, depth_m, intrinsics, config)
+
+
+class StampMatcher:
+    """A bounded buffer of stamped items (depth images) and a nearest-stamp lookup, to pair
+    each colour frame with the depth frame taken with it.
+
+    Depth and colour arrive on separate topics in either order; ``nearest`` is asked when the
+    colour frame's poses are ready, so depth arriving within the pose stage's latency still
+    matches. The buffer holds the newest ``capacity`` items (about a second at 30 Hz).
+    """
+
+    def __init__(self, capacity: int = 30):
+        if capacity < 1:
+            raise ValueError(f'capacity must be >= 1, got {capacity}')
+        self._items: collections.deque[tuple[int, object]] = collections.deque(maxlen=capacity)
+        self._lock = threading.Lock()  # depth callbacks add while the worker looks up
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, stamp_ns: int, item: object) -> None:
+        with self._lock:
+            self._items.append((int(stamp_ns), item))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def nearest(self, stamp_ns: int, tolerance_ns: int) -> tuple[int, object] | None:
+        """The item whose stamp is nearest to ``stamp_ns``, if within ``tolerance_ns``."""
+        with self._lock:
+            items = list(self._items)
+        if not items:
+            return None
+        best = min(items, key=lambda entry: abs(entry[0] - stamp_ns))
+        return best if abs(best[0] - stamp_ns) <= tolerance_ns else None

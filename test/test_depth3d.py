@@ -10,8 +10,10 @@ import pytest
 from diffpose_ros.depth3d import (
     DepthConfig,
     Intrinsics,
+    StampMatcher,
     depth_to_metres,
     keypoints_to_3d,
+    persons_to_3d,
 )
 
 K = Intrinsics(fx=500.0, fy=480.0, cx=320.0, cy=240.0)
@@ -42,7 +44,10 @@ def test_a_plane_gives_exact_back_projected_coordinates(encoding):
         expected = ((u - K.cx) * z_m / K.fx, (v - K.cy) * z_m / K.fy, z_m)
         np.testing.assert_allclose(result.xyz_m[0, joint], expected, atol=1e-3)
         assert result.confidence[0, joint] == pytest.approx(0.9, abs=1e-6)
-    assert not result.valid[0, 1] and np.isnan(result.xyz_m[0, 1]).all()  # no 2D joint
+    # no 2D joint: invalid, on the box centre's ray at the torso depth (never 0 m or NaN)
+    assert not result.valid[0, 1] and result.confidence[0, 1] == 0
+    np.testing.assert_allclose(result.xyz_m[0, 1, 2], z_m, atol=1e-3)
+    assert result.has_depth.all() and np.isfinite(result.xyz_m).all()
 
 
 def test_invalid_depth_marks_joints_invalid_never_zero_or_nan_positions():
@@ -60,12 +65,16 @@ def test_invalid_depth_marks_joints_invalid_never_zero_or_nan_positions():
     joints[8] = (340.0, 110.0)    # on 0.0
     result = keypoints_to_3d(_person(joints), BOX, depth_to_metres(float_depth, '32FC1'), K)
     for joint in (10, 7, 8):
-        assert not result.valid[0, joint]
-    xyz = result.xyz_m[result.valid]
-    assert np.isfinite(xyz).all() and (xyz[:, 2] > 0.1).all()
-    # a person with no depth at all: every joint invalid
+        assert not result.valid[0, joint] and result.confidence[0, joint] == 0
+        # on its pixel's ray at the torso depth: neither the no-data 0 nor NaN/Inf
+        u, v = joints[joint]
+        expected = ((u - K.cx) * 1.5 / K.fx, (v - K.cy) * 1.5 / K.fy, 1.5)
+        np.testing.assert_allclose(result.xyz_m[0, joint], expected, atol=1e-3)
+    assert np.isfinite(result.xyz_m).all() and (result.xyz_m[..., 2] > 0.1).all()
+    # a person with no depth at all: every joint invalid, and the person has no 3D pose
     result = keypoints_to_3d(_person(joints), BOX, np.full((480, 640), np.nan, np.float32), K)
     assert not result.valid.any() and np.isnan(result.torso_depth_m).all()
+    assert not result.has_depth.any()
 
 
 def test_a_joint_on_the_person_edge_that_lands_on_the_wall_is_rejected():
@@ -206,3 +215,29 @@ def test_real_kinect_joints_in_the_shadow_or_on_the_wall_are_invalid(photo_detec
                              Intrinsics(525, 525, 320, 240))
     assert not result.valid[0, 9] and not result.valid[0, 10]
     assert result.valid[0, 5] and result.valid[0, 6]
+
+
+def test_stamp_matcher_pairs_the_nearest_depth_within_tolerance_and_stays_bounded():
+    matcher = StampMatcher(capacity=4)
+    assert matcher.nearest(100, 10**9) is None
+    for stamp_ns in (1_000, 34_000, 67_000, 100_000, 133_000):
+        matcher.add(stamp_ns, f'depth@{stamp_ns}')
+    assert len(matcher) == 4                       # the oldest (1_000) was evicted
+    assert matcher.nearest(70_000, 5_000) == (67_000, 'depth@67000')
+    assert matcher.nearest(84_000, 5_000) is None  # 17 us from both neighbours
+    assert matcher.nearest(1_000, 1_000) is None   # evicted
+    matcher.clear()
+    assert len(matcher) == 0
+
+
+def test_persons_to_3d_reads_pipeline_persons():
+    class Person:
+        def __init__(self, joints):
+            self.keypoints = _person(joints)[0]
+            self.box_xyxy = BOX[0]
+
+    depth = depth_to_metres(np.full((480, 640), 2000, np.uint16), '16UC1')
+    result = persons_to_3d([Person(TORSO), Person(TORSO)], depth, K)
+    assert result.valid.shape == (2, 17) and result.has_depth.all()
+    np.testing.assert_allclose(result.xyz_m[:, 5, 2], 2.0, atol=1e-3)
+    assert persons_to_3d([], depth, K).xyz_m.shape == (0, 17, 3)
