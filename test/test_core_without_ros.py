@@ -21,6 +21,7 @@ CORE_MODULES = (
     'diffpose_ros.pipeline',
     'diffpose_ros.latency_budget',
     'diffpose_ros.transport_stats',
+    'diffpose_ros.compressed_depth',
     'diffpose_ros.smoothing',
     'diffpose_ros.depth3d',
     'diffpose_ros.metrics',
