@@ -156,11 +156,12 @@ def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.n
     half = np.clip(np.round(config.window_fraction * box_size), config.min_half_window_px,
                    config.max_half_window_px).astype(np.int64)  # (P,)
     dy, dx = _window_offsets(config.max_half_window_px)
-    u = np.round(kpts[..., 0]).astype(np.int64)  # nearest pixel centre
-    v = np.round(kpts[..., 1]).astype(np.int64)
+    # keypoints have their origin at the top-left pixel's corner (pixel centres at +0.5, the
+    # message convention): the pixel a keypoint lies in is floor(x); the camera model (K) counts
+    # from pixel centres, hence the -0.5 in the back-projection below
     finite_xy = np.isfinite(kpts[..., 0]) & np.isfinite(kpts[..., 1])
-    u = np.where(finite_xy, u, -10**6)
-    v = np.where(finite_xy, v, -10**6)
+    u = np.floor(np.where(finite_xy, kpts[..., 0], -10**6)).astype(np.int64)
+    v = np.floor(np.where(finite_xy, kpts[..., 1], -10**6)).astype(np.int64)
     in_window = (np.abs(dy)[None, :] <= half[:, None]) & (np.abs(dx)[None, :] <= half[:, None])
     ys = v[..., None] + dy  # (P, K, S)
     xs = u[..., None] + dx
@@ -191,8 +192,8 @@ def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.n
     centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
     px = np.where(finite_xy, kpts[..., 0], centre[:, None, 0])
     py = np.where(finite_xy, kpts[..., 1], centre[:, None, 1])
-    xyz = np.stack([(px - intrinsics.cx) * z / intrinsics.fx,
-                    (py - intrinsics.cy) * z / intrinsics.fy, z], axis=-1)
+    xyz = np.stack([(px - 0.5 - intrinsics.cx) * z / intrinsics.fx,
+                    (py - 0.5 - intrinsics.cy) * z / intrinsics.fy, z], axis=-1)
     confidence = np.where(valid, np.clip(kpts[..., 2], 0, 1) * support, 0.0)
     return Keypoints3d(xyz_m=xyz.astype(np.float32), valid=valid,
                        support=support,

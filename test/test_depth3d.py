@@ -41,7 +41,8 @@ def test_a_plane_gives_exact_back_projected_coordinates(encoding):
     result = keypoints_to_3d(_person(joints), BOX, depth_to_metres(depth, encoding), K)
     for joint, (u, v) in joints.items():
         assert result.valid[0, joint]
-        expected = ((u - K.cx) * z_m / K.fx, (v - K.cy) * z_m / K.fy, z_m)
+        # pixel centres at +0.5 (the message convention), K counts from pixel centres
+        expected = ((u - 0.5 - K.cx) * z_m / K.fx, (v - 0.5 - K.cy) * z_m / K.fy, z_m)
         np.testing.assert_allclose(result.xyz_m[0, joint], expected, atol=1e-3)
         assert result.confidence[0, joint] == pytest.approx(0.9, abs=1e-6)
     # no 2D joint: invalid, on the box centre's ray at the torso depth (never 0 m or NaN)
@@ -68,7 +69,7 @@ def test_invalid_depth_marks_joints_invalid_never_zero_or_nan_positions():
         assert not result.valid[0, joint] and result.confidence[0, joint] == 0
         # on its pixel's ray at the torso depth: neither the no-data 0 nor NaN/Inf
         u, v = joints[joint]
-        expected = ((u - K.cx) * 1.5 / K.fx, (v - K.cy) * 1.5 / K.fy, 1.5)
+        expected = ((u - 0.5 - K.cx) * 1.5 / K.fx, (v - 0.5 - K.cy) * 1.5 / K.fy, 1.5)
         np.testing.assert_allclose(result.xyz_m[0, joint], expected, atol=1e-3)
     assert np.isfinite(result.xyz_m).all() and (result.xyz_m[..., 2] > 0.1).all()
     # a person with no depth at all: every joint invalid, and the person has no 3D pose
@@ -241,3 +242,16 @@ def test_persons_to_3d_reads_pipeline_persons():
     assert result.valid.shape == (2, 17) and result.has_depth.all()
     np.testing.assert_allclose(result.xyz_m[:, 5, 2], 2.0, atol=1e-3)
     assert persons_to_3d([], depth, K).xyz_m.shape == (0, 17, 3)
+
+
+def test_back_projection_agrees_with_the_marker_plane_convention():
+    """depth3d and markers.backproject share the message's pixel convention (centres at +0.5):
+    the same keypoints at the same depth give the same points."""
+    markers = pytest.importorskip('diffpose_ros.ros.markers')
+    depth = depth_to_metres(np.full((480, 640), 1800, np.uint16), '16UC1')
+    kpts = _person({**TORSO, 9: (123.25, 321.75)})
+    result = keypoints_to_3d(kpts, BOX, depth, K)
+    k_matrix = [[K.fx, 0, K.cx], [0, K.fy, K.cy], [0, 0, 1]]
+    joints = [5, 6, 9, 11, 12]
+    plane = markers.backproject(kpts[0, joints, :2], k_matrix, 1.8)
+    np.testing.assert_allclose(result.xyz_m[0, joints], plane, atol=1e-6)
