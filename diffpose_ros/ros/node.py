@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import threading
 import time
 from typing import Any
@@ -138,10 +139,16 @@ def _decode_compressed_depth(msg: Any, max_pixels: int) -> tuple[np.ndarray, str
         raise ImageConversionError(
             'oversize', f'compressedDepth image has {len(data)} bytes > {max_bytes} allowed for '
             f'max_image_pixels {max_pixels}')
+    # the decoder refuses oversize images from their headers, before allocating, if it can
+    limit = ({'max_pixels': max_pixels} if 'max_pixels' in inspect.signature(
+        decode_compressed_depth).parameters else {})
     try:
-        depth, encoding = decode_compressed_depth(msg.format, data)
+        depth, encoding = decode_compressed_depth(msg.format, data, **limit)
     except CompressedDepthError as exc:
-        raise ImageConversionError('corrupt_compressed', str(exc)) from None
+        kind = getattr(exc, 'kind', '')
+        kind = ('oversize' if 'oversize' in kind else 'unknown_encoding' if 'format' in kind
+                else 'corrupt_compressed')
+        raise ImageConversionError(kind, str(exc)) from None
     if depth.size > max_pixels:
         raise ImageConversionError(
             'oversize', f'decoded depth image {depth.shape} has more than max_image_pixels '
