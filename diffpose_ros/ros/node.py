@@ -795,6 +795,9 @@ class DiffPoseNode(LifecycleNode):
         msg.depth_stamp = depth_msg.header.stamp
         by_track: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         valid_joints = total_joints = 0
+        # Python floats and bools once (per-element numpy scalars make message building slower)
+        xyz_list, confidence_list = points.xyz_m.tolist(), points.confidence.tolist()
+        valid_list = points.valid.tolist()
         for index, person in enumerate(result.persons):
             if not points.has_depth[index]:
                 camera.persons_without_depth += 1
@@ -803,9 +806,9 @@ class DiffPoseNode(LifecycleNode):
             person_msg = PersonPose3D(track_id=int(person.track_id),
                                       torso_depth_m=float(points.torso_depth_m[index]))
             person_msg.keypoints = [
-                Keypoint3D(position=Point(x=float(x), y=float(y), z=float(z)),
-                           confidence=float(c), valid=bool(v))
-                for (x, y, z), c, v in zip(xyz, points.confidence[index], valid)]
+                Keypoint3D(position=Point(x=x, y=y, z=z), confidence=c, valid=v)
+                for (x, y, z), c, v in zip(xyz_list[index], confidence_list[index],
+                                           valid_list[index])]
             msg.persons.append(person_msg)
             by_track[int(person.track_id)] = (xyz, valid)
             valid_joints += int(valid.sum())
