@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.timeout(900)]
 
 RGBD = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'rgbd' / 'kinect_upper_body'
 NODE_READY_S = 240
-BASE_STAMP_NS = 2_000_000_000_000       # sim time 2000 s
+BASE_STAMP_NS = 2_000_000_000_000       # sim time 2000 s; each test uses its own stamp range
 PERIOD_NS = 100_000_000
 CAMERA = 'rgbd'
 COLOUR_TOPIC = '/rgbd/color/image_raw'
@@ -297,11 +297,21 @@ def test_late_off_stamp_or_missing_depth_keeps_2d_and_is_counted(client, depth_n
     # the reports covering those frames warned
     assert any('had no depth within 20 ms' in v['_message'] for v in values), \
         [v['_message'] for v in values]
+    # depth stops while colour goes on: WARN after 3 s without depth
+    start_s = time.monotonic()
+    stamp = BASE_STAMP_NS + 100 * PERIOD_NS     # up to 30 s of frames: below the next test's
+    while not any('no depth on' in v['_message'] for v in _diagnostics(client, start_s)):
+        assert time.monotonic() - start_s < 30, 'no warning that depth stopped'
+        feeder.publish(rgbd_frames[10][0], stamp)
+        feeder.wait_poses(stamp)
+        stamp += PERIOD_NS
+    [warning] = [v for v in _diagnostics(client, start_s) if 'no depth on' in v['_message']][:1]
+    assert warning['_level'] in (b'\x01', 1) and DEPTH_TOPIC in warning['_message'], warning
 
 
 def test_bad_depth_images_are_counted_and_2d_continues(client, depth_node, feeder,
                                                       rgbd_frames):
-    base = BASE_STAMP_NS + 20 * PERIOD_NS
+    base = BASE_STAMP_NS + 1000 * PERIOD_NS
     colour, depth = rgbd_frames[9]
     # a CameraInfo with lens distortion: 3D assumes a rectified image, said once per camera
     distorted = camera_info_msg(640, 480, base, FRAME_ID, focal_px=525.0)
@@ -349,7 +359,7 @@ def _change_state(client, transition_id) -> bool:
 def test_lifecycle_deactivate_activate_with_depth(client, depth_node, feeder, rgbd_frames):
     from lifecycle_msgs.msg import Transition
 
-    base = BASE_STAMP_NS + 30 * PERIOD_NS
+    base = BASE_STAMP_NS + 1100 * PERIOD_NS
     assert _change_state(client, Transition.TRANSITION_DEACTIVATE)
     client.wait_for(lambda: client.node.count_subscribers(DEPTH_TOPIC) == 0, 10,
                     'the depth subscription to go', depth_node)
@@ -379,7 +389,7 @@ def test_compressed_depth_after_reconfigure(client, depth_node, feeder, rgbd_fra
     assert _change_state(client, Transition.TRANSITION_CONFIGURE)
     assert _change_state(client, Transition.TRANSITION_ACTIVATE)
     feeder.wait_ready(f'{DEPTH_TOPIC}/compressedDepth')
-    base = BASE_STAMP_NS + 40 * PERIOD_NS
+    base = BASE_STAMP_NS + 1200 * PERIOD_NS
     for i in range(2):
         stamp = base + i * PERIOD_NS
         colour, depth = rgbd_frames[13 + i]
