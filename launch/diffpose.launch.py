@@ -25,6 +25,12 @@ Arguments:
         list. ``image_topic`` and ``image_topics`` are mutually exclusive.
     transport: raw or compressed (subscribe to ``<image_topic>/compressed``); '' (default) = the
         params file's ``transport``.
+    depth_topics: YAML list of depth image topics registered to the colour images, one per image
+        topic ('' in the list = no depth for that camera), e.g.
+        depth_topics:="['/camera/aligned_depth_to_color/image_raw']"; cameras with depth
+        publish ``~/<camera>/poses_3d``. '' (default) = the params file's ``depth_topics``.
+    depth_transport: raw or compressedDepth (``<depth_topic>/compressedDepth``); '' (default) =
+        the params file's ``depth_transport``.
     log_level: debug, info (default), warn, error or fatal.
 
 Topics with the defaults (image /camera/image_raw -> camera name ``camera``):
@@ -63,7 +69,10 @@ FASTDDS_VARIABLE = 'FASTDDS_DEFAULT_PROFILES_FILE'
 FASTRTPS_VARIABLE = 'FASTRTPS_DEFAULT_PROFILES_FILE'
 FAST_DDS_2_DISTROS = ('humble', 'iron', 'jazzy')
 LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
-LIST_ARGUMENTS = ('image_topics', 'camera_names', 'camera_info_topics')
+LIST_ARGUMENTS = ('image_topics', 'camera_names', 'camera_info_topics', 'depth_topics')
+# lists whose entries may be '' (depth_topics: '' = that camera has no depth)
+LISTS_WITH_EMPTY_ENTRIES = ('depth_topics',)
+DEPTH_TRANSPORTS = ('raw', 'compressedDepth')
 
 
 def _as_bool(name: str, text: str) -> bool:
@@ -77,6 +86,7 @@ def _as_bool(name: str, text: str) -> bool:
 
 def _string_list(name: str, text: str) -> list[str] | None:
     """A YAML list of strings (or one bare string); None for '' (= keep the params file)."""
+    allow_empty = name in LISTS_WITH_EMPTY_ENTRIES
     if not text.strip():
         return None
     try:
@@ -86,7 +96,8 @@ def _string_list(name: str, text: str) -> list[str] | None:
     if isinstance(value, str):
         value = [value]
     if (not isinstance(value, list) or not value
-            or not all(isinstance(item, str) and item.strip() for item in value)):
+            or not all(isinstance(item, str) and (allow_empty or item.strip())
+                       for item in value)):
         raise ValueError(f"launch argument {name} must be a non-empty YAML list of strings, "
                          f"e.g. \"['/front/image_raw', '/rear/image_raw']\", got {text!r}")
     return [item.strip() for item in value]
@@ -109,6 +120,10 @@ def _launch_setup(context, *args, **kwargs):
     if transport not in ('', 'raw', 'compressed'):
         raise ValueError(f"launch argument transport must be 'raw' or 'compressed', "
                          f'got {transport!r}')
+    depth_transport = LaunchConfiguration('depth_transport').perform(context).strip()
+    if depth_transport not in ('', *DEPTH_TRANSPORTS):
+        raise ValueError(f'launch argument depth_transport must be one of {DEPTH_TRANSPORTS}, '
+                         f'got {depth_transport!r}')
     log_level = LaunchConfiguration('log_level').perform(context).strip().lower()
     if log_level not in LOG_LEVELS:
         raise ValueError(f'launch argument log_level must be one of {LOG_LEVELS}, '
@@ -123,6 +138,8 @@ def _launch_setup(context, *args, **kwargs):
             overrides[name] = value
     if transport:
         overrides['transport'] = transport
+    if depth_transport:
+        overrides['depth_transport'] = depth_transport
     if image_topic:
         if 'image_topics' in overrides:
             raise ValueError('give either image_topic or image_topics, not both')
@@ -181,6 +198,13 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'transport', default_value='',
             description="raw or compressed; '' = the params file's transport"),
+        DeclareLaunchArgument(
+            'depth_topics', default_value='',
+            description="YAML list, one registered depth topic per image topic ('' entry = no "
+                        "depth for that camera); '' = the params file's depth_topics"),
+        DeclareLaunchArgument(
+            'depth_transport', default_value='',
+            description="raw or compressedDepth; '' = the params file's depth_transport"),
         DeclareLaunchArgument(
             'log_level', default_value='info', choices=list(LOG_LEVELS),
             description='Logger level'),

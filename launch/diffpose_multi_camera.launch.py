@@ -26,6 +26,10 @@ Arguments:
     camera_info_topics: YAML list, one per image topic; '' (default) = the params file's value
         ([] there = <image namespace>/camera_info).
     transport: raw or compressed; '' (default) = the params file's value.
+    depth_topics: YAML list, one registered depth topic per image topic ('' entry = no depth for
+        that camera); '' (default) = the params file's value. Cameras with depth publish
+        ``~/<camera>/poses_3d``.
+    depth_transport: raw or compressedDepth; '' (default) = the params file's value.
     log_level: debug, info (default), warn, error or fatal.
 
 The lists are parsed with yaml.safe_load (never eval); a bare string counts as a one-element
@@ -51,6 +55,8 @@ ARGUMENTS = {
     'camera_names': ('', "YAML list, one name per image topic; '' = the params file's value"),
     'camera_info_topics': ('', "YAML list, one CameraInfo topic per image topic"),
     'transport': ('', "raw or compressed; '' = the params file's transport"),
+    'depth_topics': ('', "YAML list, one registered depth topic per image topic ('' = none)"),
+    'depth_transport': ('', "raw or compressedDepth; '' = the params file's depth_transport"),
     'log_level': ('info', 'Logger level'),
 }
 

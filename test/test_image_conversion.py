@@ -756,3 +756,53 @@ def test_random_malformed_compressed_images_return_arrays_or_classified_errors()
             assert exc.kind in BAD_INPUT_KINDS
             continue
         assert result.dtype == np.uint8 and result.ndim == 3 and result.shape[2] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# depth images
+
+
+def _depth_msg(values: np.ndarray, encoding: str, pad_bytes: int = 0,
+               bigendian: bool = False) -> Image:
+    order = '>' if bigendian else '<'
+    raw = values.astype(values.dtype.newbyteorder(order)).view(np.uint8).reshape(
+        values.shape[0], -1)
+    data, step = pack_rows(raw, pad_bytes)
+    return Image(height=values.shape[0], width=values.shape[1], encoding=encoding,
+                 is_bigendian=int(bigendian), step=step, data=data)
+
+
+@pytest.mark.parametrize('encoding, dtype', [('16UC1', np.uint16), ('mono16', np.uint16),
+                                             ('32FC1', np.float32)])
+@pytest.mark.parametrize('pad_bytes, bigendian', [(0, False), (4, False), (8, True)])
+def test_depth_image_round_trip(encoding, dtype, pad_bytes, bigendian):
+    rng = np.random.default_rng(3)
+    values = (rng.uniform(0, 5000, (5, 7)) if dtype == np.uint16
+              else rng.uniform(0.1, 5.0, (5, 7))).astype(dtype)
+    values[0, 0] = 0
+    msg = _depth_msg(values, encoding, pad_bytes, bigendian)
+    depth, got_encoding = ic.depth_image_to_array(msg)
+    assert got_encoding == encoding and depth.dtype == dtype and depth.dtype.isnative
+    np.testing.assert_array_equal(depth, values)
+    assert depth.flags.c_contiguous and not np.may_share_memory(depth, msg.data)
+
+
+def test_depth_image_errors():
+    values = np.ones((4, 6), np.uint16)
+    bgr = Image(height=4, width=6, encoding='bgr8', step=18, data=bytes(72))
+    cases = {
+        'unknown_encoding': bgr,
+        'truncated': Image(height=4, width=6, encoding='16UC1', step=12, data=bytes(40)),
+        'inconsistent_size': Image(height=4, width=6, encoding='32FC1', step=22, data=bytes(88)),
+        'zero_dimension': Image(height=0, width=6, encoding='16UC1', step=12, data=b''),
+        'empty': Image(height=4, width=6, encoding='16UC1', step=12, data=b''),
+    }
+    for kind, msg in cases.items():
+        with pytest.raises(ImageConversionError) as info:
+            ic.depth_image_to_array(msg)
+        assert info.value.kind == kind, (kind, str(info.value))
+    with pytest.raises(ImageConversionError, match='16UC1, mono16, 32FC1') as info:
+        ic.depth_image_to_array(bgr)
+    with pytest.raises(ImageConversionError) as info:
+        ic.depth_image_to_array(_depth_msg(values, '16UC1'), max_pixels=20)
+    assert info.value.kind == 'oversize'

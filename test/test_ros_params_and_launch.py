@@ -32,7 +32,7 @@ LAUNCH_FILES = {
     'multi': LAUNCH / 'diffpose_multi_camera.launch.py',
 }
 COMMON_LAUNCH_ARGUMENTS = {'params_file', 'namespace', 'use_sim_time', 'autostart', 'log_level',
-                           'transport'}
+                           'transport', 'depth_transport'}
 MARKER_TOPIC = '/diffpose/camera/markers'
 DEBUG_IMAGE_TOPIC = '/diffpose/camera/debug_image'
 
@@ -239,6 +239,50 @@ def test_camera_setup_errors(values, match):
         params.camera_setup(values)
 
 
+@pytest.mark.parametrize('value, expected', [
+    (['/a/depth image'], 'not a valid ROS topic'),
+    (['/a/depth', '/a/depth'], 'duplicates'),
+    ([3], 'list[str]'),
+])
+def test_depth_topics_validation(value, expected):
+    reason = params.validate('depth_topics', value)
+    assert reason is not None and 'depth_topics' in reason and expected in reason, reason
+    # '' entries (no depth for that camera) may repeat
+    assert params.validate('depth_topics', ['', '/b/depth', '']) is None
+    assert 'compressedDepth' in params.validate('depth_transport', 'png')
+
+
+def test_camera_setup_with_depth():
+    images = ['/a/color/image_raw', '/b/color/image_raw']
+    setups = params.camera_setup({
+        'image_topics': images, 'camera_names': ['a', 'b'],
+        'depth_topics': ['/a/aligned_depth_to_color/image_raw', ''],
+        'depth_transport': 'compressedDepth'})
+    assert [s.depth_topic for s in setups] == ['/a/aligned_depth_to_color/image_raw', '']
+    assert setups[0].depth_compressed and setups[0].subscribed_depth_topic == \
+        '/a/aligned_depth_to_color/image_raw/compressedDepth'
+    assert setups[1].subscribed_depth_topic == ''
+    # [] = no depth anywhere; raw transport subscribes the topic itself
+    plain = params.camera_setup({'image_topics': images, 'camera_names': ['a', 'b']})
+    assert [s.depth_topic for s in plain] == ['', '']
+    [raw] = params.camera_setup({'image_topics': ['/a/image'], 'depth_topics': ['/a/depth']})
+    assert raw.subscribed_depth_topic == '/a/depth' and not raw.depth_compressed
+    # a length mismatch is a configure error naming both lists
+    with pytest.raises(ValueError, match='depth_topics has 1 entries but image_topics has 2'):
+        params.camera_setup({'image_topics': images, 'camera_names': ['a', 'b'],
+                             'depth_topics': ['/a/depth']})
+    with pytest.raises(ValueError, match='also an image topic'):
+        params.camera_setup({'image_topics': ['/a/image'], 'depth_topics': ['/a/image']})
+    options = params.node_options({'image_topics': ['/a/image'], 'depth_topics': ['/a/depth'],
+                                   'depth_stamp_tolerance_ms': 33.0,
+                                   'depth_band_behind_m': 0.5, 'depth_min_support': 0.3})
+    config = options.depth_config()
+    assert options.depth_stamp_tolerance_ms == 33.0
+    assert (config.band_behind_m, config.band_front_m, config.min_support) == (0.5, 0.8, 0.3)
+    assert 'depth_stamp_tolerance_ms must be in' in params.validate(
+        'depth_stamp_tolerance_ms', -1.0)
+
+
 def test_table_imports_without_ros():
     code = (
         'import sys\n'
@@ -379,7 +423,7 @@ def _constants(tree: ast.AST) -> dict[str, str]:
     return out
 
 
-LIST_LAUNCH_ARGUMENTS = {'image_topics', 'camera_names', 'camera_info_topics'}
+LIST_LAUNCH_ARGUMENTS = {'image_topics', 'camera_names', 'camera_info_topics', 'depth_topics'}
 
 
 def test_multi_camera_launch_includes_the_main_one():
@@ -769,3 +813,44 @@ def test_lifetime_zero_means_forever(markers_mod):
         [joints, _] = markers_mod.pose_markers([_person(1, 0.9)], _header(), K, 3.0, lifetime_s,
                                                0.3, 0.05, 0.02).markers
         assert (joints.lifetime.sec, joints.lifetime.nanosec) == expected
+
+
+def test_pose_markers_at_measured_3d_positions(markers_mod):
+    from visualization_msgs.msg import Marker
+
+    from diffpose_ros.skeleton import BONES
+
+    with_depth, without_depth = _person(4, 0.9), _person(5, 0.9)
+    xyz = np.stack([np.linspace(-0.3, 0.3, 17), np.linspace(-0.5, 0.6, 17),
+                    np.full(17, 0.8) + 0.01 * np.arange(17)], axis=1)
+    valid = np.ones(17, bool)
+    valid[[7, 9]] = False                          # left elbow and wrist: no depth
+    with_depth.keypoints[11, 2] = 0.1              # left hip: valid 3D but unsure in 2D
+    array = markers_mod.pose_markers([with_depth, without_depth], _header(), K, 3.0, 0.5, 0.3,
+                                     0.05, 0.02, keypoints_3d={4: (xyz, valid)})
+    markers = _by_key(array)
+    drawn = [j for j in range(17) if valid[j] and j != 11]
+    joints = markers['joints', 4]
+    assert joints.action == Marker.ADD
+    np.testing.assert_allclose([[p.x, p.y, p.z] for p in joints.points], xyz[drawn])
+    bones = markers['bones', 4]
+    ends = [(a, b) for a, b in BONES if a in drawn and b in drawn]
+    assert ends and len(bones.points) == 2 * len(ends)
+    np.testing.assert_allclose([[p.x, p.y, p.z] for p in bones.points],
+                               [xyz[j] for pair in ends for j in pair])
+    # a person without 3D keeps the fixed plane
+    plane = markers['joints', 5]
+    assert {round(p.z, 9) for p in plane.points} == {3.0}
+    np.testing.assert_allclose([[p.x, p.y, p.z] for p in plane.points],
+                               markers_mod.backproject(without_depth.keypoints[:, :2], K, 3.0))
+
+
+def test_pose_markers_3d_without_valid_joints_deletes(markers_mod):
+    from visualization_msgs.msg import Marker
+
+    person = _person(6, 0.9)
+    xyz = np.full((17, 3), 0.8)
+    markers = _by_key(markers_mod.pose_markers(
+        [person], _header(), K, 3.0, 0.5, 0.3, 0.05, 0.02,
+        keypoints_3d={6: (xyz, np.zeros(17, bool))}))
+    assert markers['joints', 6].action == markers['bones', 6].action == Marker.DELETE

@@ -122,6 +122,13 @@ _ENCODINGS: dict[str, _Encoding] = {
     'yuyv': _Encoding(2, 1, cv2.COLOR_YUV2BGR_YUY2, False),
 }
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+# Depth images (REP 118: 16UC1 millimetres, 32FC1 metres; mono16 as 16UC1), kept as numbers.
+_DEPTH_ENCODINGS: dict[str, _Encoding] = {
+    '16UC1': _Encoding(1, 2, None, False),
+    'mono16': _Encoding(1, 2, None, False),
+    '32FC1': _Encoding(1, 4, None, False),
+}
+SUPPORTED_DEPTH_ENCODINGS = tuple(_DEPTH_ENCODINGS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,8 +270,8 @@ def _as_uint8(data: Any) -> tuple[np.ndarray, bool]:
                         f'got {type(data).__name__} ({exc})') from None
 
 
-def _validate_raw(msg: Any, max_pixels: int) -> tuple[int, int, int, str, _Encoding, np.ndarray,
-                                                      bool]:
+def _validate_raw(msg: Any, max_pixels: int, encodings: dict[str, _Encoding] = _ENCODINGS,
+                  ) -> tuple[int, int, int, str, _Encoding, np.ndarray, bool]:
     """Apply the raw-image rules in the module docstring's order; returns the parsed fields."""
     height = operator.index(msg.height)
     width = operator.index(msg.width)
@@ -273,11 +280,11 @@ def _validate_raw(msg: Any, max_pixels: int) -> tuple[int, int, int, str, _Encod
     if width == 0 or height == 0:
         raise ImageConversionError(
             'zero_dimension', f'{width}x{height} (width x height) {encoding!r} image is empty')
-    if not isinstance(encoding, str) or encoding not in _ENCODINGS:
+    if not isinstance(encoding, str) or encoding not in encodings:
         raise ImageConversionError(
             'unknown_encoding', f'unsupported image encoding {encoding!r}; supported: '
-            f'{", ".join(SUPPORTED_ENCODINGS)}')
-    spec = _ENCODINGS[encoding]
+            f'{", ".join(encodings)}')
+    spec = encodings[encoding]
     if width < 0 or height < 0 or step < 0:
         raise ImageConversionError(
             'inconsistent_size', f'negative size: width {width}, height {height}, step {step} '
@@ -376,6 +383,32 @@ def image_to_bgr(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
             if result is not None:
                 return result
     return _numpy_to_bgr(flat, height, width, step, spec, is_bigendian)
+
+
+def depth_image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
+                         ) -> tuple[np.ndarray, str]:
+    """A raw depth ``sensor_msgs/Image`` as a native-endian (H, W) array and its encoding.
+
+    Same validation rules as :func:`image_to_bgr` (module docstring), for the depth encodings
+    ``16UC1`` / ``mono16`` (uint16, millimetres by REP 118) and ``32FC1`` (float32, metres);
+    ``step`` padding and ``is_bigendian`` are honoured. The values are not interpreted here
+    (``depth3d.depth_to_metres`` does that).
+
+    Returns:
+        (array uint16 or float32, C-contiguous, not sharing memory with ``msg.data``; encoding).
+
+    Raises:
+        ImageConversionError: malformed message or a non-depth encoding (``unknown_encoding``).
+    """
+    max_pixels = _check_max_pixels(max_pixels)
+    height, width, step, encoding, spec, flat, _ = _validate_raw(msg, max_pixels,
+                                                                 _DEPTH_ENCODINGS)
+    rows = flat.reshape(height, step)[:, :width * spec.bytes_per_pixel]
+    order = '>' if getattr(msg, 'is_bigendian', 0) else '<'
+    kind = f'{order}u2' if spec.bytes_per_channel == 2 else f'{order}f4'
+    native = np.uint16 if spec.bytes_per_channel == 2 else np.float32
+    values = np.ascontiguousarray(rows).view(kind).reshape(height, width)
+    return values.astype(native, copy=True), encoding
 
 
 # ---------------------------------------------------------------------------------------------

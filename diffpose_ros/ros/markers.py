@@ -3,7 +3,8 @@
 Keypoints are image pixels; RViz needs 3D points. Each keypoint is back-projected through the
 camera intrinsics onto a plane ``depth_m`` in front of the camera, in the camera optical frame
 (x right, y down, z forward; REP-103), so the skeleton overlays the camera image when RViz looks
-through that camera.
+through that camera. A person with 3D keypoints from a depth image (``keypoints_3d``) is drawn at
+its measured positions instead: only its valid 3D joints, bones only between two of them.
 
 Marker contract (no blinking, no RViz warnings):
 
@@ -17,7 +18,7 @@ Marker contract (no blinking, no RViz warnings):
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,7 @@ def pose_markers(
     joint_scale_m: float,
     bone_width_m: float,
     removed_track_ids: Sequence[int] = (),
+    keypoints_3d: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> MarkerArray:
     """Skeleton markers for one image.
 
@@ -146,6 +148,9 @@ def pose_markers(
         joint_scale_m: Joint sphere diameter [m].
         bone_width_m: Bone line width [m].
         removed_track_ids: Tracks that ended since the last call: DELETE in both namespaces.
+        keypoints_3d: track id -> ((K, 3) positions [m] in the optical frame, (K,) valid) for
+            persons with a depth measurement: their joints that are valid (and confident) are
+            drawn there; other persons stay on the ``depth_m`` plane.
 
     Returns:
         DELETEs for removed tracks first, then per person a ``joints`` and a ``bones`` marker
@@ -164,10 +169,16 @@ def pose_markers(
         track_id = int(person.track_id)
         keypoints = np.asarray(person.keypoints, dtype=np.float64)
         confident = np.all(np.isfinite(keypoints), axis=1) & (keypoints[:, 2] >= min_confidence)
+        measured = keypoints_3d.get(track_id) if keypoints_3d else None
+        if measured is not None:
+            points = np.asarray(measured[0], dtype=np.float64)
+            confident = confident & np.asarray(measured[1], bool) & np.all(
+                np.isfinite(points), axis=1)
         if not confident.any():
             array.markers.extend(_delete(header, ns, track_id) for ns in NAMESPACES)
             continue
-        points = backproject(keypoints[:, :2], k, depth_m)
+        if measured is None:
+            points = backproject(keypoints[:, :2], k, depth_m)
         r, g, b = track_colour(track_id)
         colour = ColorRGBA(r=r, g=g, b=b, a=1.0)
 

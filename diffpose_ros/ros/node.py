@@ -6,10 +6,20 @@ Subscriptions, per camera (``image_topics``; ``transport: compressed`` adds ``/c
   ``<image_topic>``              sensor_msgs/Image or sensor_msgs/CompressedImage, sensor-data
                                  QoS by default (best effort: matches reliable and best-effort
                                  publishers), overridable with ``qos_overrides.<topic>...``
-  ``<camera_info_topic>``        sensor_msgs/CameraInfo (for markers only)
+  ``<camera_info_topic>``        sensor_msgs/CameraInfo (intrinsics for markers and 3D; the
+                                 image is assumed rectified: one WARN if ``d`` is non-zero)
+  ``<depth_topic>``              only for cameras with a ``depth_topics`` entry: depth image
+                                 registered to the colour image, sensor_msgs/Image (16UC1 mm,
+                                 32FC1 m) or, with ``depth_transport: compressedDepth``,
+                                 sensor_msgs/CompressedImage on ``<depth_topic>/compressedDepth``;
+                                 sensor-data QoS, overridable like the image topics
 Publications, per camera ``<name>`` (from ``camera_names`` or the topic):
   ``~/<name>/poses``             diffpose_ros/PersonPoseArray, header = source image header
-  ``~/<name>/markers``           visualization_msgs/MarkerArray in the image's frame_id
+  ``~/<name>/poses_3d``          diffpose_ros/PersonPose3DArray, only for cameras with depth:
+                                 header = the colour image's (same as ``poses``), positions in
+                                 its optical frame [m]; only persons with a torso depth
+  ``~/<name>/markers``           visualization_msgs/MarkerArray in the image's frame_id (at the
+                                 measured 3D positions when a person has them)
   ``~/<name>/debug_image``       sensor_msgs/Image, annotated; only while someone subscribes
   ``/diagnostics``               diagnostic_msgs/DiagnosticArray every ``diagnostics_period_s``
 
@@ -22,11 +32,21 @@ Each camera has one latest-frame slot: a frame replaced before the worker took i
 counted per camera. Frames that never arrived (lost in DDS transport) are counted per camera
 from the publishers' sequence numbers (transport_stats). Bad input is counted per kind, logged
 (throttled) and skipped.
+
+Depth: depth messages are only buffered on arrival (the newest ``DEPTH_BUFFER_FRAMES`` per
+camera). When a colour frame's poses are published, the depth message with the nearest stamp
+within ``depth_stamp_tolerance_ms`` is decoded and the 3D keypoints computed
+(``depth3d.persons_to_3d``). No such depth (late or missing) or no CameraInfo yet: the 2D poses
+are published as always, no ``poses_3d`` for that frame, counted (``frames_without_depth``,
+``frames_without_camera_info``). A bad depth image (encoding, size unlike the colour image's,
+truncated, undecodable) is counted per kind (``bad_depth.<kind>``) with a throttled WARN; 2D is
+unaffected.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import threading
 import time
 from typing import Any
@@ -35,6 +55,7 @@ import numpy as np
 import rclpy
 import rclpy.subscription
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
@@ -44,15 +65,26 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
+from diffpose_ros.depth3d import Intrinsics, StampMatcher, depth_to_metres, persons_to_3d
 from diffpose_ros.latency_budget import CostTracker, choose_steps
-from diffpose_ros.msg import Keypoint2D, PersonPose, PersonPoseArray
+from diffpose_ros.msg import (
+    Keypoint2D,
+    Keypoint3D,
+    PersonPose,
+    PersonPose3D,
+    PersonPose3DArray,
+    PersonPoseArray,
+)
 from diffpose_ros.ros import params as params_mod
 from diffpose_ros.ros.image_conversion import (
     BAD_INPUT_KINDS,
+    COMPRESSED_MAX_BYTES_PER_PIXEL,
+    COMPRESSED_SLACK_BYTES,
     ImageConversionError,
     bgr_to_image_msg,
     compressed_to_bgr,
     cv_bridge_status,
+    depth_image_to_array,
     image_to_bgr,
 )
 from diffpose_ros.ros.markers import camera_matrix_from, delete_all_markers, pose_markers
@@ -65,6 +97,10 @@ LATENCY_SAMPLES = 200          # p50/p95 over the last N frames
 POSE_STAGES = ('crop', 'backbone', 'strl', 'denoise', 'decode')
 WORKER_JOIN_TIMEOUT_S = 30.0   # deactivate waits this long for the frame in flight
 TRANSPORT_LOSS_LOG_PERIOD_S = 30.0
+DEPTH_BUFFER_FRAMES = 30       # depth messages kept per camera for stamp matching (~1 s at 30 Hz)
+VALID_SHARE_FRAMES = 100       # valid_3d_joint_share over the last N poses_3d messages
+# a depth frame can be bad in the ways a colour frame can, or not match the colour image's size
+BAD_DEPTH_KINDS = BAD_INPUT_KINDS + ('size_mismatch',)
 # Subscription callbacks can take (msg, message_info) since Iron (rclpy 4); Humble's rclpy
 # passes the message only, so transport losses there are estimated from stamp intervals.
 MESSAGE_INFO_IN_CALLBACKS = hasattr(rclpy.subscription.Subscription, 'CallbackType')
@@ -89,6 +125,35 @@ def _sequence_and_publisher(info: Any) -> tuple[int | None, bytes | None]:
         sequence = None           # RMW_MESSAGE_INFO_SEQUENCE_NUMBER_UNSUPPORTED passed through
     gid = info.get('publisher_gid')      # Jazzy 7.1+ and Kilted; None: one publisher assumed
     return sequence, (bytes(gid['data']) if gid else None)
+
+
+def _decode_compressed_depth(msg: Any, max_pixels: int) -> tuple[np.ndarray, str]:
+    """A compressedDepth CompressedImage as (array, encoding); errors as ImageConversionError."""
+    from diffpose_ros.compressed_depth import CompressedDepthError, decode_compressed_depth
+
+    data = bytes(msg.data)
+    if not data:
+        raise ImageConversionError('empty', f'compressedDepth image ({msg.format!r}) has no data')
+    max_bytes = max_pixels * COMPRESSED_MAX_BYTES_PER_PIXEL + COMPRESSED_SLACK_BYTES
+    if len(data) > max_bytes:
+        raise ImageConversionError(
+            'oversize', f'compressedDepth image has {len(data)} bytes > {max_bytes} allowed for '
+            f'max_image_pixels {max_pixels}')
+    # the decoder refuses oversize images from their headers, before allocating, if it can
+    limit = ({'max_pixels': max_pixels} if 'max_pixels' in inspect.signature(
+        decode_compressed_depth).parameters else {})
+    try:
+        depth, encoding = decode_compressed_depth(msg.format, data, **limit)
+    except CompressedDepthError as exc:
+        kind = getattr(exc, 'kind', '')
+        kind = ('oversize' if 'oversize' in kind else 'unknown_encoding' if 'format' in kind
+                else 'corrupt_compressed')
+        raise ImageConversionError(kind, str(exc)) from None
+    if depth.size > max_pixels:
+        raise ImageConversionError(
+            'oversize', f'decoded depth image {depth.shape} has more than max_image_pixels '
+            f'{max_pixels} pixels')
+    return depth, encoding
 
 
 def _torch_threads() -> str:
@@ -159,6 +224,29 @@ class _Camera:
         self.service_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self.monotonic_ns: collections.OrderedDict[int, tuple[int, int]] = \
             collections.OrderedDict()     # stamp -> (received, taken by the worker)
+        # depth (only used when setup.depth_topic): messages buffered as they arrive, decoded
+        # only when matched to a published colour frame
+        self.intrinsics: Intrinsics | None = None
+        self.distortion_warned = False
+        self.depth_matcher = StampMatcher(DEPTH_BUFFER_FRAMES)
+        self.image_sizes: collections.OrderedDict[int, tuple[int, int]] = \
+            collections.OrderedDict()     # stamp -> colour (width, height)
+        self.poses_3d_pub = None
+        self.depth_received = 0
+        self.depth_rate = _Rate()
+        self.last_depth_receive_s: float | None = None
+        self.depth_attempts = 0           # published colour frames that looked for depth
+        self.frames_without_depth = 0
+        self.frames_without_camera_info = 0
+        self.poses_3d_published = 0
+        self.persons_without_depth = 0    # persons left out of poses_3d (no torso depth)
+        self.bad_depth: collections.Counter[str] = collections.Counter()
+        # (valid joints, joints) of each recent poses_3d message
+        self.joint_counts: collections.deque[tuple[int, int]] = collections.deque(
+            maxlen=VALID_SHARE_FRAMES)
+        # totals at the previous diagnostics report (warnings cover what happened since)
+        self.depth_attempts_reported = self.without_depth_reported = 0
+        self.without_info_reported = self.bad_depth_reported = 0
 
 
 class DiffPoseNode(LifecycleNode):
@@ -267,6 +355,14 @@ class DiffPoseNode(LifecycleNode):
         except ValueError as exc:
             self.get_logger().error(f'configure failed: invalid parameters: {exc}')
             return TransitionCallbackReturn.FAILURE
+        if any(setup.depth_topic and setup.depth_compressed for setup in setups):
+            try:
+                import diffpose_ros.compressed_depth  # noqa: F401  (the decoder, imported late)
+            except ImportError as exc:
+                self.get_logger().error(
+                    f'configure failed: depth_transport compressedDepth needs '
+                    f'diffpose_ros.compressed_depth: {exc}')
+                return TransitionCallbackReturn.FAILURE
         try:
             start = time.perf_counter()
             # no usable GPU: the GPU parts run on the CPU, with one warning (runtime.devices)
@@ -295,6 +391,9 @@ class DiffPoseNode(LifecycleNode):
                 MarkerArray, f'{base}/markers', reliable)
             camera.debug_pub = self.create_lifecycle_publisher(
                 Image, f'{base}/debug_image', qos_profile_sensor_data)
+            if camera.setup.depth_topic:
+                camera.poses_3d_pub = self.create_lifecycle_publisher(
+                    PersonPose3DArray, f'{base}/poses_3d', reliable)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # wall-clock timer: with use_sim_time a paused or looping bag must not stop diagnostics
         self._diagnostics_timer = self.create_timer(
@@ -343,13 +442,20 @@ class DiffPoseNode(LifecycleNode):
                 CameraInfo, setup.camera_info_topic,
                 lambda msg, c=camera: self._on_camera_info(c, msg), qos_profile_sensor_data)
             camera.subscriptions = [sub, info]
+            if setup.depth_topic:
+                camera.subscriptions.append(self.create_subscription(
+                    CompressedImage if setup.depth_compressed else Image,
+                    setup.subscribed_depth_topic,
+                    lambda msg, c=camera: self._on_depth(c, msg),
+                    qos_profile_sensor_data, qos_overriding_options=qos_options))
             camera.transport.resubscribed()
         self._stop = threading.Event()      # the new worker's own (an old one may still run)
         self._worker = threading.Thread(target=self._work, name='diffpose-worker', daemon=True)
         self._worker.start()
         self.get_logger().info('active: ' + ', '.join(
-            f'{c.setup.image_topic}{"/compressed" if c.setup.compressed else ""} -> '
-            f'{self.get_fully_qualified_name()}/{name}/poses'
+            f'{c.setup.subscribed_topic} -> {self.get_fully_qualified_name()}/{name}/poses'
+            + (f' (+ {c.setup.subscribed_depth_topic} -> poses_3d)' if c.setup.depth_topic
+               else '')
             for name, c in self._cameras.items()))
         return super().on_activate(state)
 
@@ -390,6 +496,7 @@ class DiffPoseNode(LifecycleNode):
                 self.destroy_subscription(sub)
             camera.subscriptions = []
             camera.slot = None
+            camera.depth_matcher.clear()    # stale after a pause; new depth comes with new frames
             if camera.markers_pub is not None and camera.last_track_ids:
                 header = next(reversed(camera.headers.values()), None)
                 if header is not None:
@@ -402,9 +509,11 @@ class DiffPoseNode(LifecycleNode):
         for camera in self._cameras.values():
             for sub in camera.subscriptions:
                 self.destroy_subscription(sub)
-            for pub in (camera.poses_pub, camera.markers_pub, camera.debug_pub):
+            for pub in (camera.poses_pub, camera.poses_3d_pub, camera.markers_pub,
+                        camera.debug_pub):
                 if pub is not None:
                     self.destroy_lifecycle_publisher(pub)
+            camera.depth_matcher.clear()
         self._cameras = {}
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
@@ -458,10 +567,29 @@ class DiffPoseNode(LifecycleNode):
     def _on_camera_info(self, camera: _Camera, msg: CameraInfo) -> None:
         try:
             camera.camera_matrix = camera_matrix_from(msg.k)
-        except ValueError as exc:      # uncalibrated (K = 0) or garbage: no markers
-            camera.camera_matrix = None
+            camera.intrinsics = Intrinsics.from_k(msg.k)
+        except ValueError as exc:      # uncalibrated (K = 0) or garbage: no markers, no 3D
+            camera.camera_matrix = camera.intrinsics = None
             self.get_logger().warning(f'[{camera.setup.name}] unusable CameraInfo: {exc}',
                                       throttle_duration_sec=10.0)
+            return
+        if camera.setup.depth_topic and not camera.distortion_warned and any(
+                float(d) != 0.0 for d in msg.d):
+            camera.distortion_warned = True
+            self.get_logger().warning(
+                f'[{camera.setup.name}] CameraInfo on {camera.setup.camera_info_topic} has '
+                f'non-zero distortion {[round(float(d), 4) for d in msg.d]}: 3D keypoints '
+                'assume a rectified colour image (pinhole K only), so they are off by the lens '
+                'distortion. Subscribe to the rectified image (image_rect / aligned depth) and '
+                'its CameraInfo.')
+
+    def _on_depth(self, camera: _Camera, msg: Any) -> None:
+        # cheap: keep the message; only the one matched to a published frame is decoded
+        camera.depth_matcher.add(stamp_to_ns(msg.header.stamp), msg)
+        now = time.monotonic()
+        camera.depth_received += 1
+        camera.depth_rate.tick(now)
+        camera.last_depth_receive_s = now
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -528,6 +656,8 @@ class DiffPoseNode(LifecycleNode):
                 self._stamp_clock_changed(camera, change)
             camera.headers[stamp_ns] = header
             camera.monotonic_ns[stamp_ns] = (slot.receive_ns, taken_ns)
+            if camera.setup.depth_topic:
+                camera.image_sizes[stamp_ns] = (image.shape[1], image.shape[0])
             if self._options.publish_debug_image and camera.debug_pub.get_subscription_count():
                 camera.images[stamp_ns] = image
             horizon = 2 * self._pipeline.config.window_size + 2
@@ -537,6 +667,8 @@ class DiffPoseNode(LifecycleNode):
                 camera.monotonic_ns.popitem(last=False)
             while len(camera.images) > horizon:
                 camera.images.popitem(last=False)
+            while len(camera.image_sizes) > horizon:
+                camera.image_sizes.popitem(last=False)
             batch.append((image, stamp_ns, camera.setup.name))
         if not batch:
             return
@@ -611,13 +743,16 @@ class DiffPoseNode(LifecycleNode):
             camera.processing_ms.append((published_ns - received_ns) / 1e6)
         self._costs.update(result.timings_ms, result.steps)
         options = self._options
+        keypoints_3d = self._publish_3d(camera, result, header) if camera.setup.depth_topic \
+            else None
         track_ids = {p.track_id for p in result.persons}
         if options.publish_markers and camera.camera_matrix is not None:
             markers = pose_markers(
                 result.persons, header, camera.camera_matrix, options.marker_depth_m,
                 options.marker_lifetime_s, options.marker_min_confidence,
                 options.joint_scale_m, options.bone_width_m,
-                removed_track_ids=sorted(camera.last_track_ids - track_ids))
+                removed_track_ids=sorted(camera.last_track_ids - track_ids),
+                keypoints_3d=keypoints_3d)
             camera.markers_pub.publish(markers)
         camera.last_track_ids = track_ids
         image = camera.images.pop(result.stamp_ns, None)
@@ -625,6 +760,92 @@ class DiffPoseNode(LifecycleNode):
             from diffpose_ros.pipeline import draw_poses
 
             camera.debug_pub.publish(bgr_to_image_msg(draw_poses(image, result), header, Image))
+
+    def _publish_3d(self, camera: _Camera, result: Any,
+                    header: Any) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
+        """3D keypoints of a published frame from its matched depth image; publishes
+        ``poses_3d`` and returns track id -> (xyz_m, valid) for the markers (None: no 3D)."""
+        name = camera.setup.name
+        camera.depth_attempts += 1
+        tolerance_ns = int(round(self._options.depth_stamp_tolerance_ms * 1e6))
+        match = camera.depth_matcher.nearest(result.stamp_ns, tolerance_ns)
+        if match is None:
+            camera.frames_without_depth += 1
+            self.get_logger().warning(
+                f'[{name}] no depth image within {self._options.depth_stamp_tolerance_ms:g} ms '
+                f'of the colour frame on {camera.setup.subscribed_depth_topic}: 2D only '
+                f'({camera.frames_without_depth} frames so far; depth late, missing or on '
+                'another clock?)', throttle_duration_sec=10.0)
+            return None
+        if camera.intrinsics is None:
+            camera.frames_without_camera_info += 1
+            self.get_logger().warning(
+                f'[{name}] no usable CameraInfo on {camera.setup.camera_info_topic} yet: no 3D',
+                throttle_duration_sec=10.0)
+            return None
+        depth_stamp_ns, depth_msg = match
+        depth_m = self._depth_metres(camera, depth_msg, camera.image_sizes.get(result.stamp_ns))
+        if depth_m is None:
+            return None
+        points = persons_to_3d(result.persons, depth_m, camera.intrinsics,
+                               self._options.depth_config())
+        msg = PersonPose3DArray()
+        msg.header = header
+        msg.camera = name
+        msg.depth_stamp = depth_msg.header.stamp
+        by_track: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        valid_joints = total_joints = 0
+        # Python floats and bools once (per-element numpy scalars make message building slower)
+        xyz_list, confidence_list = points.xyz_m.tolist(), points.confidence.tolist()
+        valid_list = points.valid.tolist()
+        for index, person in enumerate(result.persons):
+            if not points.has_depth[index]:
+                camera.persons_without_depth += 1
+                continue
+            xyz, valid = points.xyz_m[index], points.valid[index]
+            person_msg = PersonPose3D(track_id=int(person.track_id),
+                                      torso_depth_m=float(points.torso_depth_m[index]))
+            person_msg.keypoints = [
+                Keypoint3D(position=Point(x=x, y=y, z=z), confidence=c, valid=v)
+                for (x, y, z), c, v in zip(xyz_list[index], confidence_list[index],
+                                           valid_list[index])]
+            msg.persons.append(person_msg)
+            by_track[int(person.track_id)] = (xyz, valid)
+            valid_joints += int(valid.sum())
+            total_joints += len(valid)
+        camera.poses_3d_pub.publish(msg)
+        camera.poses_3d_published += 1
+        if total_joints:
+            camera.joint_counts.append((valid_joints, total_joints))
+        return by_track
+
+    def _depth_metres(self, camera: _Camera, msg: Any,
+                      colour_size: tuple[int, int] | None) -> np.ndarray | None:
+        """The matched depth message in metres (NaN = no data), or None (counted) if bad."""
+        max_pixels = self._pipeline.config.max_image_pixels
+        try:
+            if camera.setup.depth_compressed:
+                depth, encoding = _decode_compressed_depth(msg, max_pixels)
+            else:
+                depth, encoding = depth_image_to_array(msg, max_pixels)
+            size = (depth.shape[1], depth.shape[0]) if depth.ndim == 2 else None
+            if size is None or size != colour_size:
+                kind = 'size_mismatch'
+                message = (f'depth image {depth.shape} (width, height {size}) is not the colour '
+                           f'image\'s (width, height {colour_size}): depth must be registered '
+                           'to the colour image (e.g. RealSense aligned_depth_to_color)')
+            else:
+                return depth_to_metres(depth, encoding)
+        except ImageConversionError as exc:
+            kind, message = exc.kind, str(exc)
+        except ValueError as exc:       # depth_to_metres: a decoded array it cannot take
+            kind, message = 'unknown_encoding', str(exc)
+        camera.bad_depth[kind] += 1
+        self.get_logger().warning(
+            f'[{camera.setup.name}] bad depth image on {camera.setup.subscribed_depth_topic} '
+            f'({kind}): {message}; 2D only for this frame (count {camera.bad_depth[kind]})',
+            throttle_duration_sec=2.0)
+        return None
 
     @staticmethod
     def _person_msg(person: Any) -> PersonPose:
@@ -717,6 +938,8 @@ class DiffPoseNode(LifecycleNode):
         tracked = self._pipeline.cameras.get(camera.setup.name) if self._pipeline else None
         values['time_jumps_back'] = tracked.time_jumps if tracked is not None else 0
         values['tracks_live'] = tracked.tracker.num_tracks if tracked is not None else 0
+        depth_warnings = self._depth_status(camera, now, values) if camera.setup.depth_topic \
+            else []
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         warnings = []
         topic = camera.setup.image_topic + ('/compressed' if camera.setup.compressed else '')
@@ -741,9 +964,57 @@ class DiffPoseNode(LifecycleNode):
         if comparable is False:
             warnings.append(f'image stamps are not from the node clock (offset '
                             f'{offset_ns / 1e9:.3f} s): stamp-to-publish latency not reported')
+        warnings.extend(depth_warnings)
         status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
         status.message = '; '.join(warnings) or 'ok'
         return status
+
+    def _depth_status(self, camera: _Camera, now: float, values: dict[str, Any]) -> list[str]:
+        """Depth keys of a depth camera's status (added to ``values``) and its warnings."""
+        bad_depth = dict(camera.bad_depth)      # one snapshot (see bad_input)
+        bad_total = sum(bad_depth.values())
+        attempts, without = camera.depth_attempts, camera.frames_without_depth
+        without_info = camera.frames_without_camera_info
+        counts = list(camera.joint_counts)
+        joints = sum(total for _, total in counts)
+        topic = camera.setup.subscribed_depth_topic
+        values.update({
+            'depth_topic': topic,
+            'depth_rate_hz': f'{camera.depth_rate.hz(now):.2f}',
+            'depth_frames_received': camera.depth_received,
+            'frames_without_depth': without,
+            'frames_without_camera_info': without_info,
+            'poses_3d_published': camera.poses_3d_published,
+            'persons_without_depth': camera.persons_without_depth,
+            'valid_3d_joint_share': (f'{sum(valid for valid, _ in counts) / joints:.3f}'
+                                     if joints else 'n/a'),
+            'bad_depth_total': bad_total,
+        })
+        values.update({f'bad_depth.{kind}': bad_depth.get(kind, 0) for kind in BAD_DEPTH_KINDS})
+        warnings = []
+        colour_flowing = camera.last_receive_s is not None and \
+            now - camera.last_receive_s <= STALE_INPUT_S
+        if camera.subscriptions and colour_flowing and (
+                camera.last_depth_receive_s is None
+                or now - camera.last_depth_receive_s > STALE_INPUT_S):
+            since = ('ever' if camera.last_depth_receive_s is None
+                     else f'{now - camera.last_depth_receive_s:.0f} s')
+            warnings.append(f'colour frames arrive but no depth on {topic} for {since}: no 3D')
+        new_attempts = attempts - camera.depth_attempts_reported
+        new_without = without - camera.without_depth_reported
+        if new_attempts and 2 * new_without > new_attempts:
+            warnings.append(
+                f'{new_without} of {new_attempts} frames since the last report had no depth '
+                f'within {self._options.depth_stamp_tolerance_ms:g} ms (late, missing or on '
+                'another clock)')
+        if without_info > camera.without_info_reported:
+            warnings.append(f'no CameraInfo on {camera.setup.camera_info_topic}: no 3D')
+        if bad_total > camera.bad_depth_reported:
+            warnings.append(f'{bad_total - camera.bad_depth_reported} bad depth images since '
+                            f'the last report ({bad_total} in total)')
+        camera.depth_attempts_reported, camera.without_depth_reported = attempts, without
+        camera.without_info_reported, camera.bad_depth_reported = without_info, bad_total
+        return warnings
 
     def _log_transport_loss(self, camera: _Camera, topic: str, lost: int, now: float) -> None:
         """A WARN with the likely cause and the fix, per camera at most every 30 s."""

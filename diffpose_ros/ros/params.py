@@ -31,6 +31,7 @@ from diffpose_ros.config import BACKENDS, DIFFUSION_STARTS, WINDOW_MODES, Pipeli
 from diffpose_ros.smoothing import FILTER_KINDS
 
 TRANSPORTS = ('raw', 'compressed')
+DEPTH_TRANSPORTS = ('raw', 'compressedDepth')
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 RECONFIGURE_NOTE = 'takes effect only after cleanup + configure'
@@ -141,6 +142,27 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     P('transport', 'raw',
       'raw: sensor_msgs/Image on the image topic; compressed: sensor_msgs/CompressedImage on '
       '<image_topic>/compressed.', choices=TRANSPORTS, dynamic=False),
+    # ---- depth (3D keypoints) ----------------------------------------------------------------
+    P('depth_topics', [],
+      'Depth image topics registered to the colour image (16UC1 mm / 32FC1 m), one per image '
+      "topic in the same order; '' = no depth for that camera, [] = no depth at all. Cameras "
+      'with depth publish ~/<camera>/poses_3d.', dynamic=False),
+    P('depth_transport', 'raw',
+      'raw: sensor_msgs/Image on the depth topic; compressedDepth: sensor_msgs/CompressedImage '
+      'on <depth_topic>/compressedDepth (image_transport compressed_depth).',
+      choices=DEPTH_TRANSPORTS, dynamic=False),
+    P('depth_stamp_tolerance_ms', 20.0,
+      'A colour frame uses the depth image with the nearest stamp if it is at most this far '
+      'away [ms]; otherwise no 3D for that frame (counted).', min=0.0, max=1000.0),
+    P('depth_band_front_m', 0.8,
+      'A joint may lie this far in front of the person\'s torso depth [m] (an arm reaching '
+      'to the camera); depth pixels outside the band are ignored.', min=0.0, max=10.0),
+    P('depth_band_behind_m', 0.35,
+      'A joint may lie this far behind the person\'s torso depth [m] (body depth); depth '
+      'pixels further back (the wall) are ignored.', min=0.0, max=10.0),
+    P('depth_min_support', 0.15,
+      'A 3D joint is valid when at least this share of its depth window lies in the torso '
+      'band.', min=0.01, max=1.0),
     # ---- temporal window and diffusion sampling ---------------------------------------------
     P('window_mode', 'causal',
       'causal: key frame = newest frame (no delay); centered: key frame in the middle '
@@ -415,6 +437,14 @@ def _extra_check(name: str, value: Any) -> str | None:
                 return f'{name}: {topic!r} is not a valid ROS topic name'
         if len(set(value)) != len(value):
             return f'{name} must not contain duplicates, got {list(value)}'
+    if name == 'depth_topics':
+        for topic in value:
+            if topic and not is_valid_topic(topic):
+                return (f"depth_topics: {topic!r} is not a valid ROS topic name ('' = no depth "
+                        'for that camera)')
+        given = [topic for topic in value if topic]
+        if len(set(given)) != len(given):
+            return f'depth_topics must not contain duplicates, got {list(value)}'
     if name == 'camera_names':
         for camera in value:
             if not is_valid_camera_name(camera):
@@ -485,17 +515,29 @@ class CameraSetup:
         image_topic: Image topic as configured (without ``/compressed``).
         camera_info_topic: CameraInfo topic.
         compressed: Subscribe to ``<image_topic>/compressed`` (CompressedImage).
+        depth_topic: Registered depth image topic; '' = no depth (no 3D) for this camera.
+        depth_compressed: Subscribe to ``<depth_topic>/compressedDepth`` (CompressedImage).
     """
 
     name: str
     image_topic: str
     camera_info_topic: str
     compressed: bool
+    depth_topic: str = ''
+    depth_compressed: bool = False
 
     @property
     def subscribed_topic(self) -> str:
         """The topic actually subscribed for images."""
         return f'{self.image_topic}/compressed' if self.compressed else self.image_topic
+
+    @property
+    def subscribed_depth_topic(self) -> str:
+        """The topic actually subscribed for depth ('' = none)."""
+        if not self.depth_topic:
+            return ''
+        return (f'{self.depth_topic}/compressedDepth' if self.depth_compressed
+                else self.depth_topic)
 
 
 def camera_info_topic_for(image_topic: str) -> str:
@@ -524,11 +566,15 @@ def camera_setup(values: Mapping[str, Any]) -> list[CameraSetup]:
     images = list(merged['image_topics'])
     infos = list(merged['camera_info_topics'])
     names = list(merged['camera_names'])
-    for key, given in (('camera_info_topics', infos), ('camera_names', names)):
+    depths = list(merged['depth_topics'])
+    for key, given in (('camera_info_topics', infos), ('camera_names', names),
+                       ('depth_topics', depths)):
         if given and len(given) != len(images):
+            empty = ("[] for no depth ('' in the list: no depth for that camera)"
+                     if key == 'depth_topics' else '[] to derive them')
             raise ValueError(
                 f'{key} has {len(given)} entries but image_topics has {len(images)}: give one '
-                f'per image topic, or [] to derive them')
+                f'per image topic, or {empty}')
     if not infos:
         infos = [camera_info_topic_for(t) for t in images]
     if not names:
@@ -543,9 +589,16 @@ def camera_setup(values: Mapping[str, Any]) -> list[CameraSetup]:
         raise ValueError(
             f'camera names must be unique, got {names} (duplicates {duplicates}); set '
             'camera_names explicitly')
+    if not depths:
+        depths = [''] * len(images)
+    for image, depth in zip(images, depths):
+        if depth and depth == image:
+            raise ValueError(f'depth_topics: {depth!r} is also an image topic; give the '
+                             'registered depth topic (e.g. .../aligned_depth_to_color/image_raw)')
     compressed = merged['transport'] == 'compressed'
-    return [CameraSetup(name, image, info, compressed)
-            for name, image, info in zip(names, images, infos)]
+    depth_compressed = merged['depth_transport'] == 'compressedDepth'
+    return [CameraSetup(name, image, info, compressed, depth, depth_compressed)
+            for name, image, info, depth in zip(names, images, infos, depths)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -566,6 +619,19 @@ class NodeOptions:
     publish_debug_image: bool
     diagnostics_period_s: float
     autostart: bool
+    depth_transport: str = 'raw'
+    depth_stamp_tolerance_ms: float = 20.0
+    depth_band_front_m: float = 0.8
+    depth_band_behind_m: float = 0.35
+    depth_min_support: float = 0.15
+
+    def depth_config(self) -> Any:
+        """The core ``depth3d.DepthConfig`` (its other settings keep their defaults)."""
+        from diffpose_ros.depth3d import DepthConfig
+
+        return DepthConfig(band_front_m=self.depth_band_front_m,
+                           band_behind_m=self.depth_band_behind_m,
+                           min_support=self.depth_min_support)
 
 
 def node_options(values: Mapping[str, Any]) -> NodeOptions:
