@@ -15,7 +15,6 @@ optical frame.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from pathlib import Path
 
@@ -57,50 +56,13 @@ def load_frame(data: str, frame: str) -> tuple[np.ndarray, np.ndarray, tuple[flo
 
 
 def markers_3d(persons, result3d, header, camera_matrix):
-    """The node's markers at the measured 3D positions.
-
-    Uses ``pose_markers(..., keypoints_3d=...)`` where the node's markers.py has it; the
-    fallback below (same contract: valid and confident joints only) is for a tree without it.
-    """
+    """The node's markers (markers.pose_markers) at the measured 3D positions."""
     from diffpose_ros.ros.markers import pose_markers
 
     measured = {int(p.track_id): (result3d.xyz_m[i], result3d.valid[i])
                 for i, p in enumerate(persons) if result3d.has_depth[i]}
-    if 'keypoints_3d' in inspect.signature(pose_markers).parameters:
-        return pose_markers(persons, header, camera_matrix, depth_m=2.0,
-                            keypoints_3d=measured, **MARKER_STYLE)
-    return _fallback_markers_3d(persons, measured, header, camera_matrix)
-
-
-def _fallback_markers_3d(persons, measured, header, camera_matrix):
-    """TODO(once markers.pose_markers has keypoints_3d, from the node's branch): delete."""
-    from geometry_msgs.msg import Point
-    from std_msgs.msg import ColorRGBA
-    from visualization_msgs.msg import Marker, MarkerArray
-
-    from diffpose_ros.ros.markers import BONES_NS, JOINTS_NS, marker_id, track_colour
-    from diffpose_ros.skeleton import BONES
-
-    array = MarkerArray()
-    for person in persons:
-        if int(person.track_id) not in measured:
-            continue
-        xyz, valid = measured[int(person.track_id)]
-        keep = valid & (np.asarray(person.keypoints)[:, 2] >= MARKER_STYLE['min_confidence'])
-        colour = ColorRGBA(**dict(zip('rgb', track_colour(person.track_id))), a=1.0)
-        joints = [int(j) for j in np.flatnonzero(keep)]
-        bones = [j for a, b in BONES if keep[a] and keep[b] for j in (a, b)]
-        for ns, kind, indices, scale in (
-                (JOINTS_NS, Marker.SPHERE_LIST, joints, MARKER_STYLE['joint_scale_m']),
-                (BONES_NS, Marker.LINE_LIST, bones, MARKER_STYLE['bone_width_m'])):
-            marker = Marker(header=header, ns=ns, id=marker_id(person.track_id), type=kind,
-                            action=Marker.ADD if indices else Marker.DELETE, color=colour)
-            marker.pose.orientation.w = 1.0
-            marker.scale.x = marker.scale.y = marker.scale.z = float(scale)
-            marker.points = [Point(x=float(xyz[j, 0]), y=float(xyz[j, 1]), z=float(xyz[j, 2]))
-                             for j in indices]
-            array.markers.append(marker)
-    return array
+    return pose_markers(persons, header, camera_matrix, depth_m=2.0,
+                        keypoints_3d=measured, **MARKER_STYLE)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import inspect
 import threading
 import time
 from typing import Any
@@ -139,11 +138,9 @@ def _decode_compressed_depth(msg: Any, max_pixels: int) -> tuple[np.ndarray, str
         raise ImageConversionError(
             'oversize', f'compressedDepth image has {len(data)} bytes > {max_bytes} allowed for '
             f'max_image_pixels {max_pixels}')
-    # the decoder refuses oversize images from their headers, before allocating, if it can
-    limit = ({'max_pixels': max_pixels} if 'max_pixels' in inspect.signature(
-        decode_compressed_depth).parameters else {})
+    # the decoder refuses oversize images from their headers, before allocating
     try:
-        depth, encoding = decode_compressed_depth(msg.format, data, **limit)
+        depth, encoding = decode_compressed_depth(msg.format, data, max_pixels=max_pixels)
     except CompressedDepthError as exc:
         kind = getattr(exc, 'kind', '')
         kind = ('oversize' if 'oversize' in kind else 'unknown_encoding' if 'format' in kind
