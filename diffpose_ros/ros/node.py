@@ -54,7 +54,6 @@ import numpy as np
 import rclpy
 import rclpy.subscription
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
@@ -66,14 +65,7 @@ from visualization_msgs.msg import MarkerArray
 
 from diffpose_ros.depth3d import Intrinsics, StampMatcher, depth_to_metres, persons_to_3d
 from diffpose_ros.latency_budget import CostTracker, choose_steps
-from diffpose_ros.msg import (
-    Keypoint2D,
-    Keypoint3D,
-    PersonPose,
-    PersonPose3D,
-    PersonPose3DArray,
-    PersonPoseArray,
-)
+from diffpose_ros.msg import Keypoint2D, PersonPose, PersonPose3DArray, PersonPoseArray
 from diffpose_ros.ros import params as params_mod
 from diffpose_ros.ros.image_conversion import (
     BAD_INPUT_KINDS,
@@ -87,6 +79,7 @@ from diffpose_ros.ros.image_conversion import (
     image_to_bgr,
 )
 from diffpose_ros.ros.markers import camera_matrix_from, delete_all_markers, pose_markers
+from diffpose_ros.ros.poses3d import poses_3d_message
 from diffpose_ros.transport_stats import SEQUENCE_NUMBERS, StampClockMonitor, TransportLossCounter
 
 NODE_NAME = 'diffpose'
@@ -780,41 +773,19 @@ class DiffPoseNode(LifecycleNode):
                 f'[{name}] no usable CameraInfo on {camera.setup.camera_info_topic} yet: no 3D',
                 throttle_duration_sec=10.0)
             return None
-        depth_stamp_ns, depth_msg = match
+        _, depth_msg = match
         depth_m = self._depth_metres(camera, depth_msg, camera.image_sizes.get(result.stamp_ns))
         if depth_m is None:
             return None
         points = persons_to_3d(result.persons, depth_m, camera.intrinsics,
                                self._options.depth_config())
-        msg = PersonPose3DArray()
-        msg.header = header
-        msg.camera = name
-        msg.depth_stamp = depth_msg.header.stamp
-        by_track: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        valid_joints = total_joints = 0
-        # Python floats and bools once (per-element numpy scalars make message building slower)
-        xyz_list, confidence_list = points.xyz_m.tolist(), points.confidence.tolist()
-        valid_list = points.valid.tolist()
-        for index, person in enumerate(result.persons):
-            if not points.has_depth[index]:
-                camera.persons_without_depth += 1
-                continue
-            xyz, valid = points.xyz_m[index], points.valid[index]
-            person_msg = PersonPose3D(track_id=int(person.track_id),
-                                      torso_depth_m=float(points.torso_depth_m[index]))
-            person_msg.keypoints = [
-                Keypoint3D(position=Point(x=x, y=y, z=z), confidence=c, valid=v)
-                for (x, y, z), c, v in zip(xyz_list[index], confidence_list[index],
-                                           valid_list[index])]
-            msg.persons.append(person_msg)
-            by_track[int(person.track_id)] = (xyz, valid)
-            valid_joints += int(valid.sum())
-            total_joints += len(valid)
-        camera.poses_3d_pub.publish(msg)
+        built = poses_3d_message(header, name, depth_msg.header.stamp, result.persons, points)
+        camera.persons_without_depth += built.persons_without_depth
+        camera.poses_3d_pub.publish(built.msg)
         camera.poses_3d_published += 1
-        if total_joints:
-            camera.joint_counts.append((valid_joints, total_joints))
-        return by_track
+        if built.total_joints:
+            camera.joint_counts.append((built.valid_joints, built.total_joints))
+        return built.by_track
 
     def _depth_metres(self, camera: _Camera, msg: Any,
                       colour_size: tuple[int, int] | None) -> np.ndarray | None:
