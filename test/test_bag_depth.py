@@ -299,17 +299,35 @@ def test_depth_matching_tolerance_and_decoding():
             bag_depth.depth_from_msg(msg)
 
 
-def test_depth_without_camera_info_is_reported_not_computed(work, rgbd):
-    """A depth topic without the colour CameraInfo: 3D unavailable, with the reason."""
+def _small_bag(path: Path, depth_png: Path, depth_topics: dict[str, str],
+               info: bool = False) -> Path:
+    """One colour frame, optionally its CameraInfo, and depth on ``depth_topics`` (topic ->
+    'raw' or 'compressed')."""
     store = io.make_typestore()
     factory = make.MessageFactory(store, 'cam')
-    out = work / 'no_info'
-    depth = _imread(sorted(rgbd[1].glob('*.png'))[0])
-    with io.BagWriter(out, typestore=store) as writer:
+    depth = _imread(depth_png)
+    with io.BagWriter(path, typestore=store) as writer:
         writer.add_topic(IMAGE, io.IMAGE_TYPE)
-        writer.add_topic('/camera/depth/image_raw', io.IMAGE_TYPE)
         writer.write(IMAGE, 5, factory.image(np.zeros((480, 640, 3), np.uint8), 5))
-        writer.write('/camera/depth/image_raw', 5, factory.depth_image(depth, 5))
+        if info:
+            writer.add_topic(INFO, io.CAMERA_INFO_TYPE)
+            writer.write(INFO, 5, factory.camera_info(640, 480, np.reshape(K_KINECT, (3, 3)),
+                                                      5))
+        for topic, kind in depth_topics.items():
+            if kind == 'raw':
+                writer.add_topic(topic, io.IMAGE_TYPE)
+                writer.write(topic, 5, factory.depth_image(depth, 5))
+            else:
+                writer.add_topic(topic, io.COMPRESSED_IMAGE_TYPE)
+                writer.write(topic, 5, factory.compressed(b'x', 'png', 5))
+    return path
+
+
+def test_depth_found_automatically_or_reported_unusable(work, rgbd):
+    """Which depth topic a bag's evaluation uses; a depth topic it cannot use (no CameraInfo,
+    ambiguous, compressed) is reported, and never stops the 2D evaluation."""
+    png = sorted(rgbd[1].glob('*.png'))[0]
+    out = _small_bag(work / 'no_info', png, {'/camera/depth/image_raw': 'raw'})
     found = bag_depth.find_depth(out, IMAGE, {})
     assert found.topic == '/camera/depth/image_raw' and found.stamps == [(5, 0)]
     assert found.intrinsics is None and 'no CameraInfo' in found.unusable
@@ -318,6 +336,23 @@ def test_depth_without_camera_info_is_reported_not_computed(work, rgbd):
     with pytest.raises(io.BagError, match='no depth topic /nope'):
         bag_depth.find_depth(out, IMAGE, {}, depth_topic='/nope')
     assert bag_depth.find_depth(out, '/camera/depth/image_raw', {}) is None  # only the camera
+    # RealSense records both: the one aligned to colour is taken
+    out = _small_bag(work / 'realsense', png, {'/camera/depth/image_rect_raw': 'raw',
+                                               DEPTH: 'raw'}, info=True)
+    found = bag_depth.find_depth(out, IMAGE, {})
+    assert found.topic == DEPTH and found.unusable is None and found.camera_info_topic == INFO
+    assert found.intrinsics == depth3d.Intrinsics(525.0, 525.0, 320.0, 240.0)
+    assert bag_depth.find_depth(out, IMAGE, {}, '/camera/depth/image_rect_raw').topic == \
+        '/camera/depth/image_rect_raw'
+    out = _small_bag(work / 'ambiguous', png, {'/a/depth': 'raw', '/b/depth': 'raw'}, True)
+    assert 'several depth topics (/a/depth, /b/depth)' in \
+        bag_depth.find_depth(out, IMAGE, {}).unusable
+    topic = '/camera/depth/image_raw/compressedDepth'
+    out = _small_bag(work / 'compressed', png, {topic: 'compressed'}, True)
+    assert 'CompressedImage topic; evaluate reads raw' in \
+        bag_depth.find_depth(out, IMAGE, {}).unusable
+    with pytest.raises(io.BagError, match='evaluate reads raw'):
+        bag_depth.find_depth(out, IMAGE, {}, depth_topic=topic)
 
 
 def _write_recording(path: Path, predictions: dict, depth_pngs: list[Path],

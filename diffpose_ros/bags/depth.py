@@ -63,18 +63,26 @@ def find_depth(bag: str | Path, image_topic: str, custom: Mapping[str, str],
     """The bag's depth topic and the colour camera's intrinsics, or None without depth.
 
     Depth topic: ``depth_topic``; else the one ``diffpose-bag make`` recorded in custom_data;
-    else the only ``sensor_msgs/Image`` topic (not the camera topic) with 'depth' in its name.
-    CameraInfo: ``camera_info_topic``; else ``<ns>/camera_info`` beside the camera topic; else
-    the bag's only CameraInfo topic. BagError for named topics that are missing or of the
-    wrong type, and for several candidate depth topics.
+    else the image topics (not the camera topic) with 'depth' in their name: the only one, or
+    the only one named ``aligned_depth_to_color`` (RealSense also records its unregistered
+    ``depth/image_rect_raw``). CameraInfo: ``camera_info_topic``; else ``<ns>/camera_info``
+    beside the camera topic; else the bag's only CameraInfo topic.
+
+    BagError only for *named* topics that are missing or of the wrong type; a bag whose depth
+    was found automatically but cannot be used (ambiguous, compressed, no CameraInfo) gets a
+    DepthStream with ``unusable`` saying why, so its 2D evaluation still runs.
     """
     with io.open_bag(bag) as reader:
         types = {c.topic: c.msgtype for c in reader.connections}
+        unusable = None
         if depth_topic:
             if depth_topic not in types:
                 images = sorted(t for t, m in types.items() if m in io.IMAGE_TYPES)
                 raise io.BagError(f'no depth topic {depth_topic} in the bag; its image topics: '
                                   f'{", ".join(images) or "none"}')
+            if types[depth_topic] != io.IMAGE_TYPE:
+                raise io.BagError(f'depth topic {depth_topic} is a {types[depth_topic]} topic; '
+                                  'evaluate reads raw sensor_msgs/Image depth (16UC1, 32FC1)')
             topic = depth_topic
         elif custom.get('diffpose_ros.depth_topic') in types:
             topic = custom['diffpose_ros.depth_topic']
@@ -83,13 +91,20 @@ def find_depth(bag: str | Path, image_topic: str, custom: Mapping[str, str],
                                 and t != image_topic and DEPTH_HINT in t.lower())
             if not candidates:
                 return None
-            if len(candidates) > 1:
-                raise io.BagError(f'the bag has several depth topics ({", ".join(candidates)}): '
-                                  'choose one with --depth-topic')
-            topic = candidates[0]
-        if types[topic] != io.IMAGE_TYPE:
-            raise io.BagError(f'depth topic {topic} is a {types[topic]} topic; evaluate reads '
-                              'raw sensor_msgs/Image depth (16UC1 or 32FC1) only')
+            aligned = [t for t in candidates if 'aligned_depth_to_color' in t]
+            topic = (candidates[0] if len(candidates) == 1
+                     else aligned[0] if len(aligned) == 1 else None)
+            if topic is None:
+                topic = candidates[0]
+                unusable = (f'several depth topics ({", ".join(candidates)}): choose the one '
+                            'registered to the colour image with --depth-topic')
+            elif types[topic] != io.IMAGE_TYPE:
+                unusable = (f'{topic} is a {types[topic]} topic; evaluate reads raw '
+                            'sensor_msgs/Image depth (16UC1, 32FC1) only')
+        if unusable is not None:
+            return DepthStream(bag=Path(bag), topic=topic, msgtype=types[topic], stamps=[],
+                               camera_info_topic=None, intrinsics=None, camera_info_size=None,
+                               distortion_nonzero=False, unusable=unusable)
         infos = sorted(t for t, m in types.items() if m == io.CAMERA_INFO_TYPE)
         if camera_info_topic:
             if types.get(camera_info_topic) != io.CAMERA_INFO_TYPE:
@@ -107,7 +122,6 @@ def find_depth(bag: str | Path, image_topic: str, custom: Mapping[str, str],
                                                                              [connection]))]
         intrinsics = size = None
         distorted = False
-        unusable = None
         if info_topic is None:
             unusable = (f'no CameraInfo for the camera topic {image_topic} (looked for '
                         f'{_camera_info_topic_for(image_topic)}; the bag has '
