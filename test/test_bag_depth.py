@@ -339,6 +339,9 @@ def test_depth_found_automatically_or_reported_unusable(work, rgbd):
     # RealSense records both: the one aligned to colour is taken
     out = _small_bag(work / 'realsense', png, {'/camera/depth/image_rect_raw': 'raw',
                                                DEPTH: 'raw'}, info=True)
+    from diffpose_ros.bags.evaluate import scan_images
+
+    assert scan_images(out).topic == IMAGE        # the colour topic, not a depth one
     found = bag_depth.find_depth(out, IMAGE, {})
     assert found.topic == DEPTH and found.unusable is None and found.camera_info_topic == INFO
     assert found.intrinsics == depth3d.Intrinsics(525.0, 525.0, 320.0, 240.0)

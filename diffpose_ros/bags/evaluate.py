@@ -170,6 +170,9 @@ def _image_connection(reader: Any, topic: str | None, custom: Mapping[str, str])
         return by_topic[custom['diffpose_ros.image_topic']]
     if len(by_topic) == 1:
         return images[0]
+    colour = [c for t, c in by_topic.items() if 'depth' not in t.lower()]  # an RGB-D bag
+    if len(colour) == 1:
+        return colour[0]
     if not by_topic:
         raise io.BagError('the bag has no sensor_msgs/Image or CompressedImage topic '
                           f'(topics: {", ".join(sorted(c.topic for c in reader.connections))})')
