@@ -30,6 +30,9 @@ Both modes then score the same way (:func:`score_frames`), with the metric code 
 * Always: jitter, lag and agreement per track against the smoothed YOLO teacher
   (:func:`evaluation.analyse_tracks`); frame numbers are positions in the bag, so a dropped
   frame is a gap in a track.
+* With a depth topic and the colour CameraInfo: the 3D validity share of our persons
+  (:mod:`diffpose_ros.bags.depth`, the node's 3D stage on the depth matched by stamp); recorded,
+  also that of the node's own ``poses_3d`` messages when the recording has them.
 
 Outputs in ``out``: ``evaluation.json``, ``predictions_ours.json`` and ``predictions_yolo.json``
 (COCO keypoint results with ``track_id`` and ``stamp_ns``, plus an ``images`` table id ->
@@ -167,6 +170,9 @@ def _image_connection(reader: Any, topic: str | None, custom: Mapping[str, str])
         return by_topic[custom['diffpose_ros.image_topic']]
     if len(by_topic) == 1:
         return images[0]
+    colour = [c for t, c in by_topic.items() if 'depth' not in t.lower()]  # an RGB-D bag
+    if len(colour) == 1:
+        return colour[0]
     if not by_topic:
         raise io.BagError('the bag has no sensor_msgs/Image or CompressedImage topic '
                           f'(topics: {", ".join(sorted(c.topic for c in reader.connections))})')
@@ -456,6 +462,7 @@ class Run:
     detections: dict[int, list[Any]]  # frame index -> YOLO11n-pose detections
     bad: dict[int, str]  # frame index -> why it could not be decoded
     extra: dict[str, Any]
+    sizes: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)  # (w, h)
 
 
 def run_offline(stream: ImageStream, config: Any, runtime: Any, detector: Any,
@@ -469,6 +476,7 @@ def run_offline(stream: ImageStream, config: Any, runtime: Any, detector: Any,
     bad: dict[int, str] = {}
     stage_ms: dict[str, float] = collections.defaultdict(float)
     frame_ms: list[float] = []
+    sizes: dict[int, tuple[int, int]] = {}
 
     def take(results: Sequence[Any]) -> None:
         for result in results:
@@ -481,6 +489,7 @@ def run_offline(stream: ImageStream, config: Any, runtime: Any, detector: Any,
         if image is None:
             bad[frame.index] = error
             continue
+        sizes[frame.index] = (image.shape[1], image.shape[0])
         start = time.perf_counter()
         result = pipeline.process(image, frame.stamp_ns, stream.camera)
         frame_ms.append((time.perf_counter() - start) * 1000.0)
@@ -515,7 +524,7 @@ def run_offline(stream: ImageStream, config: Any, runtime: Any, detector: Any,
         'detector_cache': {'images': len(detector), 'hits': detector.hits,
                            'misses': detector.misses},
     }
-    return Run(outputs=outputs, detections=detections, bad=bad, extra=extra)
+    return Run(outputs=outputs, detections=detections, bad=bad, extra=extra, sizes=sizes)
 
 
 def match_recording(stream: ImageStream, recording: Recording
@@ -544,6 +553,7 @@ def run_recorded(stream: ImageStream, matched: Mapping[int, Output], detector: A
     outputs: dict[int, list[Person]] = {}
     detections: dict[int, list[Any]] = {}
     bad: dict[int, str] = {}
+    sizes: dict[int, tuple[int, int]] = {}
     bar = _progress(len(stream.frames), 'recorded', progress)
     for frame, image, error in iter_images(stream, max_pixels=max_pixels):
         bar.update(1)
@@ -552,6 +562,7 @@ def run_recorded(stream: ImageStream, matched: Mapping[int, Output], detector: A
             continue
         if frame.index not in matched:
             continue
+        sizes[frame.index] = (image.shape[1], image.shape[0])
         persons = [dataclasses.replace(p) for p in matched[frame.index].persons]
         detections[frame.index] = detector.detect(image)
         pair_detections(persons, detections[frame.index])
@@ -559,7 +570,7 @@ def run_recorded(stream: ImageStream, matched: Mapping[int, Output], detector: A
     bar.close()
     extra = {'detector_cache': {'images': len(detector), 'hits': detector.hits,
                                 'misses': detector.misses}}
-    return Run(outputs=outputs, detections=detections, bad=bad, extra=extra)
+    return Run(outputs=outputs, detections=detections, bad=bad, extra=extra, sizes=sizes)
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -810,7 +821,8 @@ def plot_report(path: Path, summary: Mapping[str, Any], rows: Sequence[Mapping[s
 
 def _write(out: Path, stream: ImageStream, run: Run, scored: Sequence[Frame],
            gt: GroundTruth | None, summary: dict[str, Any], source: str,
-           outputs: Mapping[int, Output] | None = None) -> dict[str, Any]:
+           outputs: Mapping[int, Output] | None = None,
+           frame_extra: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     meta = {'bag': str(stream.bag), 'camera_topic': stream.topic,
             **({'recorded_bag': summary['recorded_bag']} if 'recorded_bag' in summary else {})}
@@ -827,6 +839,8 @@ def _write(out: Path, stream: ImageStream, run: Run, scored: Sequence[Frame],
     if summary.get('latency'):
         files['latency_png'] = plot_latency(out / 'latency.png', summary['latency'])
     rows = _frame_rows(stream, run, gt, outputs)
+    for row in rows:
+        row.update((frame_extra or {}).get(row['frame'], {}))
     summary['per_frame'] = rows
     summary['outputs'] = {k: str(v) for k, v in files.items()}
     plot_report(files['report'], summary, rows)
@@ -851,18 +865,42 @@ def _gt_summary(gt: GroundTruth | None) -> dict[str, Any] | None:
             'oks_area': '0.53 * GT box width * height (the message has no area)'}
 
 
+def _depth_3d(stream: ImageStream, run: Run, depth: Any, tolerance_ms: float
+              ) -> tuple[dict[str, Any] | None, dict[int, list[Any]] | None,
+                         dict[int, dict[str, Any]]]:
+    """(evaluation.json's ``depth_3d``, our 3D persons per frame, per-frame row fields)."""
+    from diffpose_ros.bags import depth as bag_depth
+
+    if depth is None:
+        return None, None, {}
+    tolerance_ns = int(round(tolerance_ms * 1e6))
+    if depth.unusable is not None:
+        return bag_depth.summarise(depth, tolerance_ns, None, []), None, {}
+    stamps = {f.index: f.stamp_ns for f in stream.frames}
+    results, counts = bag_depth.compute_3d(run.outputs, stamps, run.sizes, depth, tolerance_ns)
+    persons = [p for ps in results.values() for p in ps]
+    rows = {index: {'depth_matched': index in results,
+                    'persons_3d': len(results.get(index, [])),
+                    'valid_joints_3d': int(sum(p.valid.sum() for p in results.get(index, [])))}
+            for index in run.outputs}
+    return bag_depth.summarise(depth, tolerance_ns, counts, persons), results, rows
+
+
 def evaluate_offline(stream: ImageStream, out: str | Path, config: Any, runtime: Any,
                      detector: Any, gt: GroundTruth | None = None, *,
                      n_resamples: int = E.BOOTSTRAP_RESAMPLES,
                      min_track_frames: int = E.MIN_TRACK_FRAMES, progress: bool = False,
-                     info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Run the pipeline over the bag, score, write ``out``; returns evaluation.json's dict."""
+                     info: Mapping[str, Any] | None = None, depth: Any = None,
+                     depth_tolerance_ms: float = 20.0) -> dict[str, Any]:
+    """Run the pipeline over the bag, score, write ``out``; returns evaluation.json's dict.
+    ``depth``: the bag's :class:`~diffpose_ros.bags.depth.DepthStream` (3D figures) or None."""
     start = time.perf_counter()
     run = run_offline(stream, config, runtime, detector, progress)
     scored = [f for f in stream.frames if f.index in run.outputs]
     scores = score_frames(scored, run, gt, n_resamples, min_track_frames)
     frames = _frames_summary(stream, run, scored)
     frames['without_output'] = len(stream.frames) - len(run.bad) - len(scored)
+    depth_3d, _, depth_rows = _depth_3d(stream, run, depth, depth_tolerance_ms)
     summary = {
         'format': FORMAT, 'mode': 'offline', 'bag': str(stream.bag),
         'camera_topic': stream.topic, 'image_type': stream.msgtype,
@@ -870,19 +908,24 @@ def evaluate_offline(stream: ImageStream, out: str | Path, config: Any, runtime:
         **dict(info or {}),
         'frames': frames, 'ground_truth': _gt_summary(gt),
         'accuracy': scores['accuracy'], 'temporal': scores['temporal'],
-        'latency': None, **run.extra,
+        'depth_3d': depth_3d, 'latency': None, **run.extra,
         'bootstrap_resamples': n_resamples, 'min_track_frames': min_track_frames,
         'elapsed_s': time.perf_counter() - start,
     }
-    return _write(Path(out), stream, run, scored, gt, summary, 'offline')
+    return _write(Path(out), stream, run, scored, gt, summary, 'offline',
+                  frame_extra=depth_rows)
 
 
 def evaluate_recorded(stream: ImageStream, recording: Recording, out: str | Path, config: Any,
                       detector: Any, gt: GroundTruth | None = None, *,
                       n_resamples: int = E.BOOTSTRAP_RESAMPLES,
                       min_track_frames: int = E.MIN_TRACK_FRAMES, progress: bool = False,
-                      info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Score a live run's recorded outputs against the input bag; write ``out``."""
+                      info: Mapping[str, Any] | None = None, depth: Any = None,
+                      depth_tolerance_ms: float = 20.0, recorded_3d: Any = None
+                      ) -> dict[str, Any]:
+    """Score a live run's recorded outputs against the input bag; write ``out``.
+    ``depth``: as in :func:`evaluate_offline`, from the recorded 2D poses; ``recorded_3d``: the
+    recording's ``poses_3d`` (:func:`diffpose_ros.bags.depth.read_recorded_3d`) or None."""
     start = time.perf_counter()
     matched, counts = match_recording(stream, recording)
     run = run_recorded(stream, matched, detector, config.max_image_pixels, progress)
@@ -920,6 +963,13 @@ def evaluate_recorded(stream: ImageStream, recording: Recording, out: str | Path
     persons = sum(len(ps) for ps in run.outputs.values())
     scores = score_frames(scored, run, gt, n_resamples, min_track_frames)
     unique = settings.most_common(1)[0][0] if len(settings) == 1 else None
+    depth_3d, ours_3d, depth_rows = _depth_3d(stream, run, depth, depth_tolerance_ms)
+    live_3d = None
+    if recorded_3d is not None:
+        from diffpose_ros.bags import depth as bag_depth
+
+        live_3d = bag_depth.summarise_recorded(
+            recorded_3d, {f.index: f.stamp_ns for f in stream.frames}, run.outputs, ours_3d)
     summary = {
         'format': FORMAT, 'mode': 'recorded', 'bag': str(stream.bag),
         'camera_topic': stream.topic, 'image_type': stream.msgtype,
@@ -931,6 +981,7 @@ def evaluate_recorded(stream: ImageStream, recording: Recording, out: str | Path
         **dict(info or {}),
         'frames': frames, 'ground_truth': _gt_summary(gt),
         'accuracy': scores['accuracy'], 'temporal': scores['temporal'],
+        'depth_3d': depth_3d, 'live_3d': live_3d,
         'latency': latency_summary(live, recording.log_time),
         'pose_stage_ms': {**_stats_ms([o.pose_latency_ms for o in live]),
                           'definition': 'PersonPoseArray.pose_latency_ms (crop to decoding)'},
@@ -939,7 +990,8 @@ def evaluate_recorded(stream: ImageStream, recording: Recording, out: str | Path
         'bootstrap_resamples': n_resamples, 'min_track_frames': min_track_frames,
         'elapsed_s': time.perf_counter() - start,
     }
-    return _write(Path(out), stream, run, scored, gt, summary, 'recorded', matched)
+    return _write(Path(out), stream, run, scored, gt, summary, 'recorded', matched,
+                  frame_extra=depth_rows)
 
 
 def read_predictions_by_stamp(path: str | Path) -> dict[tuple[int, int], np.ndarray]:

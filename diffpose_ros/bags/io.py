@@ -32,8 +32,10 @@ DEFAULT_STORAGE = 'mcap'
 METADATA_VERSION = 8
 
 PACKAGE = 'diffpose_ros'
-CUSTOM_TYPE_NAMES = ('Keypoint2D', 'PersonPose', 'PersonPoseArray')
+CUSTOM_TYPE_NAMES = ('Keypoint2D', 'PersonPose', 'PersonPoseArray',
+                     'Keypoint3D', 'PersonPose3D', 'PersonPose3DArray')
 POSE_ARRAY_TYPE = 'diffpose_ros/msg/PersonPoseArray'
+POSE_3D_ARRAY_TYPE = 'diffpose_ros/msg/PersonPose3DArray'
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE_TYPE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
@@ -70,7 +72,8 @@ def custom_msg_dir() -> Path:
 
 
 def custom_types() -> dict[str, Any]:
-    """rosbags type definitions of ``diffpose_ros/msg/{Keypoint2D,PersonPose,PersonPoseArray}``."""
+    """rosbags type definitions of our messages (:data:`CUSTOM_TYPE_NAMES`: the 2D poses and
+    ``Keypoint3D``/``PersonPose3D``/``PersonPose3DArray``)."""
     from rosbags.typesys import get_types_from_msg
 
     directory = custom_msg_dir()

@@ -4,11 +4,15 @@ One bag per source, every frame as (in this order, all with the frame's stamp as
 and bag log time):
 
 * ``<ns>/camera_info``          sensor_msgs/CameraInfo: a plausible pinhole camera (square pixels,
-  principal point at the image centre, horizontal field of view ``hfov_deg``, no distortion);
+  principal point at the image centre, horizontal field of view ``hfov_deg``, no distortion),
+  or the given intrinsics (``camera_matrix``);
 * ``<ns>/image_raw``            sensor_msgs/Image ``bgr8`` (default), or
   ``<ns>/image_raw/compressed`` sensor_msgs/CompressedImage JPEG (``compressed=True``);
   JPEG/PNG files of a folder or sequence are stored unchanged, video frames are encoded with
   ``jpeg_quality``;
+* ``<ns>/aligned_depth_to_color/image_raw``  sensor_msgs/Image ``16UC1`` (millimetres, 0 = no
+  data) from a folder of 16-bit PNG depth frames registered to the colour frames, one per
+  colour frame (``depth_dir``; the topic name is RealSense's for depth aligned to colour);
 * ``<ns>/ground_truth``         diffpose_ros/PersonPoseArray, one per *labelled* frame of a
   sequence JSON with annotations (track ids, boxes, 17 COCO keypoints with confidences).
 
@@ -41,6 +45,10 @@ DEFAULT_HFOV_DEG = 60.0
 # 2025-01-01T00:00:00Z: a fixed default keeps bags made twice from one source byte-identical.
 DEFAULT_START_TIME_NS = 1_735_689_600 * 1_000_000_000
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
+DEPTH_SUBTOPIC = 'aligned_depth_to_color/image_raw'  # RealSense's name for depth on colour
+DEPTH_MATCHES = ('auto', 'stem', 'order')
+# OpenCV FileStorage node names a camera matrix is commonly stored under
+CAMERA_MATRIX_NODES = ('intrinsic', 'camera_matrix', 'cameraMatrix', 'K', 'M')
 NUM_KEYPOINTS = 17
 
 
@@ -52,6 +60,7 @@ def topics_for(namespace: str = DEFAULT_NAMESPACE) -> dict[str, str]:
         'compressed': f'{ns}/image_raw/compressed',
         'camera_info': f'{ns}/camera_info',
         'ground_truth': f'{ns}/ground_truth',
+        'depth': f'{ns}/{DEPTH_SUBTOPIC}',
     }
 
 
@@ -134,6 +143,10 @@ class Source(abc.ABC):
     def describe(self) -> dict[str, str]:
         return {}
 
+    def frame_names(self) -> list[str] | None:
+        """File names of the frames in order (folders, sequences), None for a video."""
+        return None
+
 
 def _read_image_file(path: Path) -> tuple[np.ndarray, bytes, str | None]:
     import cv2
@@ -212,6 +225,9 @@ class FolderSource(Source):
 
     def describe(self) -> dict[str, str]:
         return {'source': str(self.directory.resolve()), 'source_kind': 'images'}
+
+    def frame_names(self) -> list[str]:
+        return [path.name for path in self.files]
 
 
 class SequenceSource(Source):
@@ -329,6 +345,9 @@ class SequenceSource(Source):
         return {'source': str(self.json_path.resolve()), 'source_kind': 'sequence',
                 'video_id': str(self.video_id), 'image_root': str(self.image_root.resolve())}
 
+    def frame_names(self) -> list[str]:
+        return [str(img['file_name']) for _, img in self.images]
+
 
 def person_from_annotation(ann: dict[str, Any], layout: str = 'coco') -> dict[str, Any]:
     """One COCO/PoseTrack annotation -> {'track_id', 'box_xyxy', 'score', 'keypoints' (17, 3)}.
@@ -394,6 +413,151 @@ def vtest_source(fps: float | None = None) -> VideoSource:
     return VideoSource(str(asset_path(VTEST_VIDEO)), fps)
 
 
+# -------------------------------------------------------------------------------------- depth
+class DepthFolder:
+    """A folder of 16-bit PNG depth frames (uint16 millimetres, 0 = no data) registered to the
+    colour frames of a source: one per colour frame, paired by file stem or by sorted order.
+
+    ``match`` 'stem': the depth PNG named like the colour file (``0001.jpg`` <-> ``0001.png``);
+    'order': the i-th PNG in name order for the i-th colour frame written (the counts must be
+    equal); 'auto': by stem when the source has file names and every one has its PNG, else by
+    order. The pairing is checked before anything is written; each PNG's bit depth, channels
+    and size when its frame is written.
+    """
+
+    def __init__(self, directory: str | Path, match: str = 'auto'):
+        if match not in DEPTH_MATCHES:
+            raise ValueError(f'depth matching must be one of {", ".join(DEPTH_MATCHES)}, '
+                             f'got {match!r}')
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f'depth folder {self.directory} does not exist or is not '
+                                    'a folder')
+        self.files = sorted(f for f in self.directory.iterdir()
+                            if f.is_file() and f.suffix.lower() == '.png')
+        if not self.files:
+            raise ValueError(f'depth folder {self.directory} holds no .png files (depth frames '
+                             'must be 16-bit PNGs)')
+        self.requested = match
+        self.match = match
+        self._by_frame: list[Path] = []
+
+    def pair(self, source: Source, max_frames: int | None = None) -> None:
+        """Pair the depth PNGs with the source's frames (``ValueError`` when they do not)."""
+        names = source.frame_names()
+        if names is not None and max_frames is not None:
+            names = names[:max_frames]
+        by_stem = {f.stem: f for f in self.files}
+        missing = None if names is None else [n for n in names if Path(n).stem not in by_stem]
+        count = source.count
+        counts_differ = count is not None and count != len(self.files)
+        where = f'depth folder {self.directory} holds {len(self.files)} PNG(s)'
+        if self.requested == 'stem' or (self.requested == 'auto' and names and not missing):
+            if names is None:
+                raise ValueError('a video\'s frames have no file names to match depth PNGs by '
+                                 'stem: use --depth-match order')
+            if missing:
+                raise ValueError(f'{where}, but {len(missing)} of the {len(names)} colour '
+                                 f'frame(s) have no depth PNG of the same stem (first: '
+                                 f'{missing[0]})')
+            self.match = 'stem'
+            self._by_frame = [by_stem[Path(n).stem] for n in names]
+            return
+        if counts_differ:
+            hint = '' if not missing else (f', and their file stems differ too ({missing[0]} '
+                                           'has no depth PNG of its stem)')
+            raise ValueError(f'{where} for {count} colour frame(s){hint}: give one 16-bit PNG '
+                             'per colour frame, in the same name order or with the same stems')
+        self.match = 'order'
+        self._by_frame = list(self.files)
+
+    def path_for(self, position: int, frame_name: str) -> Path:
+        """The depth PNG of the ``position``-th frame written (after :meth:`pair`)."""
+        if position >= len(self._by_frame):
+            raise ValueError(f'depth folder {self.directory} has no PNG left for colour frame '
+                             f'{frame_name} (frame {position + 1}; {len(self.files)} PNG(s))')
+        return self._by_frame[position]
+
+    def read(self, position: int, frame_name: str, size: tuple[int, int]) -> np.ndarray:
+        """The uint16 depth of the ``position``-th frame; ``size`` (width, height) of its colour
+        frame, which a registered depth image must have."""
+        import cv2
+
+        path = self.path_for(position, frame_name)
+        data = path.read_bytes()
+        if data[:8] != b'\x89PNG\r\n\x1a\n':
+            raise ValueError(f'depth frame {path} is not a PNG file')
+        depth = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if depth is None:
+            raise ValueError(f'depth frame {path} is not a readable PNG')
+        if depth.dtype != np.uint16 or depth.ndim != 2:
+            bits = depth.dtype.itemsize * 8
+            channels = 1 if depth.ndim == 2 else depth.shape[2]
+            raise ValueError(f'depth frame {path} is a {bits}-bit PNG with {channels} '
+                             'channel(s); depth frames must be 16-bit single-channel PNGs '
+                             '(uint16 millimetres, 0 = no data)')
+        height, width = depth.shape
+        if (width, height) != size:
+            raise ValueError(f'depth frame {path} is {width}x{height} but colour frame '
+                             f'{frame_name} is {size[0]}x{size[1]}: the depth must be '
+                             'registered (aligned) to the colour image, with its size')
+        return depth
+
+
+def parse_intrinsics(text: str) -> np.ndarray:
+    """``fx,fy,cx,cy`` (pixels) or an OpenCV FileStorage file (.xml/.yaml/.yml/.json) holding a
+    3x3 camera matrix (node ``intrinsic``, ``camera_matrix``, ``cameraMatrix``, ``K`` or ``M``)
+    -> the 3x3 K."""
+    from diffpose_ros.depth3d import Intrinsics
+
+    path = Path(text)
+    if path.suffix.lower() in ('.xml', '.yaml', '.yml', '.json') or path.is_file():
+        k = _read_camera_matrix(path)
+    else:
+        try:
+            values = [float(v) for v in text.split(',')]
+        except ValueError:
+            values = []
+        if len(values) != 4:
+            raise ValueError(f'intrinsics must be fx,fy,cx,cy (pixels) or an OpenCV '
+                             f'FileStorage file, got {text!r}')
+        fx, fy, cx, cy = values
+        k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    Intrinsics.from_k(k)  # finite, focal lengths > 0
+    return k
+
+
+def _read_camera_matrix(path: Path) -> np.ndarray:
+    import cv2
+
+    if not path.is_file():
+        raise FileNotFoundError(f'intrinsics file {path} does not exist')
+    not_storage = f'{path} is not an OpenCV FileStorage file (XML, YAML or JSON)'
+    try:
+        storage = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
+    except (cv2.error, SystemError):  # the binding raises SystemError around cv2.error
+        raise ValueError(not_storage) from None
+    try:
+        if not storage.isOpened():
+            raise ValueError(not_storage)
+        for name in CAMERA_MATRIX_NODES:
+            node = storage.getNode(name)
+            if not node.empty() and node.isMap():
+                matrix = node.mat()
+                if matrix is None or matrix.shape != (3, 3):
+                    shape = None if matrix is None else matrix.shape
+                    raise ValueError(f'{path}: {name} is not a 3x3 matrix (shape {shape})')
+                k = np.asarray(matrix, np.float64)
+                if not np.allclose(k[2], [0.0, 0.0, 1.0]) or k[0, 1] != 0 or k[1, 0] != 0:
+                    raise ValueError(f'{path}: {name} is not a pinhole camera matrix '
+                                     '[[fx 0 cx] [0 fy cy] [0 0 1]]')
+                return k
+    finally:
+        storage.release()
+    raise ValueError(f'{path} holds no camera matrix (looked for the nodes '
+                     f'{", ".join(CAMERA_MATRIX_NODES)})')
+
+
 # ----------------------------------------------------------------------------------- messages
 def camera_matrix(width: int, height: int, hfov_deg: float = DEFAULT_HFOV_DEG) -> np.ndarray:
     """3x3 K of a pinhole camera: square pixels, centred principal point, given horizontal FOV."""
@@ -423,6 +587,14 @@ class MessageFactory:
         return self.types[io.IMAGE_TYPE](
             header=self.header(stamp_ns), height=height, width=width, encoding='bgr8',
             is_bigendian=0, step=width * 3, data=bgr.reshape(-1))
+
+    def depth_image(self, depth_mm: np.ndarray, stamp_ns: int) -> Any:
+        """16UC1 (REP 118: uint16 millimetres, 0 = no data), little endian."""
+        depth = np.ascontiguousarray(depth_mm, dtype='<u2')
+        height, width = depth.shape
+        return self.types[io.IMAGE_TYPE](
+            header=self.header(stamp_ns), height=height, width=width, encoding='16UC1',
+            is_bigendian=0, step=width * 2, data=depth.reshape(-1).view(np.uint8))
 
     def compressed(self, data: bytes, fmt: str, stamp_ns: int) -> Any:
         # image_transport's format string: "<original encoding>; <codec> compressed <encoding>"
@@ -470,6 +642,9 @@ class MakeOptions:
     namespace: str = DEFAULT_NAMESPACE
     frame_id: str = DEFAULT_FRAME_ID
     hfov_deg: float = DEFAULT_HFOV_DEG
+    camera_matrix: np.ndarray | None = None  # 3x3 K for the CameraInfo (else from hfov_deg)
+    depth: DepthFolder | None = None
+    depth_topic: str | None = None  # default: <ns>/aligned_depth_to_color/image_raw
     max_frames: int | None = None
     progress: bool = True
 
@@ -493,6 +668,12 @@ def make_bag(source: Source, options: MakeOptions) -> dict[str, Any]:
         raise ValueError(f'frame rate must be > 0, got {source.fps}')
     topics = topics_for(options.namespace)
     image_topic = topics['compressed'] if options.compressed else topics['image']
+    depth_topic = None
+    if options.depth is not None:
+        depth_topic = '/' + (options.depth_topic or topics['depth']).lstrip('/')
+        if depth_topic in (image_topic, topics['camera_info'], topics['ground_truth']):
+            raise ValueError(f'depth topic {depth_topic} is already used for another topic')
+        options.depth.pair(source, options.max_frames)  # before anything is written
     store = io.make_typestore()
     factory = MessageFactory(store, options.frame_id)
     custom = {f'diffpose_ros.{k}': v for k, v in source.describe().items()}
@@ -505,6 +686,14 @@ def make_bag(source: Source, options: MakeOptions) -> dict[str, Any]:
     })
     if source.has_ground_truth:
         custom['diffpose_ros.ground_truth_topic'] = topics['ground_truth']
+    if options.camera_matrix is not None:
+        k_given = np.asarray(options.camera_matrix, np.float64).reshape(3, 3)
+        custom['diffpose_ros.intrinsics'] = ','.join(
+            repr(float(v)) for v in (k_given[0, 0], k_given[1, 1], k_given[0, 2], k_given[1, 2]))
+    if options.depth is not None:
+        custom.update({'diffpose_ros.depth_topic': depth_topic,
+                       'diffpose_ros.depth_source': str(options.depth.directory.resolve()),
+                       'diffpose_ros.depth_match': options.depth.match})
     total = source.count
     if options.max_frames is not None:
         total = options.max_frames if total is None else min(total, options.max_frames)
@@ -522,6 +711,8 @@ def make_bag(source: Source, options: MakeOptions) -> dict[str, Any]:
         writer.add_topic(topics['camera_info'], io.CAMERA_INFO_TYPE)
         writer.add_topic(image_topic,
                          io.COMPRESSED_IMAGE_TYPE if options.compressed else io.IMAGE_TYPE)
+        if depth_topic is not None:
+            writer.add_topic(depth_topic, io.IMAGE_TYPE)
         if source.has_ground_truth:
             writer.add_topic(topics['ground_truth'], io.POSE_ARRAY_TYPE)
         for frame in source.frames():
@@ -530,7 +721,12 @@ def make_bag(source: Source, options: MakeOptions) -> dict[str, Any]:
             height, width = frame.image.shape[:2]
             if size is None:
                 size = (width, height)
-                k = camera_matrix(width, height, options.hfov_deg)
+                k = (camera_matrix(width, height, options.hfov_deg)
+                     if options.camera_matrix is None else k_given)
+                if not (0 <= k[0, 2] <= width and 0 <= k[1, 2] <= height):
+                    raise ValueError(f'principal point ({k[0, 2]:g}, {k[1, 2]:g}) lies outside '
+                                     f'the {width}x{height} frames: intrinsics of another '
+                                     'resolution?')
             elif size != (width, height):
                 raise ValueError(f'{frame.name} is {width}x{height}, the first frame was '
                                  f'{size[0]}x{size[1]}: a camera has one image size')
@@ -554,6 +750,9 @@ def make_bag(source: Source, options: MakeOptions) -> dict[str, Any]:
                 writer.write(image_topic, stamp, factory.compressed(data, fmt, stamp))
             else:
                 writer.write(image_topic, stamp, factory.image(frame.image, stamp))
+            if depth_topic is not None:    # same stamp and frame_id as the colour frame
+                depth = options.depth.read(frames, frame.name, size)
+                writer.write(depth_topic, stamp, factory.depth_image(depth, stamp))
             if frame.persons is not None:
                 writer.write(topics['ground_truth'], stamp,
                              factory.pose_array(frame.persons, stamp))
@@ -562,6 +761,11 @@ def make_bag(source: Source, options: MakeOptions) -> dict[str, Any]:
             bar.update(1)
         if frames == 0:
             raise ValueError('the source has no frames (in the requested range)')
+        if (depth_topic is not None and options.depth.match == 'order'
+                and options.max_frames is None and frames != len(options.depth.files)):
+            raise ValueError(f'depth folder {options.depth.directory} holds '
+                             f'{len(options.depth.files)} PNG(s) for {frames} colour frame(s): '
+                             'give one 16-bit PNG per colour frame')
         counts = dict(writer.counts)
     return {
         'out': str(Path(options.out).resolve()),
@@ -575,6 +779,8 @@ def make_bag(source: Source, options: MakeOptions) -> dict[str, Any]:
         'height': size[1] if size else 0,
         'first_stamp_ns': first_stamp,
         'last_stamp_ns': last_stamp,
+        'depth_topic': depth_topic,
+        'depth_match': None if options.depth is None else options.depth.match,
         'topics': counts,
         'size_bytes': io.dir_size_bytes(options.out),
         'seconds': time.monotonic() - started,

@@ -14,6 +14,7 @@ traceback); 2 bad command-line usage.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -61,6 +62,11 @@ topics (prefix --namespace, default /camera); every message of a frame has the s
                                   with annotations): track ids, boxes, 17 keypoints; keypoint
                                   confidence = keypoint_scores (pseudo labels) or 1 (labelled),
                                   0 = not labelled
+  /camera/aligned_depth_to_color/image_raw
+                                  sensor_msgs/Image 16UC1 (mm, 0 = no data) from --depth DIR:
+                                  16-bit PNGs registered to the colour frames, one per frame
+                                  (same stem, or the same name order); the colour frame's stamp
+                                  and frame_id. Give the colour camera's --intrinsics with it
 
 examples:
   diffpose-bag make                                       # sample bag
@@ -68,6 +74,8 @@ examples:
   diffpose-bag make vtest.avi:600:795 --out bags/heldout --storage sqlite3
   diffpose-bag make data/pseudo/vtest_heldout/labels_coco.json --compressed --out bags/gt
   diffpose-bag make photos/ --fps 5 --start-time now --out bags/photos
+  diffpose-bag make rgbd/color --depth rgbd/depth --intrinsics 525,525,320,240 --fps 30 \\
+      --out bags/rgbd                 # or --intrinsics camera.xml (OpenCV FileStorage)
 """
 
 _PLAY_EPILOG = """\
@@ -94,6 +102,11 @@ YOLO11n-pose runs on the same frames with them.
 both: ground truth on <ns>/ground_truth (diffpose-bag make SEQUENCE.json) -> limb PCK@0.1 with
 a 95% bootstrap interval and OKS AP, for ours and single-frame YOLO11n-pose on the same frames;
 always jitter, lag and agreement per track against the smoothed YOLO teacher.
+3D: with a depth topic (diffpose-bag make --depth; or --depth-topic) and the colour CameraInfo,
+each scored frame gets the depth message nearest in stamp (within --depth-tolerance-ms) and our
+persons go through the node's 3D stage -> frames with/without depth, persons with depth, the
+share of valid 3D joints (all 17; those with 2D confidence >= 0.3), per joint, torso depths.
+Recorded: also the share of the node's own poses_3d (PersonPose3DArray) when recorded.
 writes: evaluation.json, predictions_ours.json, predictions_yolo.json (COCO results with
 stamp_ns and track_id), gt_coco.json (with ground truth), report.png, latency.png (recorded)
 
@@ -135,6 +148,20 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f'must be >= 1, got {text}')
     return value
+
+
+def _intrinsics_arg(text: str) -> str:
+    """fx,fy,cx,cy is checked here (a usage error); a file is read by `make`."""
+    if ',' in text and not Path(text).exists():
+        try:
+            values = [float(v) for v in text.split(',')]
+        except ValueError:
+            values = []
+        if len(values) != 4 or not all(math.isfinite(v) for v in values) \
+                or min(values[:2]) <= 0:
+            raise argparse.ArgumentTypeError(
+                f'expected fx,fy,cx,cy (pixels, fx and fy > 0) or a file, got {text!r}')
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,8 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help='topic prefix (default: %(default)s)')
     p.add_argument('--frame-id', default=make.DEFAULT_FRAME_ID,
                    help='header frame_id (default: %(default)s)')
-    p.add_argument('--hfov-deg', type=float, default=make.DEFAULT_HFOV_DEG,
-                   help='horizontal field of view of the CameraInfo (default: %(default)s)')
+    camera = p.add_mutually_exclusive_group()
+    camera.add_argument('--hfov-deg', type=float, default=make.DEFAULT_HFOV_DEG,
+                        help='horizontal field of view of the CameraInfo (default: '
+                        '%(default)s)')
+    camera.add_argument('--intrinsics', type=_intrinsics_arg, metavar='FX,FY,CX,CY|FILE',
+                        help='the CameraInfo\'s camera matrix: pixels, or an OpenCV FileStorage '
+                        'file (.xml/.yaml) with a 3x3 matrix node intrinsic, camera_matrix, '
+                        'cameraMatrix, K or M (default: from --hfov-deg)')
+    p.add_argument('--depth', type=Path, metavar='DIR',
+                   help='add a depth topic from this folder of 16-bit PNG depth frames '
+                   '(uint16 mm, 0 = no data) registered to the colour frames, one per frame')
+    p.add_argument('--depth-topic', metavar='TOPIC',
+                   help='depth topic (default: <namespace>/'
+                   f'{make.DEPTH_SUBTOPIC}, as RealSense)')
+    p.add_argument('--depth-match', choices=make.DEPTH_MATCHES, default='auto',
+                   help='pair depth PNGs with colour frames by file stem or by name order; '
+                   'auto: by stem when every colour file has a PNG of its stem, else by order '
+                   '(default: %(default)s)')
     p.add_argument('--video-id', help='sequence JSON with several vid_id: the one to use')
     p.add_argument('--image-root', help='sequence JSON: directory file_name is relative to '
                    '(default: the JSON\'s directory or one of its parents)')
@@ -259,6 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--poses-topic', metavar='TOPIC',
                    help='recorded PersonPoseArray topic (default: the recording\'s only one, '
                    'or /diffpose/<camera>/poses)')
+    group = p.add_argument_group('3D from depth (when the bag has a depth topic)')
+    group.add_argument('--depth-topic', metavar='TOPIC',
+                       help='registered depth image topic, 16UC1 or 32FC1 (default: the one '
+                       'diffpose-bag make wrote, else the only image topic named *depth*)')
+    group.add_argument('--camera-info-topic', metavar='TOPIC',
+                       help='the colour camera\'s CameraInfo (default: <ns>/camera_info beside '
+                       'the camera topic, else the bag\'s only one)')
+    group.add_argument('--depth-tolerance-ms', type=_non_negative_float, metavar='MS',
+                       help='largest |depth stamp - colour stamp| for a pair (default: '
+                       'depth_stamp_tolerance_ms of --params, else 20)')
+    group.add_argument('--poses-3d-topic', metavar='TOPIC',
+                       help='recorded PersonPose3DArray topic (default: the recording\'s only '
+                       'one, or /diffpose/<camera>/poses_3d; none: no live 3D figures)')
     group = p.add_argument_group('pipeline (defaults: the node\'s parameters, '
                                  'config/diffpose_cpu.yaml)')
     group.add_argument('--params', type=Path, metavar='YAML',
@@ -314,6 +370,7 @@ def _sample_variant(args: argparse.Namespace) -> list[str]:
         '--namespace': args.namespace != make.DEFAULT_NAMESPACE,
         '--frame-id': args.frame_id != make.DEFAULT_FRAME_ID,
         '--hfov-deg': args.hfov_deg != make.DEFAULT_HFOV_DEG,
+        '--intrinsics': args.intrinsics is not None, '--depth': args.depth is not None,
     }
     return [name for name, differs in changed.items() if differs]
 
@@ -348,12 +405,23 @@ def _run_make(args: argparse.Namespace) -> int:
     if not source.fps_from_source:
         print(f'note: the source has no frame rate; stamping at {source.fps} fps (--fps)',
               file=sys.stderr)
+    if args.depth_topic is not None and args.depth is None:
+        print(f'{PROG} make: error: --depth-topic needs --depth DIR (the depth frames)',
+              file=sys.stderr)
+        return EXIT_USAGE
+    depth = None if args.depth is None else make.DepthFolder(args.depth, args.depth_match)
+    camera_matrix = None if args.intrinsics is None else make.parse_intrinsics(args.intrinsics)
+    if depth is not None and camera_matrix is None:
+        print(f'note: --depth without --intrinsics: the CameraInfo is a made-up '
+              f'{args.hfov_deg:g} degree pinhole camera, so 3D positions from this bag will be '
+              'off; give the colour camera\'s intrinsics', file=sys.stderr)
     options = make.MakeOptions(
         out=out, storage=args.storage, compressed=compressed, jpeg_quality=args.jpeg_quality,
         reencode=args.reencode,
         start_time_ns=(make.parse_start_time(args.start_time) if args.start_time is not None
                        else make.DEFAULT_START_TIME_NS),
         namespace=args.namespace, frame_id=args.frame_id, hfov_deg=args.hfov_deg,
+        camera_matrix=camera_matrix, depth=depth, depth_topic=args.depth_topic,
         max_frames=args.max_frames, progress=not args.quiet)
     summary = make.make_bag(source, options)
     _verify_bag(summary['out'], summary['topics'])
@@ -361,7 +429,8 @@ def _run_make(args: argparse.Namespace) -> int:
     print(f"wrote {summary['out']} ({summary['storage']}, metadata version "
           f"{summary['metadata_version']}): {summary['frames']} frames "
           f"{summary['width']}x{summary['height']} at {summary['fps']:g} fps, "
-          f"{summary['size_bytes'] / 1e6:.1f} MB in {summary['seconds']:.1f} s; {topics}")
+          f"{summary['size_bytes'] / 1e6:.1f} MB in {summary['seconds']:.1f} s; {topics}"
+          + (f"; depth paired by {summary['depth_match']}" if summary['depth_topic'] else ''))
     return EXIT_OK
 
 
@@ -426,6 +495,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     recording = (bag_eval.read_recording(args.recorded, args.poses_topic, stream.camera)
                  if args.recorded else None)
     gt = bag_eval.read_ground_truth(stream, args.gt_topic)
+    from diffpose_ros.bags import depth as bag_depth
+
+    depth = bag_depth.find_depth(args.bag, stream.topic, stream.custom_data, args.depth_topic,
+                                 args.camera_info_topic)
+    recorded_3d = (bag_depth.read_recorded_3d(args.recorded, args.poses_3d_topic,
+                                              stream.camera) if args.recorded else None)
+    tolerance_ms = _depth_tolerance_ms(args)
     config, weights = bag_eval.pipeline_config(
         args.params, steps=args.steps, hypotheses=args.hypotheses, seed=args.seed,
         window_mode=args.window_mode, window_size=args.window_size,
@@ -457,9 +533,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         detector = CachingDetector(UltralyticsPoseDetector.from_config(config))
         if args.detection_cache:
             detector.load(args.detection_cache)
+        common.update(depth=depth, depth_tolerance_ms=tolerance_ms)
         if recording is not None:
             summary = bag_eval.evaluate_recorded(stream, recording, out, config, detector, gt,
-                                                 **common)
+                                                 recorded_3d=recorded_3d, **common)
         else:
             from diffpose_ros.runtime.factory import make_runtime
 
@@ -491,6 +568,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             print(f"{label}: limb PCK@0.1 {_percent(pck['pck_percent'])} % [95% CI "
                   f"{_percent(lo)}, {_percent(hi)}] over {pck['num_persons']} GT persons; OKS "
                   f"AP {_percent(accuracy[key]['oks_ap_percent']['AP'])}")
+    _print_3d(summary)
     temporal = summary['temporal']
     jit, agr = temporal['jitter'], temporal['agreement']
     print(f"temporal: {temporal['num_tracks_used']} tracks; jitter ours "
@@ -505,6 +583,59 @@ def _run_evaluate(args: argparse.Namespace) -> int:
               'meaningless until trained weights exist', file=sys.stderr)
     print(f'wrote {out}/evaluation.json and report.png', flush=True)
     return EXIT_OK
+
+
+def _depth_tolerance_ms(args: argparse.Namespace) -> float:
+    """--depth-tolerance-ms, else the params file's depth_stamp_tolerance_ms, else 20 ms."""
+    from diffpose_ros.bags.depth import DEFAULT_TOLERANCE_MS
+
+    if args.depth_tolerance_ms is not None:
+        return args.depth_tolerance_ms
+    if args.params is not None:
+        from diffpose_ros.ros.params import load_yaml_defaults
+
+        value = load_yaml_defaults(args.params, 'diffpose').get('depth_stamp_tolerance_ms')
+        if value is not None:
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f'{args.params}: depth_stamp_tolerance_ms must be a number '
+                                 f'>= 0, got {value!r}')
+            return float(value)
+    return DEFAULT_TOLERANCE_MS
+
+
+def _validity_line(figures: dict) -> str:
+    torso = figures['torso_depth_m']
+    return (f"{figures['persons_with_depth']} persons with depth; valid 3D joints "
+            f"{_percent(_share_percent(figures['valid_joint_share']))} % of 17 per person, "
+            f"{_percent(_share_percent(figures['valid_confident_share']))} % of those with 2D "
+            'confidence >= 0.3'
+            + (f"; median torso depth {torso['median']:.2f} m" if torso else ''))
+
+
+def _share_percent(share: float | None) -> float | None:
+    return None if share is None else 100.0 * share
+
+
+def _print_3d(summary: dict) -> None:
+    depth = summary.get('depth_3d')
+    if depth is not None:
+        head = f"3D ({depth['depth_topic']}, tolerance {depth['tolerance_ms']:g} ms): "
+        if not depth['available']:
+            print(head + f"not computed: {depth['unavailable_reason']}")
+        else:
+            print(head + f"{depth['frames_with_depth']} of {depth['frames_scored']} scored "
+                  f"frames with depth, {depth['frames_without_depth']} without, "
+                  f"{depth['frames_bad_depth']} bad; " + _validity_line(depth))
+            if depth['distortion_nonzero']:
+                print(f"warning: {depth['camera_info_topic']} has non-zero distortion; the 3D "
+                      'stage assumes a rectified image', file=sys.stderr)
+            for error in depth['bad_depth_errors']:
+                print(f'warning: depth not used: {error}', file=sys.stderr)
+    live = summary.get('live_3d')
+    if live is not None:
+        print(f"live 3D ({live['poses_3d_topic']}): {live['messages']} messages, "
+              f"{live['frames_scored_without_3d']} scored frames without one; "
+              + _validity_line(live))
 
 
 # subcommand -> runner
