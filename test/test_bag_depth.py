@@ -24,6 +24,7 @@ from diffpose_ros import depth3d
 from diffpose_ros.bags import depth as bag_depth
 from diffpose_ros.bags import io, make
 from diffpose_ros.cli import bag as cli
+from diffpose_ros.ros.image_conversion import ImageConversionError, depth_image_to_array
 from diffpose_ros.skeleton import KEYPOINT_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,21 +283,23 @@ def test_depth_matching_tolerance_and_decoding():
     msg = store.types[io.IMAGE_TYPE](header=factory.header(0), height=3, width=4,
                                      encoding='16UC1', is_bigendian=1, step=10,
                                      data=padded.reshape(-1))
-    decoded, encoding = bag_depth.depth_from_msg(msg)
+    decoded, encoding = depth_image_to_array(msg)
     assert encoding == '16UC1' and decoded.dtype == np.uint16
     np.testing.assert_array_equal(decoded, values)
     metres = np.array([[0.5, np.nan], [2.0, 0.0]], np.float32)
     msg = store.types[io.IMAGE_TYPE](header=factory.header(0), height=2, width=2,
                                      encoding='32FC1', is_bigendian=0, step=8,
                                      data=metres.view(np.uint8).reshape(-1))
-    decoded, encoding = bag_depth.depth_from_msg(msg)
+    decoded, encoding = depth_image_to_array(msg)
     np.testing.assert_array_equal(decoded, metres)
     for encoding, step in (('rgb8', 12), ('16UC1', 4)):
         msg = store.types[io.IMAGE_TYPE](header=factory.header(0), height=2, width=4,
                                          encoding=encoding, is_bigendian=0, step=step,
                                          data=np.zeros(24, np.uint8))
-        with pytest.raises(ValueError, match='unsupported depth encoding|inconsistent'):
-            bag_depth.depth_from_msg(msg)
+        with pytest.raises(ImageConversionError) as error:
+            depth_image_to_array(msg)
+        assert error.value.kind == ('unknown_encoding' if encoding == 'rgb8' else
+                                    'inconsistent_size')  # step 4 < 4 px x 2 bytes
 
 
 def _small_bag(path: Path, depth_png: Path, depth_topics: dict[str, str],

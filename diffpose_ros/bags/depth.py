@@ -24,6 +24,7 @@ import numpy as np
 
 from diffpose_ros import depth3d
 from diffpose_ros.bags import io
+from diffpose_ros.ros.image_conversion import depth_image_to_array
 from diffpose_ros.skeleton import KEYPOINT_NAMES, NUM_KEYPOINTS
 
 DEFAULT_TOLERANCE_MS = 20.0
@@ -143,25 +144,6 @@ def find_depth(bag: str | Path, image_topic: str, custom: Mapping[str, str],
                        camera_info_size=size, distortion_nonzero=distorted, unusable=unusable)
 
 
-def depth_from_msg(msg: Any) -> tuple[np.ndarray, str]:
-    """(depth array, encoding) of a sensor_msgs/Image: 16UC1/mono16 uint16 mm or 32FC1 float32 m
-    (REP 118), rows unpadded and in native byte order. ValueError for anything else."""
-    encoding = str(msg.encoding)
-    dtypes = {'16UC1': np.uint16, 'mono16': np.uint16, '32FC1': np.float32}
-    if encoding not in dtypes:
-        raise ValueError(f'unsupported depth encoding {encoding!r}; expected one of '
-                         f'{", ".join(depth3d.DEPTH_ENCODINGS)}')
-    dtype = np.dtype(dtypes[encoding]).newbyteorder('>' if msg.is_bigendian else '<')
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, np.uint8)
-    if height < 1 or width < 1 or step < width * dtype.itemsize or data.size < step * height:
-        raise ValueError(f'{encoding} depth image {width}x{height} with step {step} and '
-                         f'{data.size} bytes is inconsistent')
-    rows = data[:step * height].reshape(height, step)[:, :width * dtype.itemsize]
-    depth = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
-    return depth.astype(dtype.newbyteorder('='), copy=False), encoding
-
-
 def match_depth(frame_stamps: Mapping[int, int], depth: DepthStream, tolerance_ns: int
                 ) -> dict[int, tuple[int, int]]:
     """frame index -> (depth stamp, depth position) nearest in stamp within the tolerance."""
@@ -207,7 +189,8 @@ def compute_3d(persons_by_frame: Mapping[int, Sequence[Any]], frame_stamps: Mapp
             if position not in by_position:
                 continue
             try:
-                image, encoding = depth_from_msg(store.deserialize_cdr(raw, conn.msgtype))
+                # decoded as the node decodes it (ImageConversionError is a ValueError)
+                image, encoding = depth_image_to_array(store.deserialize_cdr(raw, conn.msgtype))
                 depth_m = depth3d.depth_to_metres(image, encoding)
             except ValueError as exc:
                 for index in by_position[position]:
