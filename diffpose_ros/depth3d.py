@@ -94,26 +94,48 @@ class Keypoints3d:
     has_depth: np.ndarray  # (P,) bool: torso depth known, so every xyz_m of the person is finite
 
 
+class DepthFrame:
+    """A depth image as it arrived (REP 118: 16UC1/mono16 uint16 millimetres, 32FC1 float32
+    metres; 0, NaN and Inf mean no data), converted to metres only where it is sampled: the
+    3D stage reads a few thousand pixels, so converting the whole frame would cost more than
+    the stage itself. ValueError on a wrong size, dtype or encoding."""
+
+    def __init__(self, values: np.ndarray, encoding: str):
+        values = np.asarray(values)
+        if values.ndim != 2 or values.size == 0:
+            raise ValueError(f'depth image must be 2-D and non-empty, got shape {values.shape}')
+        expected = {'16UC1': np.uint16, 'mono16': np.uint16, '32FC1': np.float32}.get(encoding)
+        if expected is None:
+            raise ValueError(f'unsupported depth encoding {encoding!r}; expected one of '
+                             f'{DEPTH_ENCODINGS}')
+        if values.dtype != expected:
+            raise ValueError(f'{encoding} depth must be {np.dtype(expected)}, got '
+                             f'{values.dtype}')
+        self.values, self.encoding = values, encoding
+        self.shape: tuple[int, int] = values.shape
+
+    def metres_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Depth in metres (float32, NaN = no data) at integer pixel indices inside the image."""
+        return self._to_metres(self.values[ys, xs])
+
+    def metres(self) -> np.ndarray:
+        """The whole image in metres (float32, NaN = no data)."""
+        return self._to_metres(self.values)
+
+    def _to_metres(self, raw: np.ndarray) -> np.ndarray:
+        if self.encoding == '32FC1':
+            metres = raw.astype(np.float32, copy=True)
+            metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
+            return metres
+        metres = raw.astype(np.float32) * np.float32(0.001)
+        metres[raw == 0] = np.nan
+        return metres
+
+
 def depth_to_metres(depth: np.ndarray, encoding: str) -> np.ndarray:
     """A depth image as float32 metres with NaN for no data (REP 118: 16UC1 in millimetres,
-    32FC1 in metres; 0, NaN and Inf mean no data)."""
-    depth = np.asarray(depth)
-    if depth.ndim != 2 or depth.size == 0:
-        raise ValueError(f'depth image must be 2-D and non-empty, got shape {depth.shape}')
-    if encoding in ('16UC1', 'mono16'):
-        if depth.dtype != np.uint16:
-            raise ValueError(f'{encoding} depth must be uint16, got {depth.dtype}')
-        metres = depth.astype(np.float32) * np.float32(0.001)
-        metres[depth == 0] = np.nan
-        return metres
-    if encoding == '32FC1':
-        if depth.dtype != np.float32:
-            raise ValueError(f'32FC1 depth must be float32, got {depth.dtype}')
-        metres = depth.astype(np.float32, copy=True)
-        metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
-        return metres
-    raise ValueError(f'unsupported depth encoding {encoding!r}; expected one of '
-                     f'{DEPTH_ENCODINGS}')
+    32FC1 in metres; 0, NaN and Inf mean no data). ValueError as :class:`DepthFrame`."""
+    return DepthFrame(depth, encoding).metres()
 
 
 def _masked_median(values: np.ndarray) -> np.ndarray:
@@ -133,19 +155,22 @@ def _window_offsets(max_half: int) -> tuple[np.ndarray, np.ndarray]:
     return dy.ravel(), dx.ravel()
 
 
-def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.ndarray,
+def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray,
+                    depth: DepthFrame | np.ndarray,
                     intrinsics: Intrinsics, config: DepthConfig = DepthConfig(),
                     ) -> Keypoints3d:
     """3D joints of P persons from their 2D keypoints (P, K, 3) [px, px, conf] and boxes
-    (P, 4) on a depth image in metres (H, W) (NaN = no data) of the same size as the colour
-    image the keypoints refer to."""
+    (P, 4) on a depth image of the same size as the colour image the keypoints refer to: a
+    :class:`DepthFrame` as it arrived, or an (H, W) array in metres (NaN = no data)."""
     kpts = np.asarray(keypoints, np.float64)
     boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
     if kpts.ndim != 3 or kpts.shape[-1] != 3 or len(kpts) != len(boxes):
         raise ValueError(f'keypoints must be (P, K, 3) with one box each, got {kpts.shape} '
                          f'and {boxes.shape}')
     num_persons, num_joints = kpts.shape[:2]
-    height, width = depth_m.shape
+    if not isinstance(depth, DepthFrame):  # metres, NaN = no data
+        depth = DepthFrame(np.asarray(depth, np.float32), '32FC1')
+    height, width = depth.shape
     empty = np.full((num_persons, num_joints), np.nan, np.float32)
     if num_persons == 0:
         return Keypoints3d(np.zeros((0, num_joints, 3), np.float32), np.zeros_like(empty, bool),
@@ -167,7 +192,7 @@ def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.n
     xs = u[..., None] + dx
     inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width) & in_window[:, None, :]
     samples = np.full(ys.shape, np.nan, np.float32)
-    samples[inside] = depth_m[ys[inside], xs[inside]]
+    samples[inside] = depth.metres_at(ys[inside], xs[inside])
     samples[(samples < config.min_depth_m) | (samples > config.max_depth_m)] = np.nan
     window_count = np.maximum(inside.sum(axis=-1), 1)  # (P, K) window pixels inside the image
     confident = (kpts[..., 2] >= config.min_keypoint_confidence) & finite_xy
@@ -202,16 +227,17 @@ def keypoints_to_3d(keypoints: np.ndarray, boxes_xyxy: np.ndarray, depth_m: np.n
                        has_depth=np.isfinite(torso))
 
 
-def persons_to_3d(persons: Sequence[object], depth_m: np.ndarray, intrinsics: Intrinsics,
+def persons_to_3d(persons: Sequence[object], depth: DepthFrame | np.ndarray,
+                  intrinsics: Intrinsics,
                   config: DepthConfig = DepthConfig()) -> Keypoints3d:
     """``keypoints_to_3d`` for pipeline persons (anything with ``keypoints`` (K, 3) and
     ``box_xyxy`` (4,)); the node and ``diffpose-bag evaluate`` share it."""
     if not persons:
-        return keypoints_to_3d(np.zeros((0, 17, 3)), np.zeros((0, 4)), depth_m, intrinsics,
+        return keypoints_to_3d(np.zeros((0, 17, 3)), np.zeros((0, 4)), depth, intrinsics,
                                config)
     keypoints = np.stack([np.asarray(p.keypoints, np.float64) for p in persons])
     boxes = np.stack([np.asarray(p.box_xyxy, np.float64) for p in persons])
-    return keypoints_to_3d(keypoints, boxes, depth_m, intrinsics, config)
+    return keypoints_to_3d(keypoints, boxes, depth, intrinsics, config)
 
 
 class StampMatcher:

@@ -9,6 +9,7 @@ import pytest
 
 from diffpose_ros.depth3d import (
     DepthConfig,
+    DepthFrame,
     Intrinsics,
     StampMatcher,
     depth_to_metres,
@@ -255,3 +256,24 @@ def test_back_projection_agrees_with_the_marker_plane_convention():
     joints = [5, 6, 9, 11, 12]
     plane = markers.backproject(kpts[0, joints, :2], k_matrix, 1.8)
     np.testing.assert_allclose(result.xyz_m[0, joints], plane, atol=1e-6)
+
+
+@pytest.mark.parametrize('encoding', ['16UC1', '32FC1'])
+def test_a_depth_frame_as_it_arrived_gives_the_same_3d_as_the_whole_image_in_metres(encoding):
+    """The node passes the raw image (converted only where sampled): same result as converting
+    the whole frame first, with 0/NaN/Inf still no data."""
+    rng = np.random.default_rng(3)
+    millimetres = rng.integers(800, 3000, (480, 640)).astype(np.uint16)
+    millimetres[:, 400:] = 0
+    raw = millimetres if encoding == '16UC1' else millimetres.astype(np.float32) / 1000
+    if encoding == '32FC1':
+        raw[:50] = np.inf
+    frame = DepthFrame(raw, encoding)
+    joints = {**TORSO, 9: (420.0, 250.0), 0: (330.0, 30.0)}
+    from_frame = keypoints_to_3d(_person(joints), BOX, frame, K)
+    from_metres = keypoints_to_3d(_person(joints), BOX, depth_to_metres(raw, encoding), K)
+    for field in ('xyz_m', 'valid', 'support', 'confidence', 'torso_depth_m'):
+        np.testing.assert_array_equal(getattr(from_frame, field), getattr(from_metres, field))
+    assert not from_frame.valid[0, 9]
+    with pytest.raises(ValueError, match='must be uint16'):
+        DepthFrame(raw.astype(np.int32), '16UC1')

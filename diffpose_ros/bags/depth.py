@@ -191,19 +191,19 @@ def compute_3d(persons_by_frame: Mapping[int, Sequence[Any]], frame_stamps: Mapp
             try:
                 # decoded as the node decodes it (ImageConversionError is a ValueError)
                 image, encoding = depth_image_to_array(store.deserialize_cdr(raw, conn.msgtype))
-                depth_m = depth3d.depth_to_metres(image, encoding)
+                depth_frame = depth3d.DepthFrame(image, encoding)
             except ValueError as exc:
                 for index in by_position[position]:
                     bad[index] = str(exc)
                 continue
             for index in by_position[position]:
                 size = frame_sizes.get(index)
-                if size is not None and (depth_m.shape[1], depth_m.shape[0]) != size:
-                    bad[index] = (f'depth {depth_m.shape[1]}x{depth_m.shape[0]} != colour '
+                if size is not None and (depth_frame.shape[1], depth_frame.shape[0]) != size:
+                    bad[index] = (f'depth {depth_frame.shape[1]}x{depth_frame.shape[0]} != colour '
                                   f'{size[0]}x{size[1]} (not registered to the colour image)')
                     continue
                 persons = list(persons_by_frame[index])
-                points = depth3d.persons_to_3d(persons, depth_m, depth.intrinsics, config)
+                points = depth3d.persons_to_3d(persons, depth_frame, depth.intrinsics, config)
                 results[index] = [
                     Person3d(track_id=int(p.track_id), xyz_m=points.xyz_m[i],
                              valid=points.valid[i],

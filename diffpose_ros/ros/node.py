@@ -63,7 +63,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
-from diffpose_ros.depth3d import Intrinsics, StampMatcher, depth_to_metres, persons_to_3d
+from diffpose_ros.depth3d import DepthFrame, Intrinsics, StampMatcher, persons_to_3d
 from diffpose_ros.latency_budget import CostTracker, choose_steps
 from diffpose_ros.msg import Keypoint2D, PersonPose, PersonPose3DArray, PersonPoseArray
 from diffpose_ros.ros import params as params_mod
@@ -774,10 +774,11 @@ class DiffPoseNode(LifecycleNode):
                 throttle_duration_sec=10.0)
             return None
         _, depth_msg = match
-        depth_m = self._depth_metres(camera, depth_msg, camera.image_sizes.get(result.stamp_ns))
-        if depth_m is None:
+        depth_frame = self._depth_frame(camera, depth_msg,
+                                        camera.image_sizes.get(result.stamp_ns))
+        if depth_frame is None:
             return None
-        points = persons_to_3d(result.persons, depth_m, camera.intrinsics,
+        points = persons_to_3d(result.persons, depth_frame, camera.intrinsics,
                                self._options.depth_config())
         built = poses_3d_message(header, name, depth_msg.header.stamp, result.persons, points)
         camera.persons_without_depth += built.persons_without_depth
@@ -787,9 +788,9 @@ class DiffPoseNode(LifecycleNode):
             camera.joint_counts.append((built.valid_joints, built.total_joints))
         return built.by_track
 
-    def _depth_metres(self, camera: _Camera, msg: Any,
-                      colour_size: tuple[int, int] | None) -> np.ndarray | None:
-        """The matched depth message in metres (NaN = no data), or None (counted) if bad."""
+    def _depth_frame(self, camera: _Camera, msg: Any,
+                     colour_size: tuple[int, int] | None) -> DepthFrame | None:
+        """The matched depth message as a DepthFrame, or None (counted) if bad."""
         max_pixels = self._pipeline.config.max_image_pixels
         try:
             if camera.setup.depth_compressed:
@@ -803,10 +804,10 @@ class DiffPoseNode(LifecycleNode):
                            f'image\'s (width, height {colour_size}): depth must be registered '
                            'to the colour image (e.g. RealSense aligned_depth_to_color)')
             else:
-                return depth_to_metres(depth, encoding)
+                return DepthFrame(depth, encoding)  # metres only where sampled
         except ImageConversionError as exc:
             kind, message = exc.kind, str(exc)
-        except ValueError as exc:       # depth_to_metres: a decoded array it cannot take
+        except ValueError as exc:       # DepthFrame: a decoded array it cannot take
             kind, message = 'unknown_encoding', str(exc)
         camera.bad_depth[kind] += 1
         self.get_logger().warning(
