@@ -219,6 +219,39 @@ def test_real_kinect_joints_in_the_shadow_or_on_the_wall_are_invalid(photo_detec
     assert result.valid[0, 5] and result.valid[0, 6]
 
 
+def test_real_colour_frame_with_synthetic_depth_gives_exact_positions(photo_detector):
+    """The real detector on a real colour frame; synthetic depth with a known answer: the
+    person's box is a slab at 1.25 m in front of a wall at 3.0 m. Joints well inside the box
+    come out exactly on the slab (1 mm), back-projected from their keypoints; joints that the
+    detector put outside the box see only the wall and are invalid."""
+    colour, _ = _upper_body(0)
+    person = max(photo_detector.detect(colour), key=lambda p: p.score)
+    box = np.asarray(person.box_xyxy, np.float64)
+    height, width = colour.shape[:2]
+    depth = np.full((height, width), 3000, np.uint16)
+    x0, y0 = np.floor(np.maximum(box[:2], 0)).astype(int)
+    x1, y1 = np.ceil(np.minimum(box[2:], [width, height])).astype(int)
+    depth[y0:y1, x0:x1] = 1250
+    intrinsics = Intrinsics(525, 525, 320, 240)
+    result = keypoints_to_3d(person.keypoints[None], box[None], DepthFrame(depth, '16UC1'),
+                             intrinsics)
+    kpts = person.keypoints
+    margin = 12  # > the largest half window (10 px): the whole window is on the slab
+    inside = ((kpts[:, 0] >= x0 + margin) & (kpts[:, 0] < x1 - margin)
+              & (kpts[:, 1] >= y0 + margin) & (kpts[:, 1] < y1 - margin) & (kpts[:, 2] >= 0.3))
+    assert inside[[5, 6]].all(), kpts[[5, 6]]  # both shoulders of the man facing the camera
+    for joint in np.flatnonzero(inside):
+        u, v = kpts[joint, :2]
+        expected = ((u - 0.5 - 320) * 1.25 / 525, (v - 0.5 - 240) * 1.25 / 525, 1.25)
+        assert result.valid[0, joint], joint
+        np.testing.assert_allclose(result.xyz_m[0, joint], expected, atol=1e-3)
+        assert result.confidence[0, joint] == pytest.approx(kpts[joint, 2], abs=1e-6)
+    outside = ((kpts[:, 0] < x0 - margin) | (kpts[:, 0] >= x1 + margin)
+               | (kpts[:, 1] < y0 - margin) | (kpts[:, 1] >= y1 + margin))
+    assert not result.valid[0, outside].any()
+    assert result.torso_depth_m[0] == pytest.approx(1.25, abs=1e-3)
+
+
 def test_stamp_matcher_pairs_the_nearest_depth_within_tolerance_and_stays_bounded():
     matcher = StampMatcher(capacity=4)
     assert matcher.nearest(100, 10**9) is None
