@@ -19,6 +19,8 @@ distros="${DIFFPOSE_TEST_DISTROS:-kilted jazzy}"
 jazzy_tests=(
   test/test_ros_params_and_launch.py  # descriptors on rclpy nodes, YAML through rcl, DDS profile
   test/test_node.py                   # the node in its own process: lifecycle, QoS, params
+  test/test_node_depth.py             # depth + CameraInfo publishers -> poses_3d, 3D markers
+  test/test_marker_render.py          # the 3D marker picture from visualization_msgs
   test/test_stress.py                 # bad input, publisher kill, SIGINT, weight faults
   test/test_bags.py                   # play/record through rclpy; messages of the install
   test/test_bag_evaluate.py::test_recorded_live_run_gives_the_offline_metrics  # play+node+record
