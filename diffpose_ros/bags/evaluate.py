@@ -55,6 +55,7 @@ import numpy as np
 from diffpose_ros import evaluation as E
 from diffpose_ros import metrics
 from diffpose_ros.bags import io
+from diffpose_ros.bags.depth import DEFAULT_TOLERANCE_MS as DEFAULT_DEPTH_TOLERANCE_MS
 from diffpose_ros.skeleton import NUM_KEYPOINTS
 
 FORMAT = 'diffpose-bag-evaluate/1'
@@ -891,7 +892,7 @@ def evaluate_offline(stream: ImageStream, out: str | Path, config: Any, runtime:
                      n_resamples: int = E.BOOTSTRAP_RESAMPLES,
                      min_track_frames: int = E.MIN_TRACK_FRAMES, progress: bool = False,
                      info: Mapping[str, Any] | None = None, depth: Any = None,
-                     depth_tolerance_ms: float = 20.0) -> dict[str, Any]:
+                     depth_tolerance_ms: float = DEFAULT_DEPTH_TOLERANCE_MS) -> dict[str, Any]:
     """Run the pipeline over the bag, score, write ``out``; returns evaluation.json's dict.
     ``depth``: the bag's :class:`~diffpose_ros.bags.depth.DepthStream` (3D figures) or None."""
     start = time.perf_counter()
@@ -921,7 +922,8 @@ def evaluate_recorded(stream: ImageStream, recording: Recording, out: str | Path
                       n_resamples: int = E.BOOTSTRAP_RESAMPLES,
                       min_track_frames: int = E.MIN_TRACK_FRAMES, progress: bool = False,
                       info: Mapping[str, Any] | None = None, depth: Any = None,
-                      depth_tolerance_ms: float = 20.0, recorded_3d: Any = None
+                      depth_tolerance_ms: float = DEFAULT_DEPTH_TOLERANCE_MS,
+                      recorded_3d: Any = None
                       ) -> dict[str, Any]:
     """Score a live run's recorded outputs against the input bag; write ``out``.
     ``depth``: as in :func:`evaluate_offline`, from the recorded 2D poses; ``recorded_3d``: the

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from diffpose_ros.config import BACKENDS, DIFFUSION_STARTS, WINDOW_MODES, PipelineConfig
+from diffpose_ros.depth3d import DepthConfig
 from diffpose_ros.smoothing import FILTER_KINDS
 
 TRANSPORTS = ('raw', 'compressed')
@@ -154,13 +155,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     P('depth_stamp_tolerance_ms', 20.0,
       'A colour frame uses the depth image with the nearest stamp if it is at most this far '
       'away [ms]; otherwise no 3D for that frame (counted).', min=0.0, max=1000.0),
-    P('depth_band_front_m', 0.8,
+    P('depth_band_front_m', DepthConfig().band_front_m,
       'A joint may lie this far in front of the person\'s torso depth [m] (an arm reaching '
       'to the camera); depth pixels outside the band are ignored.', min=0.0, max=10.0),
-    P('depth_band_behind_m', 0.35,
+    P('depth_band_behind_m', DepthConfig().band_behind_m,
       'A joint may lie this far behind the person\'s torso depth [m] (body depth); depth '
       'pixels further back (the wall) are ignored.', min=0.0, max=10.0),
-    P('depth_min_support', 0.15,
+    P('depth_min_support', DepthConfig().min_support,
       'A 3D joint is valid when at least this share of its depth window lies in the torso '
       'band.', min=0.01, max=1.0),
     # ---- temporal window and diffusion sampling ---------------------------------------------
@@ -627,8 +628,6 @@ class NodeOptions:
 
     def depth_config(self) -> Any:
         """The core ``depth3d.DepthConfig`` (its other settings keep their defaults)."""
-        from diffpose_ros.depth3d import DepthConfig
-
         return DepthConfig(band_front_m=self.depth_band_front_m,
                            band_behind_m=self.depth_band_behind_m,
                            min_support=self.depth_min_support)
