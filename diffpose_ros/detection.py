@@ -115,6 +115,7 @@ class UltralyticsPoseDetector:
         self.max_persons = int(max_persons)
         self.device = device
         self._predictor_ready = False
+        self.torch_threads_in_use = 0   # torch threads at the last inference (0: none yet)
         if device.startswith('cuda'):
             import torch
 
@@ -197,15 +198,20 @@ class UltralyticsPoseDetector:
 
     def _predict(self, image_bgr: np.ndarray) -> Any:
         import torch
+        from ultralytics.utils import torch_utils
 
-        # ultralytics' select_device (first predict) sets torch's thread count for the whole
-        # process to cpu_count - 1, i.e. 1 on a 2-core machine: ~1.5x slower detection and a
-        # slower PyTorch pose backend. Keep the process's setting.
+        # ultralytics' select_device (first predict) sets torch's thread count to its own
+        # NUM_THREADS (cpu_count - 1): slower detection on 2 cores, too many threads on a
+        # bigger robot. torch keeps the count per thread once a thread has read it, so even a
+        # brief change leaks into any thread that reads it meanwhile: make select_device set
+        # the process's own count, and restore it if anything else changed it.
         threads = torch.get_num_threads()
+        torch_utils.NUM_THREADS = threads
         results = self._model.predict(
             image_bgr, imgsz=self.imgsz, conf=self.score_threshold, iou=self.iou_threshold,
             classes=[PERSON_CLASS_ID], max_det=self.max_persons, verbose=False,
             device=self.device)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+        self.torch_threads_in_use = threads
         return results[0]

@@ -111,6 +111,27 @@ def test_from_config_takes_the_pipeline_settings_and_caps_torch_threads():
         torch.set_num_threads(before)
 
 
+
+def test_ultralytics_setup_never_sets_another_thread_count(monkeypatch):
+    """On a machine with more cores ultralytics' select_device sets cpu_count - 1 threads;
+    torch keeps a count per thread, so even a brief change leaks into other threads."""
+    import torch
+    from ultralytics.utils import torch_utils
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch_utils, 'NUM_THREADS', 3)      # as on a 4-core robot
+    counts_set = []
+    real_set = torch.set_num_threads
+    monkeypatch.setattr(torch, 'set_num_threads',
+                        lambda n: (counts_set.append(n), real_set(n))[-1])
+    try:
+        detector = UltralyticsPoseDetector(imgsz=320, torch_threads=1)
+        detector.detect(np.zeros((240, 320, 3), np.uint8))   # first predict: select_device
+        assert counts_set and set(counts_set) == {1}, counts_set
+        assert detector.torch_threads_in_use == 1 and torch.get_num_threads() == 1
+    finally:
+        real_set(before)
+
 def test_detection_module_is_light():
     code = ('import sys, diffpose_ros.detection; '
             'bad = [m for m in ("torch", "ultralytics", "rclpy") if m in sys.modules]; '

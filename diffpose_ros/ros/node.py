@@ -146,11 +146,15 @@ def _decode_compressed_depth(msg: Any, max_pixels: int) -> tuple[np.ndarray, str
     return depth, encoding
 
 
-def _torch_threads() -> str:
-    """torch's intra-op threads (the detector's, and the torch backend's), without importing it:
-    a process-wide setting others can change (e.g. OMP_NUM_THREADS in the environment)."""
+def _torch_threads(detector: Any) -> str:
+    """torch's intra-op threads as the detector last ran with them (in the worker thread: torch
+    keeps the count per thread, so this timer thread's own reading could differ), else this
+    thread's reading, without importing torch."""
     import sys
 
+    in_use = getattr(detector, 'torch_threads_in_use', 0)
+    if in_use:
+        return str(in_use)
     torch = sys.modules.get('torch')
     return str(torch.get_num_threads()) if torch is not None else 'not loaded'
 
@@ -852,7 +856,7 @@ class DiffPoseNode(LifecycleNode):
                     else 'noise')),
                 KeyValue(key='window', value=f'{config.window_mode} {config.window_size}'),
                 KeyValue(key='cv_bridge', value=cv_bridge_status()),
-                KeyValue(key='torch_threads', value=_torch_threads()),
+                KeyValue(key='torch_threads', value=_torch_threads(pipeline.detector)),
                 KeyValue(key='processing_errors', value=str(self._errors['processing'])),
             ]
             if not self._runtime.trained:
