@@ -94,8 +94,24 @@ class PriorConfig:
     curriculum: bool = False
     detector_t_min: int = 100
     synthetic_t_max: int = 200
+    # teach trust in a sure detector (the head overruled a correct, confident prior: docs/model.md
+    # section 7). clean_probability: share of detector rows replaced by the label + a tiny error
+    # (clean_error x the detector's error) at confidence U(0.8, 1), "a detector that is right
+    # and sure". wrong_joint_error > 0: detector-prior joints (after corruptions) farther than
+    # this many times the detector's median error from the label get their confidence scaled by
+    # U(wrong_joint_confidence), so that confidence tells right from wrong in training.
+    clean_probability: float = 0.0
+    clean_error: float = 0.1
+    wrong_joint_error: float = 0.0
+    wrong_joint_confidence: tuple[float, float] = (0.1, 0.5)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.clean_probability <= 1:
+            raise ValueError(f'clean_probability must be in [0, 1], got {self.clean_probability}')
+        low, high = self.wrong_joint_confidence
+        if not 0 <= low <= high <= 1 or self.wrong_joint_error < 0:
+            raise ValueError('wrong_joint_confidence must be 0 <= low <= high <= 1 and '
+                             'wrong_joint_error >= 0')
         if not 0 <= self.t_max <= 999:
             raise ValueError(f'prior t_max must be in [0, 999], got {self.t_max}')
         if not 0 <= self.detector_t_min <= self.t_max:
@@ -164,6 +180,9 @@ class TrainConfig:
     augment: AugmentConfig = AugmentConfig()
     prior: PriorConfig = PriorConfig()
     model: dict = dataclasses.field(default_factory=dict)  # ModelConfig overrides
+    # fine-tune: start the head from these weights (a safetensors head file with its config
+    # beside it) instead of a fresh initialisation; ignored when resuming a checkpoint
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -192,7 +211,10 @@ class TrainConfig:
         if 'scale_range' in augment:
             augment['scale_range'] = tuple(augment['scale_range'])
         raw['augment'] = AugmentConfig(**augment)
-        raw['prior'] = PriorConfig(**dict(raw.get('prior', {})))
+        prior = dict(raw.get('prior', {}))
+        if 'wrong_joint_confidence' in prior:
+            prior['wrong_joint_confidence'] = tuple(prior['wrong_joint_confidence'])
+        raw['prior'] = PriorConfig(**prior)
         return cls(**raw)
 
     @classmethod
@@ -389,22 +411,26 @@ class WindowSampler:
 
     def prior(self, ref: SampleRef, aug: Augmentation, rng: np.random.Generator,
               synthetic: bool, transform: CropTransform | None = None,
-              synthetic_error_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+              synthetic_error_scale: float = 1.0, clean: bool = False,
+              ) -> tuple[np.ndarray, np.ndarray]:
         """A detector-like estimate of the key frame: heatmap px (17, 2), confidence (17,).
 
         The detector's real keypoints with corruptions, or (``synthetic``) the label plus a
-        small error (what a later denoising step sees after x̂0 projection).
+        small error (what a later denoising step sees after x̂0 projection), or (``clean``) the
+        label plus a tiny error at high confidence (a detector that is right and sure).
         """
         pc = self.config.prior
         person = self._person(ref)
         size = float(np.max(person.box_xyxy[2:] - person.box_xyxy[:2]))
-        if synthetic:
+        if synthetic or clean:
             keypoints = person.keypoints.copy()
             labelled = keypoints[:, 2] > 0
+            error = pc.clean_error if clean else synthetic_error_scale * pc.synthetic_error
             keypoints[:, :2] += rng.normal(size=(NUM_KEYPOINTS, 2)) * (
-                synthetic_error_scale * pc.synthetic_error * self.prior_error * size)[:, None]
+                error * self.prior_error * size)[:, None]
             # confidence of a projected estimate: the peak of the previous x̂0
-            keypoints[:, 2] = np.where(labelled, rng.uniform(0.5, 1.0, NUM_KEYPOINTS), 0.0)
+            keypoints[:, 2] = np.where(labelled, rng.uniform(0.8 if clean else 0.5, 1.0,
+                                                             NUM_KEYPOINTS), 0.0)
             # where the label has no joint, the detector's own estimate stands in
             keypoints[~labelled] = person.prior[~labelled]
         else:
@@ -415,6 +441,11 @@ class WindowSampler:
             for a, b in LIMB_SWAP_PAIRS:
                 if rng.random() < pc.swap_probability:
                     keypoints[[a, b]] = keypoints[[b, a]]
+            if pc.wrong_joint_error > 0:
+                error = np.linalg.norm(keypoints[:, :2] - person.keypoints[:, :2], axis=1)
+                wrong = (person.keypoints[:, 2] > 0) & (
+                    error > pc.wrong_joint_error * self.prior_error * size)
+                keypoints[wrong, 2] *= rng.uniform(*pc.wrong_joint_confidence, int(wrong.sum()))
         keypoints[rng.random(NUM_KEYPOINTS) < pc.drop_probability, 2] = 0.0
         if pc.confidence_noise > 0:
             keypoints[:, 2] *= rng.uniform(1 - pc.confidence_noise, 1 + pc.confidence_noise,
@@ -464,10 +495,14 @@ class WindowSampler:
         prior_t, error_scale = draw_prior_timesteps(rng, synthetic, pc)
         timesteps = np.where(from_prior, prior_t,
                              rng.integers(0, mc.diffusion_timesteps, size=rows))
+        # drawn only when used, so that older recipes keep their random streams
+        clean = (~synthetic & (rng.random(rows) < pc.clean_probability)
+                 if pc.clean_probability > 0 else np.zeros(rows, bool))
         for b, (ref, aug, transform) in enumerate(zip(refs, augs, transforms)):
             if from_prior[b]:
                 prior_xy[b], prior_conf[b] = self.prior(ref, aug, rng, bool(synthetic[b]),
-                                                        transform, float(error_scale[b]))
+                                                        transform, float(error_scale[b]),
+                                                        bool(clean[b]))
         label_maps = encode_heatmaps_batch(targets_hm, target_weights > 0, hw, mc.heatmap_sigma)
         prior_maps = render_prior_heatmaps(prior_xy, prior_conf, hw, mc.heatmap_sigma)
         x0_input = np.where(from_prior[:, None, None, None], prior_maps, label_maps)
@@ -710,6 +745,17 @@ def save_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer,
     tmp.replace(path)  # atomic: a crash mid-write never leaves a broken checkpoint
 
 
+def load_init_weights(model: Any, weights_path: str | Path) -> None:
+    """Start the head from trained weights (fine-tuning); their model config must match."""
+    from diffpose_ros.model.weights import load_model
+
+    trained, _ = load_model(weights_path)
+    if trained.config != model.config:
+        raise ValueError(f'init_weights {weights_path} has another model config than the run')
+    model.load_state_dict(trained.head_state_dict(), strict=False)
+    LOGGER.info('head initialised from %s', weights_path)
+
+
 def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer) -> int:
     """Restore weights and optimizer moments; returns the number of iterations done."""
     from safetensors import safe_open
@@ -827,8 +873,11 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
         start = load_checkpoint(checkpoint, model, optimizer)
         LOGGER.info('resumed from %s at iteration %d', checkpoint, start)
         _truncate_log(loss_log, start)  # rows after the checkpoint are re-run
-    elif loss_log.exists():
-        loss_log.unlink()
+    else:
+        if config.init_weights:
+            load_init_weights(model, config.init_weights)
+        if loss_log.exists():
+            loss_log.unlink()
     if not loss_log.exists():
         loss_log.write_text('iteration,loss,learning_rate,elapsed_s\n')
     (out_dir / 'train_config.json').write_text(json.dumps(config.to_dict(), indent=2))
