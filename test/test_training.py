@@ -316,3 +316,49 @@ def test_the_curriculum_ties_the_input_error_to_t():
     assert 0.25 <= scale[synthetic].min() and scale[synthetic].max() <= 1.0
     with pytest.raises(ValueError):
         PriorConfig(curriculum=True, detector_t_min=600)
+
+
+def test_the_trust_recipe_makes_confidence_tell_right_from_wrong(tmp_path):
+    """clean rows: the label at confidence >= 0.8 within a tiny error; wrong_joint_error: a
+    detector joint moved far from the label loses confidence, a close one keeps it."""
+    from diffpose_ros.training.trainer import Augmentation, PriorConfig
+
+    prior = PriorConfig(clean_probability=1.0, clean_error=0.1, wrong_joint_error=2.0,
+                        wrong_joint_confidence=(0.1, 0.5), jitter_probability=0.0,
+                        swap_probability=0.0, drop_probability=0.0, confidence_noise=0.0)
+    config = TrainConfig(data=(DataSource(str(write_coco_fixture(tmp_path, 1))),),
+                         batch_size=1, prior=prior)
+    sampler = WindowSampler(config, config.model_config())
+    ref = sampler.refs[0]
+    label, _ = sampler.target(ref, Augmentation())
+    rng = np.random.default_rng(0)
+    xy, conf = sampler.prior(ref, Augmentation(), rng, synthetic=False, clean=True)
+    assert (conf >= 0.8).all()
+    assert np.abs(xy - label).max() < 1.0              # heatmap px: 0.1 x a few px of error
+    person = sampler._person(ref)
+    person.prior[:, :2] = person.keypoints[:, :2]
+    person.prior[9, :2] += 40.0                         # left wrist 40 px off: wrong
+    xy, conf = sampler.prior(ref, Augmentation(), rng, synthetic=False)
+    assert 0.09 <= conf[9] <= 0.46 and np.allclose(np.delete(conf, 9), 0.9)
+    with pytest.raises(ValueError):
+        PriorConfig(wrong_joint_confidence=(0.6, 0.2))
+
+
+def test_init_weights_starts_the_head_from_trained_weights(tmp_path):
+    """Fine-tuning: iteration 0's head is the given weights' head, not a fresh one."""
+    import torch
+
+    from diffpose_ros.model.diffpose import DiffPoseNet
+    from diffpose_ros.model.weights import load_model, save_weights
+    from diffpose_ros.training.trainer import load_init_weights
+
+    config = TrainConfig(data=(DataSource(str(write_coco_fixture(tmp_path, 1))),))
+    torch.manual_seed(5)
+    source = DiffPoseNet(config.model_config())
+    weights = save_weights(source, tmp_path / 'init.safetensors')
+    torch.manual_seed(6)
+    fresh = DiffPoseNet(config.model_config())
+    load_init_weights(fresh, weights)
+    expected = load_model(weights)[0].head_state_dict()
+    for name, value in fresh.head_state_dict().items():
+        torch.testing.assert_close(value, expected[name])
