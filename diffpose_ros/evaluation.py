@@ -1615,11 +1615,18 @@ def _grid_mean(grid: Mapping[str, Any], steps: int, hypotheses: int = 1) -> floa
 
 def pooled_paired_difference(runs: Sequence[Mapping[str, Any]]) -> float:
     """Point estimate of ours - YOLO limb PCK over several GT sets, weighted by their labelled
-    limb joints (what one pooled PCK over all the sets' joints gives)."""
+    limb joints (what one pooled PCK over all the sets' joints gives).
+
+    Each set's difference is turned back into its whole number of joints (points x joints /
+    100), so a tie is exactly 0 and not -4e-15, which a ">= 0" check would fail.
+    """
     weights = [r['ours']['limb_pck']['num_labelled_joints'] for r in runs]
     diffs = [_nan_if_none(r['ours_minus_yolo_limb_pck']['points']) for r in runs]
     total = sum(weights)
-    return sum(d * w for d, w in zip(diffs, weights)) / total if total else math.nan
+    if not total or any(math.isnan(d) for d in diffs):
+        return math.nan
+    joints_gained = sum(round(d * w / 100.0) for d, w in zip(diffs, weights))
+    return 100.0 * joints_gained / total
 
 
 def evaluate_checks(images: Mapping[str, Mapping[str, Any]], grid: Mapping[str, Any] | None,

@@ -2,6 +2,8 @@
 """Copy a training run's weights into models/ as float16 safetensors and print the sha256.
 
     python scripts/ship_model.py outputs/train/default            # -> models/<name>.safetensors
+    python scripts/ship_model.py outputs/train/trust_strong --recipe config/train_default.yaml \
+        --recipe config/train_trust_strong.yaml                     # a fine-tune: both stages
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('run_dir', help='output folder of diffpose-train')
     parser.add_argument('--dest', default=str(REPO / 'models'))
+    parser.add_argument('--recipe', action='append', default=None,
+                        help='training config(s) that made the run, in order (default: '
+                             'config/train_default.yaml)')
     args = parser.parse_args()
     run = Path(args.run_dir)
     model, trained = load_model(run / DEFAULT_WEIGHTS_NAME)
@@ -33,7 +38,8 @@ def main() -> int:
     dest = save_weights(model, Path(args.dest) / DEFAULT_WEIGHTS_NAME, storage_dtype=torch.float16,
                         metadata={'iterations': summary['iterations'], 'seed': config['seed'],
                                   'data': [d['path'] for d in config['data']],
-                                  'recipe': 'config/train_default.yaml'})
+                                  'recipe': ' then '.join(args.recipe
+                                                          or ['config/train_default.yaml'])})
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
     print(json.dumps({'weights': str(dest), 'bytes': dest.stat().st_size, 'sha256': digest,
                       'config_json': str(dest.with_suffix('.json'))}, indent=2))

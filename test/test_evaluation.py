@@ -479,6 +479,19 @@ def test_evaluate_checks_turn_figures_into_booleans():
     assert json.loads(json.dumps(E.jsonable(checks), allow_nan=False))
 
 
+def test_pooled_dev_gt_difference_counts_whole_joints_so_a_tie_passes():
+    # measured 2026-12-04: COCO -2 of 135 joints, AIC +2 of 83; float weighting gave -4.6e-15
+    coco = _images_run(88.9, 90.4, -200 / 135, [-5.1, 3.0], joints=135)
+    aic = _images_run(90.4, 88.0, 200 / 83, [-2.3, 9.5], joints=83)
+    assert E.pooled_paired_difference([coco, aic]) == 0.0
+    checks = E.evaluate_checks({'coco': coco, 'aic': aic}, None, None)
+    assert checks['dev_gt_limb_pck_ours_at_least_yolo']['passed']
+    one_joint_short = _images_run(88.1, 90.4, -300 / 135, [-6.7, 2.3], joints=135)
+    assert E.pooled_paired_difference([one_joint_short, aic]) == pytest.approx(-100 / 218)
+    nan_set = _images_run(0.0, 0.0, None, [None, None], joints=10)
+    assert math.isnan(E.pooled_paired_difference([coco, nan_set]))
+
+
 def test_cli_parses_every_subcommand():
     parser = cli.build_parser()
     grid = parser.parse_args(['grid'])
