@@ -41,8 +41,9 @@ bench-quick: setup
 	$(PY) benchmarks/run_all.py --quick
 
 # Issue 10's recipe: YOLO-only pseudo-labels of vtest.avi 0-599 (~3 min), training on LSPET train
-# + those labels (the detector runs once over LSPET for its priors, ~10 min, cached in data/priors;
-# then ~75 min on 2 CPU cores; `make train` resumes), evaluation on LSPET val, dev_gt, the Bonn
+# + those labels in two stages (the detector runs once over LSPET for its priors, ~13 min, cached
+# in data/priors; stage 1 ~75 min on 2 CPU cores, stage 2 the fine-tune that trusts a sure
+# detector ~40 min; `make train` resumes either), evaluation on LSPET val, dev_gt, the Bonn
 # video and vtest 600-794. LSPET and Bonn are research data expected in ../shared/data (a clear
 # error names what to get otherwise).
 VTEST = $(shell $(PY) -c 'from diffpose_ros.assets import VTEST_VIDEO, asset_path; print(asset_path(VTEST_VIDEO, verify=False))' 2>/dev/null)
@@ -56,6 +57,7 @@ label: setup
 
 train: setup
 	$(PY) -m diffpose_ros.cli.train --config config/train_default.yaml
+	$(PY) -m diffpose_ros.cli.train --config config/train_trust_strong.yaml
 
 evaluate: setup
 	$(PY) -m diffpose_ros.cli.evaluate all --cache --out outputs/eval

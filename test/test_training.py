@@ -281,6 +281,25 @@ def test_the_shipped_recipe_on_a_few_real_lspet_images(tmp_path):
     assert (tmp_path / 'priors.jsonl').read_text() == before
 
 
+def test_the_shipped_recipe_chains_stage_two_onto_stage_one():
+    """`make train` = config/train_default.yaml, then config/train_trust_strong.yaml, which
+    fine-tunes stage 1's output with sure-and-right priors and confidence that marks wrong
+    joints; both stages read the same data and the fine-tune keeps the model config."""
+    config_dir = Path(__file__).resolve().parents[1] / 'config'
+    stage1 = TrainConfig.from_yaml(config_dir / 'train_default.yaml')
+    stage2 = TrainConfig.from_yaml(config_dir / 'train_trust_strong.yaml')
+    assert stage2.init_weights == f'{stage1.out_dir}/diffpose_yolo11n_coco17.safetensors'
+    assert stage2.out_dir != stage1.out_dir and stage1.init_weights is None
+    assert [d.path for d in stage2.data] == [d.path for d in stage1.data]
+    assert all(d.exclude_held_out for d in stage2.data if 'lspet' in d.path)
+    assert stage2.model == stage1.model
+    assert stage2.prior.clean_probability == 0.5 and stage2.prior.wrong_joint_error == 1.5
+    assert stage2.prior.t_max <= 400 < stage1.prior.t_max
+    makefile = (config_dir.parent / 'Makefile').read_text()
+    train_rule = makefile[makefile.index('\ntrain:'):makefile.index('\nevaluate:')]
+    assert train_rule.index('train_default.yaml') < train_rule.index('train_trust_strong.yaml')
+
+
 def test_missing_training_data_gives_a_clear_error(tmp_path):
     """`make train` on a machine without ../shared/data: one clear message, no traceback."""
     import subprocess

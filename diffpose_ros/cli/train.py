@@ -1,12 +1,14 @@
 """diffpose-train: train the DiffPose head from COCO, PoseTrack or pseudo-labelled JSON.
 
-    diffpose-train --config config/train_default.yaml          # the shipped model's recipe
+    diffpose-train --config config/train_default.yaml          # the shipped model: stage 1
+    diffpose-train --config config/train_trust_strong.yaml     # stage 2, fine-tunes stage 1
     diffpose-train --config my.yaml --out outputs/train/mine --iterations 200
     diffpose-train --config my.yaml --no-resume                 # start over
     diffpose-train --config my.yaml --stop-after 500            # time-boxed; rerun resumes
 
 The YAML lists data sources (COCO keypoint JSON, PoseTrack 2018/21 JSON, or the output of
-diffpose-label) and the recipe (see config/train_default.yaml). Training resumes from
+diffpose-label) and the recipe (see config/train_default.yaml; `make train` runs both
+stages). Training resumes from
 OUT/checkpoint.safetensors when one exists; writes OUT/loss.csv, OUT/loss.png, the weights
 (diffpose_yolo11n_coco17.safetensors + .json) and OUT/summary.json.
 """
