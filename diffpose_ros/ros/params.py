@@ -269,7 +269,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       'max_auto_steps) whose measured cost fits the budget; 0 = off (use steps).', min=0.0,
       max=10000.0),
     P('max_auto_steps', 1, 'Upper bound for automatic step selection (the shipped model is most '
-      'accurate at 1 step: docs/model.md).', min=1, max=50),
+      'accurate at 1 step on everyday people; 2-4 steps help on unusual poses such as sports '
+      'photos: docs/model.md section 4a).', min=1, max=50),
     # ---- RViz markers ------------------------------------------------------------------------
     P('publish_markers', True,
       'Publish a MarkerArray per camera (needs CameraInfo for the back-projection).'),
