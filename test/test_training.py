@@ -285,10 +285,12 @@ def test_the_shipped_recipe_chains_stage_two_onto_stage_one():
     """`make train` = config/train_default.yaml, then config/train_trust_strong.yaml, which
     fine-tunes stage 1's output with sure-and-right priors and confidence that marks wrong
     joints; both stages read the same data and the fine-tune keeps the model config."""
+    from diffpose_ros.model.weights import DEFAULT_WEIGHTS_NAME
+
     config_dir = Path(__file__).resolve().parents[1] / 'config'
     stage1 = TrainConfig.from_yaml(config_dir / 'train_default.yaml')
     stage2 = TrainConfig.from_yaml(config_dir / 'train_trust_strong.yaml')
-    assert stage2.init_weights == f'{stage1.out_dir}/diffpose_yolo11n_coco17.safetensors'
+    assert stage2.init_weights == f'{stage1.out_dir}/{DEFAULT_WEIGHTS_NAME}'
     assert stage2.out_dir != stage1.out_dir and stage1.init_weights is None
     assert [d.path for d in stage2.data] == [d.path for d in stage1.data]
     assert all(d.exclude_held_out for d in stage2.data if 'lspet' in d.path)

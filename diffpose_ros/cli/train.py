@@ -7,10 +7,9 @@
     diffpose-train --config my.yaml --stop-after 500            # time-boxed; rerun resumes
 
 The YAML lists data sources (COCO keypoint JSON, PoseTrack 2018/21 JSON, or the output of
-diffpose-label) and the recipe (see config/train_default.yaml; `make train` runs both
-stages). Training resumes from
-OUT/checkpoint.safetensors when one exists; writes OUT/loss.csv, OUT/loss.png, the weights
-(diffpose_yolo11n_coco17.safetensors + .json) and OUT/summary.json.
+diffpose-label) and the recipe (see config/train_default.yaml; `make train` runs both stages).
+Training resumes from OUT/checkpoint.safetensors when one exists; writes OUT/loss.csv,
+OUT/loss.png, the weights (diffpose_yolo11n_coco17.safetensors + .json) and OUT/summary.json.
 """
 
 from __future__ import annotations
