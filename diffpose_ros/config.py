@@ -18,6 +18,8 @@ BACKBONES = ('yolo11n-pose', 'vit-b')
 WINDOW_MODES = ('causal', 'centered')
 DIFFUSION_STARTS = ('detector', 'noise')
 BACKENDS = ('torch', 'onnxruntime')
+# ONNX Runtime graphs: float32, int8 window encoder, int8 window encoder + backbone
+QUANTIZATION_MODES = ('none', 'int8_encoder', 'int8')
 
 
 def _check(condition: bool, message: str) -> None:
@@ -216,6 +218,10 @@ class PipelineConfig:
     providers: tuple[str, ...] = ('CPUExecutionProvider',)
     trt_engine_cache_dir: str = ''
     intra_op_threads: int = 0  # 0 = ONNX Runtime / torch default
+    # ONNX Runtime CPU: 'int8_encoder' = int8 window encoder (accuracy unchanged within noise),
+    # 'int8' = also the backbone (faster, a little less accurate); runtime/quantize.py.
+    # The torch backend ignores it.
+    quantization: str = 'none'
     max_image_pixels: int = 4096 * 4096
 
     def __post_init__(self) -> None:
@@ -293,6 +299,9 @@ class PipelineConfig:
             self.backend in BACKENDS, f'backend must be one of {BACKENDS}, got {self.backend!r}'
         )
         _check(self.intra_op_threads >= 0, 'intra_op_threads must be >= 0')
+        _check(self.quantization in QUANTIZATION_MODES,
+               f'quantization must be one of {QUANTIZATION_MODES}, got {self.quantization!r}')
+
         _check(self.max_image_pixels >= 64 * 64, 'max_image_pixels must be >= 4096')
 
     def replace(self, **changes: Any) -> PipelineConfig:

@@ -25,6 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from diffpose_ros.config import QUANTIZATION_MODES
+from diffpose_ros.ros.params import spec as _param_spec
+
+NODE_DEFAULT_QUANTIZATION = _param_spec('quantization').default
+
 LOGGER = logging.getLogger('diffpose-evaluate')
 DEV_GT = Path(os.environ.get('DIFFPOSE_DEV_GT_IMAGES',
                     Path(__file__).resolve().parents[2] / 'test' / 'data' / 'dev_gt'))
@@ -80,6 +85,11 @@ def _common(parser: argparse.ArgumentParser, multi: bool, imgsz: int | None) -> 
     group.add_argument('--intra-op-threads', type=int, default=0,
                        help='CPU threads for ONNX Runtime and torch (0 = library default); 1 '
                             'lets two evaluations share a 2-core machine without stalls')
+    group.add_argument('--quantization', choices=QUANTIZATION_MODES,
+                       default=NODE_DEFAULT_QUANTIZATION,
+                       help='ONNX Runtime CPU graphs: none (float32), int8_encoder (int8 '
+                            'window encoder) or int8 (also the backbone); default: the '
+                            "node's, %(default)s")
     group.add_argument('--x0-projection', choices=('on', 'off'), default='off',
                        help='redraw x0 as clean Gaussians between steps (default off: plain '
                             'DDIM, better with the shipped model)')
@@ -220,6 +230,7 @@ def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed:
     extra['intra_op_threads'] = getattr(args, 'intra_op_threads', 0)
     extra['x0_projection'] = getattr(args, 'x0_projection', 'off') == 'on'
     extra['keypoint_filter'] = getattr(args, 'keypoint_filter', 'one_euro')
+    extra['quantization'] = getattr(args, 'quantization', NODE_DEFAULT_QUANTIZATION)
 
     from diffpose_ros.runtime.devices import plan_devices
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diffpose_ros.config import PipelineConfig
+from diffpose_ros.config import QUANTIZATION_MODES, PipelineConfig
+from diffpose_ros.ros.params import spec as param_spec
 
 if TYPE_CHECKING:
     import cv2
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--start-frame', type=int, default=0)
     parser.add_argument('--max-frames', type=int, default=100, help='frames to process (0 = all)')
     parser.add_argument('--backend', choices=('torch', 'onnxruntime'), default='onnxruntime')
+    parser.add_argument('--quantization', choices=QUANTIZATION_MODES,
+                        default=param_spec('quantization').default,
+                        help="ONNX Runtime CPU graphs (default: the node's, %(default)s)")
     parser.add_argument('--device', default='cpu', help="torch device ('cpu', 'cuda')")
     parser.add_argument(
         '--weights',
@@ -237,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             track_min_hits=args.track_min_hits,
             track_max_age_s=args.track_max_age_s,
             backend=args.backend,
+            quantization=args.quantization,
             device=args.device,
             providers=providers_for_device(args.device),
         )

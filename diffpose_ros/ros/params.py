@@ -27,7 +27,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from diffpose_ros.config import BACKENDS, DIFFUSION_STARTS, WINDOW_MODES, PipelineConfig
+from diffpose_ros.config import (
+    BACKENDS,
+    DIFFUSION_STARTS,
+    QUANTIZATION_MODES,
+    WINDOW_MODES,
+    PipelineConfig,
+)
 from diffpose_ros.depth3d import DepthConfig
 from diffpose_ros.smoothing import FILTER_KINDS
 
@@ -260,6 +266,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     P('intra_op_threads', 0, 'CPU threads for inference: each ONNX Runtime session and torch '
       '(the detector, the torch backend; process-wide); 0 = library default.', min=0,
       max=64, dynamic=False),
+    P('quantization', 'int8_encoder',
+      "ONNX Runtime CPU graphs: 'none' (float32), 'int8_encoder' (int8 window encoder: "
+      "faster, accuracy unchanged within noise) or 'int8' (also the backbone: fastest, a little "
+      'less accurate); made once from the float32 export; GPU providers always run float32 '
+      '(docs/runtime.md).', choices=QUANTIZATION_MODES, dynamic=False),
     P('max_image_pixels', 4096 * 4096,
       'Frames with more pixels (width * height) are dropped as bad input.', min=64 * 64,
       max=16384 * 16384, dynamic=False),

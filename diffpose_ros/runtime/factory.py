@@ -23,6 +23,7 @@ from pathlib import Path
 from diffpose_ros.config import ModelConfig, PipelineConfig
 from diffpose_ros.runtime.base import PoseRuntime
 from diffpose_ros.runtime.ort_runtime import (
+    GPU_PROVIDERS,
     GRAPH_NAMES,
     MANIFEST_FILE,
     MANIFEST_FORMAT,
@@ -126,7 +127,8 @@ def _remove_stale_exports(root: Path, weights_key: str, keep: Path) -> None:
     cutoff = time.time() - STALE_EXPORT_DAYS * 86400
     for directory in root.glob(f'{weights_key}*'):
         ours = directory.name == weights_key or directory.name.startswith(f'{weights_key}-')
-        if not ours or directory == keep or not directory.is_dir():
+        derived = directory.name.startswith(f'{keep.name}-')  # its quantised copies
+        if not ours or directory == keep or derived or not directory.is_dir():
             continue
         try:
             last_used = (directory / MANIFEST_FILE).stat().st_mtime
@@ -200,7 +202,9 @@ def make_runtime(pipeline_config: PipelineConfig, weights_path: str | Path | Non
     - 'torch': :func:`load_model` + :class:`TorchRuntime` (``device``, ``fp16``,
       ``intra_op_threads``).
     - 'onnxruntime': :class:`OrtRuntime` on ``onnx_dir``, or, when it is empty, on the cached
-      export of ``weights_path`` (see :func:`ensure_onnx_export`). ``providers`` choose the
+      export of ``weights_path`` (see :func:`ensure_onnx_export`); with ``quantization`` on its
+      int8 copy beside it (:func:`runtime.quantize.ensure_quantized_export`; CPU provider only:
+      with a GPU provider requested the float32 graphs run). ``providers`` choose the
       execution providers; ``device`` only gives the CUDA index ('cuda:1' -> 1).
 
     Args:
@@ -228,11 +232,24 @@ def make_runtime(pipeline_config: PipelineConfig, weights_path: str | Path | Non
                           device_id=cuda_device_id(config.device),
                           warn_on_fallback=warn_on_fallback)
 
+    gpu_requested = [p for p in config.providers if p in GPU_PROVIDERS]
+    if config.quantization != 'none' and gpu_requested:
+        LOGGER.info('quantization %r is for the CPU provider; %s run the float32 graphs',
+                    config.quantization, ' and '.join(gpu_requested))
+
+    def quantized(directory: Path, force: bool = False) -> Path:
+        if config.quantization == 'none' or gpu_requested:
+            return directory
+        from diffpose_ros.runtime.quantize import ensure_quantized_export
+
+        return ensure_quantized_export(directory, config.quantization, force=force)
+
     if config.onnx_dir:
-        return build(Path(config.onnx_dir))
+        return build(quantized(Path(config.onnx_dir)))
     directory = ensure_onnx_export(weights_path, onnx_cache_dir)
     try:
-        return build(directory)
+        return build(quantized(directory))
     except OnnxModelError as exc:
         LOGGER.warning('cached ONNX export is unusable (%s); exporting again', exc)
-        return build(ensure_onnx_export(weights_path, onnx_cache_dir, force=True))
+        return build(quantized(ensure_onnx_export(weights_path, onnx_cache_dir, force=True),
+                               force=True))
