@@ -550,7 +550,7 @@ def estimate_engine_s(opts: dict[str, Any]) -> float:
     det = sum(COST_MS['detector'][s] * (it + 1) for s in opts['detector_sizes'])
     stages = 0.0
     for backend in opts['backends']:
-        c = COST_MS[backend]
+        c = COST_MS[runtime_choice(backend)['backend']]
         for n in opts['persons']:
             stages += it * (c['fixed'] + c['per_person'] * n + 1.0)
             stages += sum(it * (c['per_step'] + c['per_row_step'] * n * h)

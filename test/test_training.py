@@ -383,3 +383,32 @@ def test_init_weights_starts_the_head_from_trained_weights(tmp_path):
     expected = load_model(weights)[0].head_state_dict()
     for name, value in fresh.head_state_dict().items():
         torch.testing.assert_close(value, expected[name])
+
+
+def test_init_weights_can_prune_the_window_encoder(tmp_path):
+    """A run with a shallower STRL starts from the first blocks of a deeper model; anything
+    else that differs is refused."""
+    import dataclasses
+
+    import torch
+
+    from diffpose_ros.model.diffpose import DiffPoseNet
+    from diffpose_ros.model.weights import load_model, save_weights
+    from diffpose_ros.training.trainer import load_init_weights
+
+    config = TrainConfig(data=(DataSource(str(write_coco_fixture(tmp_path, 1))),))
+    deep = config.model_config()
+    torch.manual_seed(5)
+    weights = save_weights(DiffPoseNet(deep), tmp_path / 'deep.safetensors')
+    expected = load_model(weights)[0].head_state_dict()
+    torch.manual_seed(6)
+    shallow = DiffPoseNet(dataclasses.replace(deep, strl_depth=deep.strl_depth - 2))
+    load_init_weights(shallow, weights)
+    state = shallow.head_state_dict()
+    assert not any(f'strl.blocks.{deep.strl_depth - 1}.' in k for k in state)
+    for name, value in state.items():  # every kept tensor, blocks 0..depth-3 included
+        torch.testing.assert_close(value, expected[name])
+    for other in (dataclasses.replace(deep, strl_depth=deep.strl_depth + 1),
+                  dataclasses.replace(deep, strl_dim=deep.strl_dim // 2)):
+        with pytest.raises(ValueError, match='another model config'):
+            load_init_weights(DiffPoseNet(other), weights)

@@ -746,14 +746,40 @@ def save_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer,
 
 
 def load_init_weights(model: Any, weights_path: str | Path) -> None:
-    """Start the head from trained weights (fine-tuning); their model config must match."""
+    """Start the head from trained weights (fine-tuning); their model config must match, except
+    that a run may keep only the first ``strl_depth`` STRL blocks of a deeper model (pruning the
+    window encoder for speed, then fine-tuning)."""
+    import dataclasses
+
     from diffpose_ros.model.weights import load_model
 
     trained, _ = load_model(weights_path)
-    if trained.config != model.config:
-        raise ValueError(f'init_weights {weights_path} has another model config than the run')
-    model.load_state_dict(trained.head_state_dict(), strict=False)
-    LOGGER.info('head initialised from %s', weights_path)
+    depth = model.config.strl_depth
+    same_but_depth = dataclasses.replace(trained.config, strl_depth=depth) == model.config
+    if not same_but_depth or depth > trained.config.strl_depth:
+        raise ValueError(f'init_weights {weights_path} has another model config than the run '
+                         f'(only a smaller strl_depth may differ)')
+    state = trained.head_state_dict()
+    dropped = [k for k in state if (_strl_block_index(k) or 0) >= depth]
+    for key in dropped:
+        del state[key]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    head_missing = [k for k in missing if k in model.head_state_dict()]
+    if head_missing or unexpected:
+        raise ValueError(f'init_weights {weights_path} does not fit the run: missing '
+                         f'{head_missing[:5]}, unexpected {unexpected[:5]}')
+    LOGGER.info('head initialised from %s%s', weights_path,
+                f' (STRL blocks {depth}-{trained.config.strl_depth - 1} dropped)' if dropped
+                else '')
+
+
+def _strl_block_index(key: str) -> int | None:
+    """N for a parameter of the STRL's N-th transformer block, else None."""
+    parts = key.split('.')
+    for i in range(len(parts) - 2):
+        if parts[i] == 'strl' and parts[i + 1] == 'blocks' and parts[i + 2].isdigit():
+            return int(parts[i + 2])
+    return None
 
 
 def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer) -> int:
