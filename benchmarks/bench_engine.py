@@ -417,14 +417,15 @@ def pipeline_markdown(results: dict, images: list[str]) -> str:
         found = (f'exactly {n} in all {len(counts)}' if scene['exact']
                  else 'NOT exact: ' + ', '.join(str(c) for c in counts))
         lines.append(f'| {n} person(s) | {scene["description"]} | {found} |')
+    torch_vs_ort = {'torch', 'onnxruntime'} <= set(backends)
     lines += [
         '',
         '### End to end, p50 / p95 ms and person-frames/s',
         '',
         '| persons | K | H | ' + ' | '.join(
             f'{b} p50 / p95 | {b} person-frames/s' for b in backends)
-        + (' | torch / onnxruntime (p50) |' if len(backends) == 2 else ' |'),
-        '|---|---|---|' + '---|---|' * len(backends) + ('---|' if len(backends) == 2 else ''),
+        + (' | torch / onnxruntime (p50) |' if torch_vs_ort else ' |'),
+        '|---|---|---|' + '---|---|' * len(backends) + ('---|' if torch_vs_ort else ''),
     ]
     for n, k, h in itertools.product(persons, steps, hyps):
         row = f'| {n} | {k} | {h} | '
@@ -434,7 +435,7 @@ def pipeline_markdown(results: dict, images: list[str]) -> str:
             values.append(f'{fmt_pair(cell["e2e"], 0)} | {cell["person_frames_per_s"]:.1f}'
                           if cell else '- | -')
         row += ' | '.join(values)
-        if len(backends) == 2:
+        if torch_vs_ort:
             a, b = (cells.get(cell_key(x, n, k, h)) for x in ('torch', 'onnxruntime'))
             row += (f' | {ratio(a["e2e"]["p50"], b["e2e"]["p50"]):.2f}' if a and b else ' | -')
         lines.append(row + ' |')

@@ -148,7 +148,8 @@ def test_two_frame_run_of_the_suite_writes_the_expected_sections(tmp_path):
     command = [sys.executable, str(ROOT / 'benchmarks' / 'run_all.py'),
                '--only', 'pipeline,engine,stress', '--out', str(out),
                '--json-dir', str(tmp_path), '--stress-json', str(tmp_path / 'stress.json'),
-               '--backends', 'onnxruntime,torch', '--persons', '1,3', '--steps', '1,2',
+               '--backends', 'onnxruntime+int8_encoder,onnxruntime,torch', '--persons', '1,3',
+               '--steps', '1,2',
                '--hypotheses', '1', '--rounds', '2', '--warmup-rounds', '0',
                '--iterations', '1', '--detector-sizes', '640', '--passes-frames', '2']
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -178,6 +179,7 @@ def test_two_frame_run_of_the_suite_writes_the_expected_sections(tmp_path):
     assert steal is None or 0.0 <= steal <= 100.0
     cell = results['cells']['onnxruntime/3/1/1']
     assert cell['e2e']['n'] == 2 and cell['persons_mean'] == 3.0
+    assert results['cells']['onnxruntime+int8_encoder/3/1/1']['e2e']['n'] == 2  # the target
     assert set(cell['stages']) == set(bench_engine.PIPELINE_STAGES)
 
 
