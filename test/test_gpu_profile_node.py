@@ -73,6 +73,7 @@ def test_gpu_profile_falls_back_to_cpu_with_one_warning(tmp_path, vtest_frames_1
         assert devices.startswith('detector cpu, backbone and pose head CPUExecutionProvider '
                                   '(GPU requested, fell back to CPU: torch sees no CUDA'), devices
         assert engine[-1]['providers'] == 'CPUExecutionProvider'
+        assert engine[-1]['quantization'] == 'none'  # the GPU profile runs the float32 graphs
     finally:
         client.close()
         code = node.stop()

@@ -411,6 +411,7 @@ def test_manual_lifecycle_with_compressed_frames(client, manual_compressed_node,
     engine = [diagnostics_values(m, 'pose engine') for t, m in client.received['/diagnostics']
               if t >= start_s and diagnostics_values(m, 'pose engine')]
     assert engine and engine[-1]['torch_threads'] == '1', engine[-1:]
+    assert engine[-1]['quantization'] == 'int8_encoder'  # the CPU default's graphs really run
     msg = feeder.send(vtest_frames_100_129[3], BASE_STAMP_NS + 3 * PERIOD_NS)
     assert len(msg.persons) >= 2
     assert change(Transition.TRANSITION_DEACTIVATE)

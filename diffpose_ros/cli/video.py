@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     person_frames = sum(len(f['persons']) for f in frames_json)
     print(
         f'{len(frames_json)} frames, {person_frames} person-frames in {elapsed_s:.1f} s '
-        f'({len(frames_json) / elapsed_s:.2f} frames/s); backend {runtime.name}, '
+        f'({len(frames_json) / elapsed_s:.2f} frames/s); backend {runtime.name} '
+        f'({getattr(runtime, "quantization", "none")} graphs), '
         f'{engines.placement.summary()}; steps {config.steps}, hypotheses {config.hypotheses}, '
         f'{config.window_mode} window of {config.window_size}'
     )

@@ -847,6 +847,8 @@ class DiffPoseNode(LifecycleNode):
             node_status.values = [
                 KeyValue(key='backend', value=self._runtime.name),
                 KeyValue(key='providers', value=','.join(self._runtime.providers)),
+                KeyValue(key='quantization',
+                         value=str(getattr(self._runtime, 'quantization', 'none'))),
                 KeyValue(key='devices', value=self._placement.summary()),
                 KeyValue(key='weights_trained', value=str(self._runtime.trained)),
                 KeyValue(key='steps', value=str(config.steps)),

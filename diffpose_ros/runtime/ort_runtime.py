@@ -272,6 +272,8 @@ class OrtRuntime:
         self.manifest = manifest
         self.model_config = self._load_model_config()
         self.trained = bool(manifest.get('trained', False))
+        # 'none' (float32 graphs), 'int8_encoder' or 'int8' (runtime/quantize.py)
+        self.quantization = str((manifest.get('quantization') or {}).get('mode', 'none'))
         self._specs = graph_specs(self.model_config)
 
         self._selected = select_providers(providers, usable_providers(ort),

@@ -27,6 +27,7 @@ def resolve_torch_device(requested: str) -> torch.device:
 
 class TorchRuntime:
     name = 'torch'
+    quantization = 'none'  # the int8 graphs are ONNX Runtime's
 
     def __init__(
         self,
