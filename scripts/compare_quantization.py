@@ -38,14 +38,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = PipelineConfig(backend='onnxruntime', quantization=mode,
                                 intra_op_threads=args.intra_op_threads)
         runtime = make_runtime(config, weights_path=args.weights)
-        pipeline = E.make_pipeline(config, runtime, detector)
         for set_name, gt_set in gt_sets.items():
             start = time.perf_counter()
-            ours = []
-            for index, image in enumerate(gt_set.images.values()):
-                bgr = E.read_image(gt_set.image_root / image.file_name)
-                persons = E.estimate_single_image(pipeline, bgr, index * E.FRAME_PERIOD_NS)
-                ours += E.persons_to_results(image.image_id, persons)
+            ours = E.run_images(runtime, detector, config, gt_set, progress=False).ours_results
             score = E.score_predictions(gt_set.images, ours, gt_set.layout)
             scores.setdefault(set_name, {})[mode] = score
             row = {'gt': set_name, 'quantization': mode,
