@@ -35,7 +35,8 @@ for _ in range(12):
     time.sleep(0.3)
     burnt.append((cpu_ns() - before) / 1e6)
 burnt.sort()
-print(json.dumps({'spincount': os.environ.get('GOMP_SPINCOUNT'), 'idle_cpu_ms': burnt[len(burnt) // 2]}))
+print(json.dumps({'spincount': os.environ.get('GOMP_SPINCOUNT'),
+                  'idle_cpu_ms': burnt[len(burnt) // 2]}))
 '''
 
 
