@@ -467,7 +467,7 @@ def feature_alignment_matrix(source: CropTransform, target: CropTransform,
 
 
 def align_features(features: np.ndarray, source: CropTransform, target: CropTransform,
-                   feature_stride: float) -> np.ndarray:
+                   feature_stride: float, out: np.ndarray | None = None) -> np.ndarray:
     """Resample features computed on ``source``'s crop onto ``target``'s crop grid.
 
     Window frames are each cropped with their own box; before the STRL mixes them, every
@@ -478,20 +478,35 @@ def align_features(features: np.ndarray, source: CropTransform, target: CropTran
         features: (C, h, w) features of the source crop.
         source, target: the crop transforms of the source frame and of the key frame.
         feature_stride: crop px per feature cell.
+        out: optional (C, h, w) array to write the result into (e.g. a slice of the window
+            batch, which saves the copies of stacking).
 
     Returns:
-        (C, h, w) features in ``features``' dtype (the input itself when the crops coincide).
+        (C, h, w) features in ``features``' dtype: ``out`` when given, else the input itself
+        when the crops coincide, else a new array.
     """
     matrix = feature_alignment_matrix(source, target, feature_stride)
     if np.allclose(matrix, [[1, 0, 0], [0, 1, 0]], atol=1e-6):
-        return features
+        if out is None:
+            return features
+        out[...] = features
+        return out
     c, h, w = features.shape
-    work = features.astype(np.float32, copy=False).transpose(1, 2, 0)          # (h, w, C)
-    chunks = [
-        cv2.warpAffine(np.ascontiguousarray(work[..., i:i + _CV2_MAX_CHANNELS]), matrix, (w, h),
+    # OpenCV warps interleaved (h, w, channels) images of at most CV_CN_MAX channels: split C
+    # into equal groups so one transposing copy lays every group out contiguously.
+    groups = -(-c // _CV2_MAX_CHANNELS)
+    while c % groups:
+        groups += 1
+    per_group = c // groups
+    work = np.ascontiguousarray(
+        features.reshape(groups, per_group, h, w).transpose(0, 2, 3, 1), dtype=np.float32)
+    warped = np.empty_like(work)                                                 # (G, h, w, C/G)
+    for group in range(groups):
+        cv2.warpAffine(work[group], matrix, (w, h), dst=warped[group],
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(h, w, -1)
-        for i in range(0, c, _CV2_MAX_CHANNELS)
-    ]
-    out = np.concatenate(chunks, axis=-1) if len(chunks) > 1 else chunks[0]
-    return out.transpose(2, 0, 1).astype(features.dtype, copy=False)
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    result = warped.transpose(0, 3, 1, 2).reshape(c, h, w)
+    if out is None:
+        return result.astype(features.dtype)
+    out[...] = result
+    return out

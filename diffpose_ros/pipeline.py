@@ -272,7 +272,7 @@ class PosePipeline:
     ) -> list[FrameResult]:
         cfg = self.config
         rows: list[tuple[int, int, FrameRecord]] = []  # (key list index, track id, key record)
-        windows: list[np.ndarray] = []
+        window_records: list[list[FrameRecord]] = []
         offsets: list[np.ndarray] = []
         priors: list[np.ndarray | None] = []
         start = time.perf_counter()
@@ -282,10 +282,7 @@ class PosePipeline:
             for track_id in state.buffers.tracks_at(key.frame_index):
                 records = state.buffers.window(track_id, key.frame_index, self.offsets)
                 key_record = state.buffers.record_at(track_id, key.frame_index)
-                windows.append(np.stack([
-                    align_features(r.features, r.transform, key_record.transform,
-                                   self.model_config.feature_stride)
-                    if r is not key_record else r.features for r in records]))
+                window_records.append(records)
                 padded = np.array([r.frame_index != key.frame_index + int(o)
                                    for r, o in zip(records, self.offsets)])
                 offsets.append(stamp_offsets(
@@ -293,10 +290,11 @@ class PosePipeline:
                     period_ns, self.model_config.max_window_offset))
                 priors.append(self._prior_keypoints(state, track_id, key_record))
                 rows.append((key_number, track_id, key_record))
+        windows = self._assemble_windows(window_records, [r for _, _, r in rows])
         timings['strl'] += _ms_since(start)  # window assembly (alignment) belongs to the STRL
         persons_per_key: list[list[PersonPose]] = [[] for _ in keys]
         if rows:
-            keypoints = self._pose_stage(np.stack(windows), np.stack(offsets),
+            keypoints = self._pose_stage(windows, np.stack(offsets),
                                          [r for _, _, r in rows], priors, timings)
             for (key_number, track_id, record), kpts in zip(rows, keypoints):
                 state = self.cameras[keys[key_number][0]]
@@ -335,6 +333,25 @@ class PosePipeline:
             )
             for (camera_id, key), persons in zip(keys, persons_per_key)
         ]
+
+    def _assemble_windows(self, window_records: list[list[FrameRecord]],
+                          key_records: list[FrameRecord]) -> np.ndarray | None:
+        """(N, T, C, h, w) window batch: every neighbour's features moved into its key frame's
+        crop, written straight into the batch (no per-person stacking)."""
+        if not window_records:
+            return None
+        first = window_records[0][0].features
+        batch = np.empty((len(window_records), len(window_records[0]), *first.shape),
+                         dtype=first.dtype)
+        stride = self.model_config.feature_stride
+        for person, (records, key_record) in enumerate(zip(window_records, key_records)):
+            for slot, record in enumerate(records):
+                if record is key_record:
+                    batch[person, slot] = record.features
+                else:
+                    align_features(record.features, record.transform, key_record.transform,
+                                   stride, out=batch[person, slot])
+        return batch
 
     def _prior_keypoints(self, state: _CameraState, track_id: int,
                          record: FrameRecord) -> np.ndarray | None:

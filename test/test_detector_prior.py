@@ -120,6 +120,13 @@ def test_features_of_a_shifted_crop_are_moved_into_the_key_crop():
     np.testing.assert_allclose(aligned[:, :, 0], 0.0)            # outside the neighbour crop
     assert aligned.dtype == features.dtype
     assert align_features(features, key, key, stride) is features
+    # written into a caller's buffer (the pipeline's window batch): the same numbers
+    batch = np.full((2, *features.shape), np.nan, np.float32)
+    first, second = batch[0], batch[1]
+    assert align_features(features, neighbour, key, stride, out=first) is first
+    assert align_features(features, key, key, stride, out=second) is second
+    np.testing.assert_array_equal(batch[0], aligned)
+    np.testing.assert_array_equal(batch[1], features)
 
 
 def test_alignment_follows_the_augmentation_flip():
