@@ -507,6 +507,6 @@ def align_features(features: np.ndarray, source: CropTransform, target: CropTran
                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     result = warped.transpose(0, 3, 1, 2).reshape(c, h, w)
     if out is None:
-        return result.astype(features.dtype)
+        return result.astype(features.dtype, copy=False)  # reshape already copied
     out[...] = result
     return out

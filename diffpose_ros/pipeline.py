@@ -290,12 +290,13 @@ class PosePipeline:
                     period_ns, self.model_config.max_window_offset))
                 priors.append(self._prior_keypoints(state, track_id, key_record))
                 rows.append((key_number, track_id, key_record))
-        windows = self._assemble_windows(window_records, [r for _, _, r in rows])
+        key_records = [r for _, _, r in rows]
+        windows = self._assemble_windows(window_records, key_records) if rows else None
         timings['strl'] += _ms_since(start)  # window assembly (alignment) belongs to the STRL
         persons_per_key: list[list[PersonPose]] = [[] for _ in keys]
         if rows:
-            keypoints = self._pose_stage(windows, np.stack(offsets),
-                                         [r for _, _, r in rows], priors, timings)
+            keypoints = self._pose_stage(windows, np.stack(offsets), key_records, priors,
+                                         timings)
             for (key_number, track_id, record), kpts in zip(rows, keypoints):
                 state = self.cameras[keys[key_number][0]]
                 # warm starts use the head's raw estimate; the published one is smoothed
@@ -335,11 +336,9 @@ class PosePipeline:
         ]
 
     def _assemble_windows(self, window_records: list[list[FrameRecord]],
-                          key_records: list[FrameRecord]) -> np.ndarray | None:
-        """(N, T, C, h, w) window batch: every neighbour's features moved into its key frame's
-        crop, written straight into the batch (no per-person stacking)."""
-        if not window_records:
-            return None
+                          key_records: list[FrameRecord]) -> np.ndarray:
+        """(N >= 1, T, C, h, w) window batch: every neighbour's features moved into its key
+        frame's crop, written straight into the batch (no per-person stacking)."""
         first = window_records[0][0].features
         batch = np.empty((len(window_records), len(window_records[0]), *first.shape),
                          dtype=first.dtype)
