@@ -340,10 +340,38 @@ def encode_heatmaps_batch(keypoints_xy: np.ndarray, visible: np.ndarray,
     return (gauss_y[..., :, None] * gauss_x[..., None, :]).astype(np.float32)    # (N, K, H, W)
 
 
-def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+# cv2.GaussianBlur filters at most this many channels of one image at a time.
+_CV_MAX_CHANNELS = 512
+
+
+def modulate_heatmaps(maps: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian-blurred copies of (M, H, W) heatmaps (DARK's "distribution modulation").
+
+    The blur turns a prediction's mass, not its single highest pixel, into the peak: of two
+    modes the broader, heavier one wins, and a one-pixel spike no longer moves the argmax. A
+    Gaussian heatmap stays a Gaussian (wider, same centre), so the Newton step stays exact.
+    Borders reflect (OpenCV's default). Returns float32 (M, H, W).
+    """
+    if not (math.isfinite(sigma_px) and sigma_px > 0):
+        raise ValueError(f'sigma_px must be finite and > 0, got {sigma_px}')
+    half = int(math.ceil(3.0 * sigma_px))
+    ksize = (2 * half + 1, 2 * half + 1)
+    src = np.nan_to_num(np.asarray(maps, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    out = np.empty_like(src)
+    for start in range(0, src.shape[0], _CV_MAX_CHANNELS):
+        chunk = np.ascontiguousarray(src[start:start + _CV_MAX_CHANNELS].transpose(1, 2, 0))
+        blurred = cv2.GaussianBlur(chunk, ksize, sigma_px)
+        out[start:start + _CV_MAX_CHANNELS] = blurred.reshape(chunk.shape).transpose(2, 0, 1)
+    return out
+
+
+def decode_heatmaps(heatmaps: np.ndarray, blur_sigma_px: float = 0.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Sub-pixel keypoint locations and scores from heatmaps.
 
-    Argmax, then one Newton step on the log-heatmap (DARK, Zhang et al. CVPR 2020): with the
+    With ``blur_sigma_px > 0`` the locations come from :func:`modulate_heatmaps` copies (DARK's
+    distribution modulation); the scores stay the raw maps' maxima. Then: argmax, then one
+    Newton step on the log-heatmap (DARK, Zhang et al. CVPR 2020): with the
     gradient g and Hessian Hs of ``log(max(heatmap, LOG_FLOOR))`` from central finite differences
     at the maximum, the offset is ``-Hs^-1 g``. This is exact for a Gaussian, whose log is
     quadratic. Where the maximum is on a border row (column), or the Hessian is not negative
@@ -353,6 +381,7 @@ def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Args:
         heatmaps: (N, K, H, W) heatmaps (any leading shape (..., H, W) works).
+        blur_sigma_px: Gaussian blur (heatmap px) before locating the maximum; 0 = none.
 
     Returns:
         ``coords`` (N, K, 2) float64 ``(x, y)`` in heatmap px (continuous convention) and
@@ -363,6 +392,8 @@ def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     maps = np.asarray(heatmaps)
     if maps.ndim < 2 or maps.shape[-1] < 1 or maps.shape[-2] < 1:
         raise ValueError(f'heatmaps must have shape (..., H, W), got {maps.shape}')
+    if not (math.isfinite(blur_sigma_px) and blur_sigma_px >= 0):
+        raise ValueError(f'blur_sigma_px must be finite and >= 0, got {blur_sigma_px}')
     lead, (height, width) = maps.shape[:-2], maps.shape[-2:]
     flat = maps.reshape(-1, height * width).astype(np.float64)                  # (M, H*W)
     flat[~np.isfinite(flat)] = -np.inf
@@ -371,6 +402,12 @@ def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     best = np.argmax(flat, axis=1) if count else np.zeros(0, dtype=np.int64)
     peak = flat[rows, best]
     scores = np.clip(np.where(np.isfinite(peak), peak, 0.0), 0.0, 1.0)
+    if blur_sigma_px > 0 and count:
+        finite_any = np.isfinite(peak)
+        flat = modulate_heatmaps(maps.reshape(-1, height, width), blur_sigma_px)
+        flat = flat.reshape(count, height * width).astype(np.float64)
+        flat[~finite_any] = -np.inf          # all-non-finite maps keep their (0, 0) answer
+        best = np.argmax(flat, axis=1)
     row, col = best // width, best % width
 
     # 3x3 neighbourhood of the maximum (indices clamped at the borders; those axes are masked).

@@ -182,6 +182,9 @@ class PipelineConfig:
     # redraw x̂0 as clean Gaussians before re-noising (steps > 1); off by default: with the
     # shipped model plain DDIM loses less per extra step (docs/model.md, section 7)
     x0_projection: bool = False
+    # Gaussian blur (heatmap px) of the estimate before its peak is located (DARK's
+    # distribution modulation): the heavier mode wins over a one-pixel spike
+    decode_blur_sigma_px: float = 3.0
     frame_period_ms: float = 0.0  # camera frame period for window offsets; 0 = from stamps
     # causal smoothing of the published keypoints per track (diffpose_ros/smoothing.py):
     # 'one_euro' or 'none'; parameters chosen on Penn Action motion (docs/model.md)
@@ -239,6 +242,10 @@ class PipelineConfig:
                 self.steps <= self.t_start + 1,
                 f'steps ({self.steps}) must be <= t_start + 1 ({self.t_start + 1})',
             )
+        _check(
+            0.0 <= self.decode_blur_sigma_px <= 16.0,
+            f'decode_blur_sigma_px must be in [0, 16], got {self.decode_blur_sigma_px}',
+        )
         _check(
             self.keypoint_filter in FILTER_KINDS,
             f'keypoint_filter must be one of {FILTER_KINDS}, got {self.keypoint_filter!r}',

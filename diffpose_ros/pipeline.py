@@ -406,7 +406,7 @@ class PosePipeline:
         timings['denoise'] += _ms_since(start)
 
         start = time.perf_counter()
-        coords_hm, scores = decode_heatmaps(sampled.heatmaps)  # (N, K, 2), (N, K)
+        coords_hm, scores = decode_heatmaps(sampled.heatmaps, cfg.decode_blur_sigma_px)
         keypoints = np.empty(coords_hm.shape[:2] + (3,), np.float32)
         for i, record in enumerate(key_records):
             keypoints[i, :, :2] = record.transform.crop_to_image(coords_hm[i] * stride)

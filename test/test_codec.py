@@ -149,6 +149,53 @@ def test_decode_falls_back_per_axis_when_hessian_is_not_negative_definite():
     np.testing.assert_allclose(coords[0], (3.5 + alone_x, 4.5), atol=1e-6)
 
 
+@pytest.mark.parametrize('blur_sigma', [2.0, 3.0, 5.0])
+def test_modulated_decode_keeps_a_gaussian_centre(blur_sigma):
+    # a blurred Gaussian is a wider Gaussian with the same centre: still decoded exactly
+    rng = np.random.default_rng(1)
+    height, width = HEATMAP_HW
+    xy = np.stack([rng.uniform(12, width - 12, (3, 17)),
+                   rng.uniform(12, height - 12, (3, 17))], axis=-1)
+    heatmaps = codec.encode_heatmaps_batch(xy, np.ones((3, 17)), HEATMAP_HW, 2.0)
+    coords, scores = codec.decode_heatmaps(heatmaps, blur_sigma_px=blur_sigma)
+    assert np.abs(coords - xy).max() < 0.05
+    # scores are the raw maps' peaks, not the blurred ones
+    np.testing.assert_array_equal(scores, codec.decode_heatmaps(heatmaps)[1])
+
+
+def test_modulated_decode_prefers_the_heavier_mode_over_a_spike():
+    # a one-pixel spike (0.9) beside a broad mode of peak 0.8: the argmax takes the spike, the
+    # modulated decode the mode with the mass (what the blur is for)
+    maps = _encode_one(np.array([[30.5, 40.5]]), np.ones(1), HEATMAP_HW, 2.0)[0] * 0.8
+    maps[10, 10] = 0.9
+    plain, plain_score = codec.decode_heatmaps(maps[None])
+    modulated, modulated_score = codec.decode_heatmaps(maps[None], blur_sigma_px=3.0)
+    np.testing.assert_allclose(plain[0], (10.5, 10.5), atol=1e-6)
+    np.testing.assert_allclose(modulated[0], (30.5, 40.5), atol=0.05)
+    assert plain_score[0] == modulated_score[0] == pytest.approx(0.9)
+
+
+def test_modulated_decode_edge_cases():
+    maps = np.zeros((600, 16, 12), np.float32)      # more maps than cv2 blurs in one call
+    maps[:, 8, 6] = 1.0                              # a spike, far enough from the borders
+    maps[599, 8, 6] = 0.0
+    maps[599, 7, 5] = 2.0                            # the last chunk is blurred too
+    maps[5] = np.nan                                 # all non-finite: pixel (0, 0), score 0
+    maps[6, 1, 1] = np.inf                           # one non-finite pixel is ignored
+    coords, scores = codec.decode_heatmaps(maps, blur_sigma_px=1.5)
+    np.testing.assert_allclose(coords[0], (6.5, 8.5), atol=1e-6)
+    np.testing.assert_allclose(coords[599], (5.5, 7.5), atol=1e-6)
+    np.testing.assert_allclose(coords[5], (0.5, 0.5))
+    assert scores[5] == 0.0 and scores[599] == 1.0 and np.all(np.isfinite(coords))
+    np.testing.assert_allclose(coords[6], (6.5, 8.5), atol=1e-6)
+    assert codec.decode_heatmaps(np.zeros((0, 8, 6)), blur_sigma_px=2.0)[0].shape == (0, 2)
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match='blur_sigma_px'):
+            codec.decode_heatmaps(maps[:1], blur_sigma_px=bad)
+    with pytest.raises(ValueError, match='sigma_px'):
+        codec.modulate_heatmaps(maps[:1], 0.0)
+
+
 def test_decode_offset_is_bounded_for_noisy_maps():
     rng = np.random.default_rng(3)
     heatmaps = rng.random((4, 17, 64, 48)).astype(np.float32)

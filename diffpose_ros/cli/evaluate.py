@@ -93,6 +93,10 @@ def _common(parser: argparse.ArgumentParser, multi: bool, imgsz: int | None) -> 
     group.add_argument('--x0-projection', choices=('on', 'off'), default='off',
                        help='redraw x0 as clean Gaussians between steps (default off: plain '
                             'DDIM, better with the shipped model)')
+    group.add_argument('--decode-blur-sigma', type=float,
+                       default=_param_spec('decode_blur_sigma_px').default,
+                       help='Gaussian blur [heatmap px] before locating each peak (DARK; 0 = '
+                            "none; default: the node's, %(default)s)")
     group.add_argument('--keypoint-filter', choices=('one_euro', 'none'), default='one_euro',
                        help='causal smoothing of the published keypoints per track (default '
                             "one_euro, the pipeline's; none = the head's raw output)")
@@ -230,6 +234,7 @@ def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed:
     extra['intra_op_threads'] = getattr(args, 'intra_op_threads', 0)
     extra['x0_projection'] = getattr(args, 'x0_projection', 'off') == 'on'
     extra['keypoint_filter'] = getattr(args, 'keypoint_filter', 'one_euro')
+    extra['decode_blur_sigma_px'] = getattr(args, 'decode_blur_sigma', 0.0)
     extra['quantization'] = getattr(args, 'quantization', NODE_DEFAULT_QUANTIZATION)
 
     from diffpose_ros.runtime.devices import plan_devices

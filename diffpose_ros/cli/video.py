@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--t-start', type=int, default=PipelineConfig.t_start,
                         help='first timestep when starting from the detector (0..999; '
                              'default %(default)s)')
+    parser.add_argument('--decode-blur-sigma', type=float,
+                        default=param_spec('decode_blur_sigma_px').default,
+                        help='Gaussian blur [heatmap px] before locating each peak (DARK; 0 = '
+                             "none; default: the node's, %(default)s)")
     parser.add_argument('--keypoint-filter', choices=('one_euro', 'none'), default='one_euro',
                         help='causal smoothing of the keypoints per track (default one_euro; '
                              "none = the head's raw output)")
@@ -230,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             diffusion_start=args.diffusion_start,
             t_start=args.t_start,
+            decode_blur_sigma_px=args.decode_blur_sigma,
             keypoint_filter=args.keypoint_filter,
             window_mode=args.window_mode,
             window_size=window_size,

@@ -313,6 +313,7 @@ class DiffPoseNode(LifecycleNode):
                 steps=config.steps, hypotheses=config.hypotheses, seed=config.seed,
                 ddim_eta=config.ddim_eta, t_start=config.t_start,
                 diffusion_start=config.diffusion_start, x0_projection=config.x0_projection,
+                decode_blur_sigma_px=config.decode_blur_sigma_px,
                 keypoint_score_threshold=config.keypoint_score_threshold,
                 max_persons=config.max_persons, detect_every_n=config.detect_every_n,
                 detection_score_threshold=config.detection_score_threshold)

@@ -192,6 +192,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     P('x0_projection', False,
       'Between steps, redraw the estimate as clean Gaussians before re-noising (steps > 1; off: '
       'plain DDIM, better with the shipped model).'),
+    P('decode_blur_sigma_px', 3.0,
+      'Gaussian blur [heatmap px] of the estimate before its peak is located (DARK '
+      'distribution modulation): the heavier of two modes wins over a one-pixel spike; 0 = '
+      'none. Chosen on LSPET val (docs/model.md).', min=0.0, max=16.0),
     P('frame_period_ms', 0.0,
       'Camera frame period [ms] for the temporal window offsets; 0 = estimated from the image '
       'stamps (dropped frames then do not shift the model\'s sense of time).', min=0.0,
