@@ -1871,19 +1871,28 @@ def plot_ablation(path: str | Path, grid: Mapping[str, Any]) -> Path:
     return _save_figure(plt, fig, path)
 
 
-def plot_t_start_sweep(path: str | Path, sweep: Mapping[str, Any]) -> Path:
-    """Limb PCK and OKS AP vs the start timestep of detector-prior sampling (1 step)."""
+# setting -> (x axis label, title) of its sweep plot
+SWEEP_PLOT_LABELS = {
+    't_start': ('t_start (of 1000 diffusion steps)',
+                'start from the detector: accuracy vs t_start'),
+    'decode_blur_sigma_px': ('decode blur sigma [heatmap px] (0 = none)',
+                             'modulated decoding: accuracy vs blur'),
+}
+
+
+def plot_setting_sweep(path: str | Path, sweep: Mapping[str, Any]) -> Path:
+    """Limb PCK and OKS AP vs one run-time setting at 1 step (``cli.evaluate`` sweeps)."""
     plt = _pyplot()
-    rows = sweep['rows']
+    name, rows = sweep['setting'], sweep['rows']
+    xlabel, title = SWEEP_PLOT_LABELS.get(name, (name, f'accuracy vs {name}'))
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ts = [r['t_start'] for r in rows]
-    ax.plot(ts, [r['limb_pck'] for r in rows], marker='o', label='limb PCK@0.1 [%]')
-    ax.plot(ts, [r['oks_ap'] for r in rows], marker='s', label='OKS AP [%]')
-    ax.axvline(sweep['best_t_start'], color='grey', ls='--', lw=1)
-    ax.set_xlabel('t_start (of 1000 diffusion steps)')
+    xs = [r[name] for r in rows]
+    ax.plot(xs, [r['limb_pck'] for r in rows], marker='o', label='limb PCK@0.1 [%]')
+    ax.plot(xs, [r['oks_ap'] for r in rows], marker='s', label='OKS AP [%]')
+    ax.axvline(sweep[f'best_{name}'], color='grey', ls='--', lw=1)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel('%')
-    ax.set_title(f'start from the detector: accuracy vs t_start ({", ".join(sweep["gt_sets"])})',
-                 fontsize=9)
+    ax.set_title(f'{title} ({", ".join(sweep["gt_sets"])})', fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save_figure(plt, fig, path)

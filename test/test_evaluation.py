@@ -305,6 +305,31 @@ def test_grid_shape_on_one_image(tmp_path, runtime, photo_detector, coco_images_
     assert (tmp_path / 'ablation.png').stat().st_size > 1000
 
 
+def test_setting_sweep_on_one_image_writes_json_and_plot(tmp_path, runtime, photo_detector,
+                                                         coco_images_json):
+    gt_set = E.load_gt_set(coco_images_json, max_images=1)
+    args = SimpleNamespace(quiet=True, weights=None)
+    sweep = cli.run_setting_sweep(args, [gt_set], tmp_path, runtime, photo_detector,
+                                  PipelineConfig(providers=CPU, steps=2),
+                                  'decode_blur_sigma_px', [0.0, 3.0])
+    assert sweep['setting'] == 'decode_blur_sigma_px' and sweep['gt_sets'] == [gt_set.name]
+    assert [r['decode_blur_sigma_px'] for r in sweep['rows']] == [0.0, 3.0]
+    assert all(0.0 <= r['limb_pck'] <= 100.0 for r in sweep['rows'])
+    assert sweep['best_decode_blur_sigma_px'] == cli.choose_setting(sweep['rows'],
+                                                                    'decode_blur_sigma_px')
+    saved = json.loads((tmp_path / 'decode_blur_sigma_px_sweep.json').read_text())
+    assert saved['rows'] == sweep['rows']
+    assert (tmp_path / 'decode_blur_sigma_px_sweep.png').stat().st_size > 1000
+
+
+def test_choose_setting_takes_the_smallest_value_tied_with_the_best():
+    rows = [{'t_start': 100, 'limb_pck': 52.60}, {'t_start': 200, 'limb_pck': 52.70},
+            {'t_start': 300, 'limb_pck': 52.66}, {'t_start': 50, 'limb_pck': 51.0}]
+    assert cli.choose_setting(rows, 't_start') == 200          # 100 is 0.1 below the best
+    assert cli.choose_setting(rows, 't_start', tie_points=0.2) == 100
+    assert cli.choose_setting(rows[:1], 't_start') == 100
+
+
 def _cell(steps, hyps, pcks, zeroed=False):
     return E._cell(steps, hyps, zeroed, list(pcks), [0.0] * len(pcks), range(len(pcks)))
 
@@ -501,6 +526,9 @@ def test_cli_parses_every_subcommand():
     video = parser.parse_args(['video'])
     assert (video.detector_imgsz, video.window_mode, video.steps) == (1280, 'causal', 1)
     assert parser.parse_args(['images', '--gt', 'x.json']).detector_imgsz == 640
+    lspet = parser.parse_args(['lspet', '--decode-blur-sigmas', '0', '3'])
+    assert (lspet.decode_blur_sigmas, lspet.t_starts, lspet.decode_blur_sigma) == (
+        [0.0, 3.0], [], 3.0)
     everything = parser.parse_args(['all', '--out', 'o', '--max-frames', '2', '--backend',
                                     'torch'])
     assert (everything.max_frames, everything.backend) == (2, 'torch')

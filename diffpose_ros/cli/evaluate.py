@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--ablation-steps', type=int, nargs='+', default=[1])
     p.add_argument('--t-starts', type=int, nargs='*', default=[],
                    help='also sweep these t_start values at 1 step (choose the default)')
+    p.add_argument('--decode-blur-sigmas', type=float, nargs='*', default=[],
+                   help='also sweep these decode_blur_sigma_px values at 1 step (choose the '
+                        'default)')
     _common(p, multi=False, imgsz=PHOTO_IMGSZ)
     _output(p, 'lspet')
 
@@ -402,26 +405,40 @@ def lspet_validation_set(gt_path: Path, max_images: int = 0) -> Any:
                          only_images=is_lspet_validation)
 
 
-def run_t_start_sweep(args: argparse.Namespace, gt_sets: list[Any], out: Path, runtime: Any,
-                      detector: Any, config: Any, t_starts: list[int]) -> dict[str, Any]:
-    """Limb PCK at 1 step for each t_start (1 hypothesis, seed 0): picks the default."""
+# Sweep values whose limb PCK is within this many points of the best count as ties (about 4
+# of LSPET val's 8,500 limb joints); the smallest tied value is chosen.
+SWEEP_TIE_POINTS = 0.05
+
+
+def choose_setting(rows: list[dict[str, Any]], name: str,
+                   tie_points: float = SWEEP_TIE_POINTS) -> Any:
+    """The smallest ``name`` whose limb PCK is within ``tie_points`` of the best row's."""
+    best = max(r['limb_pck'] for r in rows)
+    return min(r[name] for r in rows if r['limb_pck'] >= best - tie_points)
+
+
+def run_setting_sweep(args: argparse.Namespace, gt_sets: list[Any], out: Path, runtime: Any,
+                      detector: Any, config: Any, name: str, values: list[Any]
+                      ) -> dict[str, Any]:
+    """Limb PCK at 1 step (1 hypothesis, seed 0) for each value of one run-time setting
+    (``t_start``, ``decode_blur_sigma_px``): how their defaults are chosen."""
     from diffpose_ros import evaluation as E
 
     rows = []
-    for t_start in t_starts:
-        cfg = config.replace(t_start=t_start, steps=1, hypotheses=1, seed=0)
+    for value in values:
+        cfg = config.replace(**{name: value}, steps=1, hypotheses=1, seed=0)
         grid = E.run_grid(runtime, detector, cfg, gt_sets, [1], [1], [0], [],
                           progress=not args.quiet)
         cell = grid['cells'][0]
-        rows.append({'t_start': t_start, 'limb_pck': cell['limb_pck_mean'],
+        rows.append({name: value, 'limb_pck': cell['limb_pck_mean'],
                      'oks_ap': cell['oks_ap_mean']})
-        print(f't_start {t_start}: limb PCK {cell["limb_pck_mean"]:.2f}, '
+        print(f'{name} {value}: limb PCK {cell["limb_pck_mean"]:.2f}, '
               f'OKS AP {cell["oks_ap_mean"]:.2f}')
-    best = max(rows, key=lambda r: (r['limb_pck'], -r['t_start']))
-    sweep = {'gt_sets': [g.name for g in gt_sets], 'rows': rows, 'best_t_start': best['t_start'],
+    sweep = {'setting': name, 'gt_sets': [g.name for g in gt_sets], 'rows': rows,
+             f'best_{name}': choose_setting(rows, name), 'tie_points': SWEEP_TIE_POINTS,
              **_weights_info(args)}
-    E.write_json(out / 't_start_sweep.json', sweep)
-    E.plot_t_start_sweep(out / 't_start_sweep.png', sweep)
+    E.write_json(out / f'{name}_sweep.json', sweep)
+    E.plot_setting_sweep(out / f'{name}_sweep.png', sweep)
     return sweep
 
 
@@ -434,9 +451,11 @@ def cmd_lspet(args: argparse.Namespace) -> dict[str, Any]:
     runtime = _runtime(args, config)
     out: Path = args.out
     result: dict[str, Any] = {}
-    if args.t_starts:
-        result['t_start_sweep'] = run_t_start_sweep(args, [gt_set], out / 't_start', runtime,
-                                                    detector, config, args.t_starts)
+    for name, values in (('t_start', args.t_starts),
+                         ('decode_blur_sigma_px', args.decode_blur_sigmas)):
+        if values:
+            result[f'{name}_sweep'] = run_setting_sweep(
+                args, [gt_set], out / name, runtime, detector, config, name, values)
     result['images'] = run_images_command(args, gt_set, out / 'images', runtime, detector,
                                           config)
     result['grid'] = run_grid_command(args, [gt_set], out / 'grid', runtime, detector, config,
@@ -446,7 +465,7 @@ def cmd_lspet(args: argparse.Namespace) -> dict[str, Any]:
                                                      'num_images', 'num_persons_estimated')},
         'grid': {k: result['grid'][k] for k in ('cells', 'ablation', 'best_steps',
                                                  'one_step_minus_best_points')},
-        **({'t_start_sweep': result['t_start_sweep']} if 't_start_sweep' in result else {})})
+        **{k: v for k, v in result.items() if k.endswith('_sweep')}})
     return result
 
 
