@@ -175,11 +175,20 @@ def test_modulated_decode_prefers_the_heavier_mode_over_a_spike():
     assert plain_score[0] == modulated_score[0] == pytest.approx(0.9)
 
 
+@pytest.mark.parametrize('shape', [(51, 64, 48), (2, 5, 3), (1, 1, 4)])
+def test_modulation_equals_opencv_gaussian_blur(shape):
+    # the matrix form must be cv2.GaussianBlur (mirrored borders) exactly, small maps included
+    import cv2
+    maps = np.random.default_rng(2).random(shape).astype(np.float32)
+    expected = np.stack([cv2.GaussianBlur(m, (19, 19), 3.0) for m in maps])
+    np.testing.assert_allclose(codec.modulate_heatmaps(maps, 3.0), expected, atol=1e-6)
+
+
 def test_modulated_decode_edge_cases():
-    maps = np.zeros((600, 16, 12), np.float32)      # more maps than cv2 blurs in one call
+    maps = np.zeros((600, 16, 12), np.float32)      # many maps at once
     maps[:, 8, 6] = 1.0                              # a spike, far enough from the borders
     maps[599, 8, 6] = 0.0
-    maps[599, 7, 5] = 2.0                            # the last chunk is blurred too
+    maps[599, 7, 5] = 2.0                            # the last map is blurred too
     maps[5] = np.nan                                 # all non-finite: pixel (0, 0), score 0
     maps[6, 1, 1] = np.inf                           # one non-finite pixel is ignored
     coords, scores = codec.decode_heatmaps(maps, blur_sigma_px=1.5)
