@@ -199,7 +199,8 @@ def _set_param(client, name, value, node='/diffpose'):
 def test_invalid_parameter_changes_are_rejected(client, two_camera_node, cam0,
                                                 vtest_frames_100_129):
     for name, value in (('steps', 0), ('hypotheses', 1000), ('window_mode', 'future'),
-                        ('window_size', 5), ('backend', 'tensorflow')):
+                        ('window_size', 5), ('backend', 'tensorflow'),
+                        ('decode_blur_sigma_px', -1.0)):
         result = _set_param(client, name, value)
         assert not result.successful, (name, value)
         assert name in result.reason, result.reason
@@ -208,6 +209,8 @@ def test_invalid_parameter_changes_are_rejected(client, two_camera_node, cam0,
     msg = cam0.send(vtest_frames_100_129[8], BASE_STAMP_NS + 8 * PERIOD_NS)
     assert msg.steps == 2
     assert _set_param(client, 'steps', 1).successful
+    assert _set_param(client, 'decode_blur_sigma_px', 0.0).successful     # dynamic
+    assert _set_param(client, 'decode_blur_sigma_px', 3.0).successful
 
 
 def test_malformed_burst_is_counted_and_the_next_good_frame_served(client, two_camera_node,
