@@ -357,8 +357,9 @@ def _blur_matrix(size: int, sigma_px: float) -> np.ndarray:
         source = np.abs(np.arange(size) + offset) % period
         source = np.where(source >= size, period - source, source)
         np.add.at(matrix, (np.arange(size), source), weight)
-    matrix.setflags(write=False)
-    return matrix.astype(np.float32)
+    matrix = matrix.astype(np.float32)
+    matrix.setflags(write=False)   # shared by every caller through the cache
+    return matrix
 
 
 def modulate_heatmaps(maps: np.ndarray, sigma_px: float) -> np.ndarray:

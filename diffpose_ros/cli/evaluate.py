@@ -237,7 +237,8 @@ def _config(args: argparse.Namespace, steps: int = 1, hypotheses: int = 1, seed:
     extra['intra_op_threads'] = getattr(args, 'intra_op_threads', 0)
     extra['x0_projection'] = getattr(args, 'x0_projection', 'off') == 'on'
     extra['keypoint_filter'] = getattr(args, 'keypoint_filter', 'one_euro')
-    extra['decode_blur_sigma_px'] = getattr(args, 'decode_blur_sigma', 0.0)
+    extra['decode_blur_sigma_px'] = getattr(args, 'decode_blur_sigma',
+                                            _param_spec('decode_blur_sigma_px').default)
     extra['quantization'] = getattr(args, 'quantization', NODE_DEFAULT_QUANTIZATION)
 
     from diffpose_ros.runtime.devices import plan_devices
