@@ -276,6 +276,31 @@ def test_images_end_to_end_and_predictions_rescore_identically(
             assert rescored[key] == summary[name][key], (name, key)
 
 
+def test_zeroed_input_ablation_on_one_image_is_paired_with_the_normal_run(
+        runtime, photo_detector, coco_images_json):
+    gt_set = E.load_gt_set(coco_images_json, max_images=2)
+    cfg = PipelineConfig(providers=CPU)
+    normal = E.run_images(runtime, photo_detector, cfg, gt_set, progress=False, n_resamples=50)
+    ablation = E.run_zeroed_input_ablation(runtime, photo_detector, cfg, gt_set,
+                                           normal.ours_results, n_resamples=50)
+    assert ablation['normal_limb_pck_percent'] == pytest.approx(
+        normal.summary['ours']['limb_pck']['pck_percent'])
+    cost = ablation['cost_limb_pck']
+    assert cost['points'] == pytest.approx(
+        ablation['normal_limb_pck_percent'] - ablation['zeroed_limb_pck_percent'])
+    assert cost['ci95_points'][0] <= cost['points'] <= cost['ci95_points'][1]
+    assert ablation['num_labelled_joints'] > 0 and ablation['t_start'] == cfg.t_start
+    # the zeroed run really ran without the prior: the same run fed as "normal" costs nothing
+    zeroed = E.run_images(E.ZeroHeatmapRuntime(runtime), photo_detector, cfg, gt_set,
+                          progress=False, n_resamples=50)
+    assert zeroed.ours_results != normal.ours_results
+    itself = E.run_zeroed_input_ablation(runtime, photo_detector, cfg, gt_set,
+                                         zeroed.ours_results, n_resamples=50)
+    assert itself['cost_limb_pck']['points'] == 0.0
+    pooled = E.pooled_zeroed_input_cost([ablation, itself])
+    assert pooled == pytest.approx(cost['points'] / 2)
+
+
 # ------------------------------------------------------------------ grid
 
 
@@ -502,6 +527,15 @@ def test_evaluate_checks_turn_figures_into_booleans():
     }
     assert checks['dev_gt_limb_pck_ours_at_least_yolo']['value']['pooled_points'] == -0.75
     assert json.loads(json.dumps(E.jsonable(checks), allow_nan=False))
+    # the dev_gt ablation, pooled over joints: (7.4 x 135 - 2 x 83) / 218 = 3.82 -> passes
+    zeroed = [{'cost_limb_pck': {'points': 7.4}, 'num_labelled_joints': 135},
+              {'cost_limb_pck': {'points': -2.0}, 'num_labelled_joints': 83}]
+    checks = E.evaluate_checks(images, grid, video, bonn, zeroed)
+    dev_gt = checks['zeroed_input_costs_at_least_3_points_dev_gt']
+    assert dev_gt['passed'] and dev_gt['value'] == pytest.approx((7.4 * 135 - 2 * 83) / 218)
+    zeroed[0]['cost_limb_pck']['points'] = 5.0             # (675 - 166) / 218 = 2.33 -> fails
+    assert not E.evaluate_checks(images, None, None, None, zeroed)[
+        'zeroed_input_costs_at_least_3_points_dev_gt']['passed']
 
 
 def test_pooled_dev_gt_difference_counts_whole_joints_so_a_tie_passes():

@@ -18,6 +18,7 @@ per GT set, or video frames; 0 = all). See :mod:`diffpose_ros.evaluation` for th
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -645,6 +646,19 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
                                                  runtime, photo_detector, config)
         timings[f'images_{gt_set.name}'] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    # the zeroed-input ablation where the detector is usually right (the grid's is on LSPET)
+    dev_gt_ablation = [E.run_zeroed_input_ablation(
+        runtime, photo_detector, config, gt_set,
+        json.loads((out / f'images_{gt_set.name}' / 'pred_ours.json').read_text()))
+        for gt_set in sets[:2]]
+    for ablation in dev_gt_ablation:
+        cost = ablation['cost_limb_pck']
+        print(f'{ablation["gt_name"]} zeroed-input ablation: limb PCK '
+              f'{ablation["normal_limb_pck_percent"]:.1f} -> '
+              f'{ablation["zeroed_limb_pck_percent"]:.1f} zeroed, cost {cost["points"]:+.1f} '
+              f'[{cost["ci95_points"][0]:+.1f}, {cost["ci95_points"][1]:+.1f}]')
+    timings['dev_gt_ablation'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     grid = run_grid_command(args, [lspet], out / 'grid_lspet', runtime, photo_detector, config,
                             args.grid_steps, args.grid_hypotheses, args.grid_seeds,
                             args.ablation_steps)
@@ -656,12 +670,15 @@ def cmd_all(args: argparse.Namespace) -> dict[str, Any]:
     video = run_video_command(args, out / 'video', runtime, video_detector, video_config)
     timings['video'] = time.perf_counter() - t0
     timings['total'] = time.perf_counter() - start
-    checks = E.evaluate_checks(images, grid, video, bonn)
+    checks = E.evaluate_checks(images, grid, video, bonn, dev_gt_ablation)
     summary = {
         **E.runtime_info(runtime, config), **_weights_info(args),
         'images': {name: _images_summary(run) for name, run in images.items()},
         'dev_gt_pooled_ours_minus_yolo_points': E.pooled_paired_difference(
             [images['coco'], images['aic']]),
+        'dev_gt_zeroed_input': {
+            'sets': dev_gt_ablation,
+            'pooled_cost_limb_pck_points': E.pooled_zeroed_input_cost(dev_gt_ablation)},
         'grid': {k: grid[k] for k in (
             'steps_list', 'hypotheses_list', 'seeds', 'num_images', 'num_gt_persons',
             'best_steps', 'headline_hypotheses', 'one_step_minus_best_points',
