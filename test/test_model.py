@@ -86,12 +86,14 @@ def test_shapes_for_causal_and_centred_windows(random_model):
     features = features.reshape(2, 5, 640, 16, 12)
     for offsets in ([-2, -1, 0], [-2, -1, 0, 1, 2]):
         window = features[:, : len(offsets)]
-        f1, f2, f3 = random_model.encode_window(window, torch.tensor(offsets))
+        condition = random_model.encode_window(window, torch.tensor(offsets))
+        f1, f2, f3, c1, c2, c3 = condition
         assert f1.shape == (2, 64, 16, 12) and f2.shape == (2, 48, 32, 24)
         assert f3.shape == (2, 32, 64, 48)
+        assert c1.shape == (2, 16 * 12, 64) and c2.shape == f2.shape and c3.shape == f3.shape
         rows = torch.tensor([0, 0, 1, 1, 1])
         x0 = random_model.denoise(
-            torch.rand(5, 17, 64, 48), torch.tensor([999, 10, 5, 0, 500]), rows, f1, f2, f3
+            torch.rand(5, 17, 64, 48), torch.tensor([999, 10, 5, 0, 500]), rows, *condition
         )
         assert x0.shape == (5, 17, 64, 48) and torch.isfinite(x0).all()
 
@@ -198,7 +200,7 @@ def test_vit_option_loads_vitpose_b_state_dict():
     with torch.inference_mode():
         features = model.extract_features(torch.rand(1, 3, 256, 192))
         assert features.shape == (1, 768, 16, 12)
-        f1, _, _ = model.encode_window(features.unsqueeze(1), torch.tensor([0]))
+        f1 = model.encode_window(features.unsqueeze(1), torch.tensor([0]))[0]
     assert np.isfinite(f1.numpy()).all()
     broken = dict(state)
     broken['backbone.blocks.0.attn.qkv.weight'] = torch.zeros(10, 10)
@@ -207,3 +209,30 @@ def test_vit_option_loads_vitpose_b_state_dict():
     del state['backbone.blocks.11.mlp.fc2.bias']
     with pytest.raises(ValueError, match='missing'):
         ViTPoseBackbone().load_vitpose_state_dict(state)
+
+
+@torch.inference_mode()
+def test_precomputed_fusion_terms_equal_fusing_the_concatenation():
+    """The step-independent halves of the fusions (computed once per window) give what the
+    fusion of [gated ; F] gives, with FiLM and every weight non-zero."""
+    from diffpose_ros.model.denoiser import LMSFIDenoiser, _fuse, _fusion_condition_term
+
+    torch.manual_seed(0)
+    denoiser = LMSFIDenoiser(ModelConfig()).eval()
+    for param in denoiser.parameters():
+        torch.nn.init.normal_(param, std=0.1)
+    cond = torch.randn(3, 4 * ModelConfig().time_embed_dim)
+    for block, d, size in ((denoiser.fuse2, 48, (32, 24)), (denoiser.fuse3, 32, (64, 48))):
+        gated, features = torch.randn(3, d, *size), torch.randn(3, d, *size)
+        whole = block(torch.cat([gated, features], dim=1), cond)
+        split = _fuse(block, gated, _fusion_condition_term(block, features), cond)
+        torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
+        assert whole.abs().max() > 0.1
+    f1 = torch.randn(3, 64, 16, 12)
+    gated1 = torch.randn(3, 64, 16, 12)
+    c1, _, _ = denoiser.condition_terms(f1, torch.randn(3, 48, 32, 24),
+                                        torch.randn(3, 32, 64, 48))
+    whole = denoiser.trans_in(denoiser._tokens(torch.cat([gated1, f1], dim=1)))
+    split = torch.nn.functional.linear(denoiser._tokens(gated1),
+                                       denoiser.trans_in.weight[:, :64]) + c1
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)

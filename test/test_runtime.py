@@ -106,7 +106,9 @@ def test_export_writes_checked_graphs_and_manifest(onnx_dir, net):
         assert entry['max_abs_error_vs_torch'] < ABS_TOL
     denoiser = manifest['graphs']['denoiser']
     assert [i['name'] for i in denoiser['inputs']] == ['model_input', 't', 'person_index',
-                                                       'f1', 'f2', 'f3']
+                                                       'f1', 'f2', 'f3', 'c1', 'c2', 'c3']
+    assert [o['name'] for o in manifest['graphs']['window_encoder']['outputs']] == [
+        'f1', 'f2', 'f3', 'c1', 'c2', 'c3']
     assert denoiser['inputs'][0]['shape'] == ['B', 17, 64, 48]
     assert manifest['graphs']['backbone']['outputs'][0]['shape'] == ['N', 640, 16, 12]
     assert manifest['graphs']['window_encoder']['inputs'][0]['shape'] == ['N', 'T', 640, 16, 12]

@@ -13,6 +13,10 @@ Split in two so the condition side runs once per window:
   also conditions every block *inside* the network (FiLM after each GroupNorm, and added to the
   attention tokens): FiLM on the input alone is cancelled by the first GroupNorm.
 
+The fusions of every scale are linear in [gated ; F] up to their norm, so F's half of each
+(``LMSFIDenoiser.condition_terms``) depends only on the window: it is computed once with the
+condition, not at every step (the same arithmetic, split; it saves a step about a tenth).
+
 Shapes: N persons, B = rows of a step (persons x hypotheses), K keypoints, heatmaps (H, W) =
 (4h, 4w).
 """
@@ -59,6 +63,22 @@ class ConditionPyramid(nn.Module):
         return self.level1(cond), f2, self.level3(f2)
 
 
+def _fusion_condition_term(block: SeparableConvBlock, features: torch.Tensor) -> torch.Tensor:
+    """F's half of ``block(cat([gated, F]))`` before its norm: the depthwise conv is per
+    channel and the pointwise conv a sum over channels, so the two halves add."""
+    d = features.shape[1]
+    y = F.conv2d(features, block.depthwise.weight[d:], padding=1, groups=d)
+    return F.conv2d(y, block.pointwise.weight[:, d:])
+
+
+def _fuse(block: SeparableConvBlock, gated: torch.Tensor, condition_term: torch.Tensor,
+          cond: torch.Tensor | None) -> torch.Tensor:
+    """``block(cat([gated, F]), cond)`` given F's precomputed half."""
+    d = gated.shape[1]
+    y = F.conv2d(gated, block.depthwise.weight[:d], padding=1, groups=d)
+    return block.finish(F.conv2d(y, block.pointwise.weight[:, :d]) + condition_term, cond)
+
+
 def _spatial_mask(heatmap_features: torch.Tensor) -> torch.Tensor:
     """Sq + Sigmoid: max over channels -> (B, 1, h, w) mask in (0, 1)."""
     return torch.sigmoid(heatmap_features.amax(dim=1, keepdim=True))
@@ -103,6 +123,15 @@ class LMSFIDenoiser(nn.Module):
     def _tokens(x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2).transpose(1, 2)
 
+    def condition_terms(self, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor,
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """F's halves of the three fusions, once per window: c1 (N, h*w, d1) tokens with
+        ``trans_in``'s bias, c2 (N, d2, 2h, 2w), c3 (N, d3, 4h, 4w)."""
+        d1 = f1.shape[1]
+        c1 = F.linear(self._tokens(f1), self.trans_in.weight[:, d1:], self.trans_in.bias)
+        return (c1, _fusion_condition_term(self.fuse2, f2),
+                _fusion_condition_term(self.fuse3, f3))
+
     def forward(
         self,
         model_input: torch.Tensor,
@@ -111,10 +140,15 @@ class LMSFIDenoiser(nn.Module):
         f1: torch.Tensor,
         f2: torch.Tensor,
         f3: torch.Tensor,
+        c1: torch.Tensor,
+        c2: torch.Tensor,
+        c3: torch.Tensor,
     ) -> torch.Tensor:
         """model_input (B, K, H, W) in [0, 1]; t (B,) int64; person_index (B,) int64 row -> person;
-        f1/f2/f3 (N, d, ...) from ConditionPyramid. Returns x0 heatmaps (B, K, H, W)."""
+        f1/f2/f3 (N, d, ...) from ConditionPyramid and c1/c2/c3 from :meth:`condition_terms`.
+        Returns x0 heatmaps (B, K, H, W)."""
         f1, f2, f3 = f1[person_index], f2[person_index], f3[person_index]
+        c1, c2, c3 = c1[person_index], c2[person_index], c3[person_index]
         dtype = self.time_mlp[0].weight.dtype  # half precision when the network is fp16
         temb = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim, dtype))
         scale, shift = self.time_film(temb).chunk(2, dim=1)
@@ -131,14 +165,15 @@ class LMSFIDenoiser(nn.Module):
             tok_a, tok_b = (v[:, None, :] for v in self.time_tokens(cond).chunk(2, dim=1))
         refined1 = self.seref(tokens1 + tok_a).transpose(1, 2).reshape(b, d1, h, w)
         gated1 = _spatial_mask(refined1) * f1
-        z1 = self.trans(self.trans_in(self._tokens(torch.cat([gated1, f1], dim=1))) + tok_b)
-        z1 = self.out1(z1.transpose(1, 2).reshape(b, d1, h, w))
+        # trans_in([gated1 ; f1]) with f1's half (and the bias) precomputed in c1
+        z1 = F.linear(self._tokens(gated1), self.trans_in.weight[:, :d1]) + c1
+        z1 = self.out1(self.trans(z1 + tok_b).transpose(1, 2).reshape(b, d1, h, w))
         # scale 2 (convolutional)
         gated2 = _spatial_mask(self.refine2(x2, cond)) * f2
-        z2 = self.out2(self.fuse2(torch.cat([gated2, f2], dim=1), cond))
+        z2 = self.out2(_fuse(self.fuse2, gated2, c2, cond))
         # scale 3 (convolutional, heatmap resolution)
         gated3 = _spatial_mask(self.refine3(x3, cond)) * f3
-        z3 = self.fuse3(torch.cat([gated3, f3], dim=1), cond)
+        z3 = _fuse(self.fuse3, gated3, c3, cond)
         size = z3.shape[-2:]
         fused = (
             z3

@@ -73,16 +73,14 @@ class DiffPoseNet(nn.Module):
         """crops (N, 3, Hc, Wc) RGB in [0, 1] -> (N, C, h, w)."""
         return self.backbone(crops)
 
-    def encode_window(self, features: torch.Tensor, offsets: torch.Tensor):
-        return self.window_encoder(features, offsets)
+    def encode_window(self, features: torch.Tensor, offsets: torch.Tensor,
+                      ) -> tuple[torch.Tensor, ...]:
+        """The window's condition, reused by every step: (f1, f2, f3) of the pyramid and the
+        denoiser's step-independent fusion terms (c1, c2, c3)."""
+        f1, f2, f3 = self.window_encoder(features, offsets)
+        return (f1, f2, f3, *self.denoiser.condition_terms(f1, f2, f3))
 
-    def denoise(
-        self,
-        model_input: torch.Tensor,
-        t: torch.Tensor,
-        person_index: torch.Tensor,
-        f1: torch.Tensor,
-        f2: torch.Tensor,
-        f3: torch.Tensor,
-    ) -> torch.Tensor:
-        return self.denoiser(model_input, t, person_index, f1, f2, f3)
+    def denoise(self, model_input: torch.Tensor, t: torch.Tensor, person_index: torch.Tensor,
+                *condition: torch.Tensor) -> torch.Tensor:
+        """One step; ``condition`` is :meth:`encode_window`'s 6 tensors."""
+        return self.denoiser(model_input, t, person_index, *condition)

@@ -66,7 +66,11 @@ class SeparableConvBlock(nn.Module):
             nn.init.zeros_(self.film.bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.norm(self.pointwise(self.depthwise(x)))
+        return self.finish(self.pointwise(self.depthwise(x)), cond)
+
+    def finish(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Norm, [FiLM], activation of the pointwise conv's output ``x``."""
+        x = self.norm(x)
         if self.film is not None and cond is not None:
             scale, shift = self.film(cond).chunk(2, dim=1)
             x = x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]

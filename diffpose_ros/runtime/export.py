@@ -3,10 +3,11 @@
 - ``backbone.onnx``: crops (N, 3, 256, 192) -> features (N, 640, 16, 12), run once per person
   per frame (the features are cached per track);
 - ``window_encoder.onnx``: features (N, T, 640, 16, 12), offsets (N, T) int64 -> f1 (N, d1, 16,
-  12), f2 (N, d2, 32, 24), f3 (N, d3, 64, 48); backbone + window encoder together are the
-  paper's window encoder, split so per-frame features can be cached;
+  12), f2 (N, d2, 32, 24), f3 (N, d3, 64, 48) and the denoiser's step-independent fusion terms
+  c1 (N, 192, d1), c2 (N, d2, 32, 24), c3 (N, d3, 64, 48); backbone + window encoder together
+  are the paper's window encoder, split so per-frame features can be cached;
 - ``denoiser.onnx``: one denoising step, model_input (B, K, 64, 48), t (B,) int64,
-  person_index (B,) int64, f1, f2, f3 (N, ...) -> x0 heatmaps (B, K, 64, 48).
+  person_index (B,) int64, f1, f2, f3, c1, c2, c3 (N, ...) -> x0 heatmaps (B, K, 64, 48).
 
 N, T and B are dynamic. The legacy TorchScript exporter (``dynamo=False``) is used: the dynamo
 exporter needs ``onnxscript``, which is not a dependency. Every graph is checked with
@@ -90,7 +91,7 @@ def _example_inputs(model: DiffPoseNet, persons: int, offsets: list[int], seed: 
     with torch.inference_mode():
         features = model.extract_features(crops)
         window = features.reshape(persons, frames, *features.shape[1:])
-        f1, f2, f3 = model.encode_window(window, offsets_t)
+        condition = model.encode_window(window, offsets_t)
     rows = 2 * persons
     model_input = torch.rand(rows, cfg.num_keypoints, cfg.heatmap_height, cfg.heatmap_width,
                              generator=gen)
@@ -98,7 +99,7 @@ def _example_inputs(model: DiffPoseNet, persons: int, offsets: list[int], seed: 
     person_index = torch.arange(persons).repeat_interleave(2)
     return {BACKBONE: (crops[:persons].clone(),),
             WINDOW_ENCODER: (window.clone(), offsets_t),
-            DENOISER: (model_input, t, person_index, f1.clone(), f2.clone(), f3.clone())}
+            DENOISER: (model_input, t, person_index, *(c.clone() for c in condition))}
 
 
 def _declare_shapes(proto: onnx.ModelProto, spec: GraphSpec) -> None:

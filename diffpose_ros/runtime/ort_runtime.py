@@ -4,7 +4,8 @@ No torch import: a deployment can run from an exported model directory alone (nu
 onnxruntime). The directory (written by ``diffpose_ros.runtime.export``) holds:
 
 - ``backbone.onnx``: crops (N, 3, Hc, Wc) -> features (N, C, h, w);
-- ``window_encoder.onnx``: features (N, T, C, h, w), offsets (N, T) -> f1, f2, f3;
+- ``window_encoder.onnx``: features (N, T, C, h, w), offsets (N, T) -> the window's condition
+  (f1, f2, f3 and the denoiser's step-independent terms c1, c2, c3);
 - ``denoiser.onnx``: one denoising step over B rows -> x0 heatmaps (B, K, H, W);
 - ``model_config.json`` (:class:`ModelConfig`) and ``manifest.json`` (versions, sha256 of each
   graph, whether the head was trained).
@@ -43,7 +44,9 @@ GRAPH_NAMES = (BACKBONE, WINDOW_ENCODER, DENOISER)
 MODEL_CONFIG_FILE = 'model_config.json'
 MANIFEST_FILE = 'manifest.json'
 # v2: offsets (N, T), 640-channel features, the timestep inside the denoiser's blocks
-MANIFEST_FORMAT = 'diffpose_ros-onnx-v2'
+MANIFEST_FORMAT = 'diffpose_ros-onnx-v3'
+# the window's condition: the window encoder's outputs, the denoiser's inputs after x_t, t, rows
+CONDITION_NAMES = ('f1', 'f2', 'f3', 'c1', 'c2', 'c3')
 EXPORT_COMMAND = ('python -m diffpose_ros.runtime.export --weights <weights.safetensors> '
                   '--out <dir>')
 
@@ -114,6 +117,10 @@ def graph_specs(config: ModelConfig) -> dict[str, GraphSpec]:
     f1 = TensorSpec('f1', 'float32', ('N', d1, h, w))
     f2 = TensorSpec('f2', 'float32', ('N', d2, 2 * h, 2 * w))
     f3 = TensorSpec('f3', 'float32', ('N', d3, 4 * h, 4 * w))
+    # the denoiser's step-independent fusion terms (LMSFIDenoiser.condition_terms)
+    c1 = TensorSpec('c1', 'float32', ('N', h * w, d1))
+    c2 = TensorSpec('c2', 'float32', ('N', d2, 2 * h, 2 * w))
+    c3 = TensorSpec('c3', 'float32', ('N', d3, 4 * h, 4 * w))
     return {
         BACKBONE: GraphSpec(
             BACKBONE,
@@ -123,13 +130,13 @@ def graph_specs(config: ModelConfig) -> dict[str, GraphSpec]:
             WINDOW_ENCODER,
             (TensorSpec('features', 'float32', ('N', 'T', c, h, w)),
              TensorSpec('offsets', 'int64', ('N', 'T'))),
-            (f1, f2, f3)),
+            (f1, f2, f3, c1, c2, c3)),
         DENOISER: GraphSpec(
             DENOISER,
             (TensorSpec('model_input', 'float32', ('B', k, hm_h, hm_w)),
              TensorSpec('t', 'int64', ('B',)),
              TensorSpec('person_index', 'int64', ('B',)),
-             f1, f2, f3),
+             f1, f2, f3, c1, c2, c3),
             (TensorSpec('x0', 'float32', ('B', k, hm_h, hm_w)),)),
     }
 
@@ -235,9 +242,9 @@ class OrtRuntime:
     """:class:`PoseRuntime` on ONNX Runtime sessions (TensorRT, CUDA or CPU).
 
     Arrays in and out are host numpy (float32 / int64); a window's condition is a tuple of
-    host arrays (f1, f2, f3) reused by every denoising step. IOBinding (keeping the condition
-    and the noisy heatmaps on the GPU between steps) is not used yet, so on CUDA and TensorRT
-    every ``run`` copies its inputs to the device and the output back.
+    host arrays (f1, f2, f3, c1, c2, c3) reused by every denoising step. IOBinding (keeping
+    the condition and the noisy heatmaps on the GPU between steps) is not used yet, so on
+    CUDA and TensorRT every ``run`` copies its inputs to the device and the output back.
 
     Args:
         onnx_dir: directory written by ``diffpose_ros.runtime.export``.
@@ -413,7 +420,8 @@ class OrtRuntime:
         return self._backbone.run(self._backbone_outputs, {'crops': _f32(crops)})[0]
 
     def encode_window(self, features: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
-        """features (N, T, C, h, w), offsets (N, T) int64 -> (f1, f2, f3) float32 host arrays."""
+        """features (N, T, C, h, w), offsets (N, T) int64 -> (f1, f2, f3, c1, c2, c3) float32
+        host arrays."""
         return tuple(self._window_encoder.run(
             self._window_outputs, {'features': _f32(features),
                                    'offsets': _i64(per_person_offsets(offsets, len(features)))}))
@@ -421,11 +429,11 @@ class OrtRuntime:
     def denoise(self, model_input: np.ndarray, t: np.ndarray, person_index: np.ndarray,
                 condition: tuple[np.ndarray, ...]) -> np.ndarray:
         """model_input (B, K, H, W) in [0, 1], t (B,) int64, person_index (B,) int64, the
-        window's (f1, f2, f3) -> predicted x0 heatmaps (B, K, H, W) float32."""
-        f1, f2, f3 = condition
-        return self._denoiser.run(self._denoiser_outputs, {
-            'model_input': _f32(model_input), 't': _i64(t), 'person_index': _i64(person_index),
-            'f1': f1, 'f2': f2, 'f3': f3})[0]
+        window's condition (f1, f2, f3, c1, c2, c3) -> predicted x0 heatmaps (B, K, H, W)
+        float32."""
+        feed = dict(zip(CONDITION_NAMES, condition, strict=True))
+        feed.update(model_input=_f32(model_input), t=_i64(t), person_index=_i64(person_index))
+        return self._denoiser.run(self._denoiser_outputs, feed)[0]
 
 
 def _f32(array: np.ndarray) -> np.ndarray:

@@ -143,6 +143,31 @@ def _preprocess(source: Path, target: Path) -> None:
     quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
 
 
+def denoiser_term_nodes(window_encoder: str | Path) -> list[str]:
+    """Names of the nodes that only compute the denoiser's fusion terms (c1, c2, c3) in the
+    window encoder graph: they were float32 in the denoiser and stay so (the int8 mode
+    quantises the STRL, whose MatMuls are where the time is)."""
+    import onnx
+
+    graph = onnx.load(str(window_encoder)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def ancestors(names: list[str]) -> set[str]:
+        seen: set[str] = set()  # by first output: node names may be empty
+        stack = list(names)
+        while stack:
+            node = producer.get(stack.pop())
+            if node is not None and node.output[0] not in seen:
+                seen.add(node.output[0])
+                stack.extend(node.input)
+        return seen
+
+    outputs = [o.name for o in graph.output]
+    terms = ancestors([o for o in outputs if o.startswith('c')])
+    terms -= ancestors([o for o in outputs if o.startswith('f')])
+    return sorted(producer[out].name for out in terms if producer[out].name)
+
+
 def quantize_graphs(fp32_dir: str | Path, out_dir: str | Path, mode: str,
                     crops: np.ndarray | None = None,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -179,7 +204,8 @@ def quantize_graphs(fp32_dir: str | Path, out_dir: str | Path, mode: str,
         _preprocess(fp32_dir / f'{WINDOW_ENCODER}.onnx', work / 'window_encoder.pre.onnx')
         quantize_dynamic(str(work / 'window_encoder.pre.onnx'),
                          str(out_dir / f'{WINDOW_ENCODER}.onnx'), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(DYNAMIC_OP_TYPES))
+                         op_types_to_quantize=list(DYNAMIC_OP_TYPES),
+                         nodes_to_exclude=denoiser_term_nodes(work / 'window_encoder.pre.onnx'))
         section[WINDOW_ENCODER] = ('dynamic int8: MatMul/Gemm weights per tensor, activations '
                                    'quantised at run time')
         if BACKBONE in graphs:

@@ -75,13 +75,10 @@ class TorchRuntime:
     def denoise(
         self, model_input: np.ndarray, t: np.ndarray, person_index: np.ndarray, condition: Any
     ) -> np.ndarray:
-        f1, f2, f3 = condition
         out = self.model.denoise(
             self._tensor(model_input),
             self._tensor(t, torch.int64),
             self._tensor(person_index, torch.int64),
-            f1,
-            f2,
-            f3,
+            *condition,
         )
         return self._numpy(out)

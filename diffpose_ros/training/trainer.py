@@ -707,7 +707,7 @@ def diffusion_loss(model: Any, schedule: DiffusionSchedule, batch: dict[str, np.
         with torch.no_grad():
             features = model.extract_features(crops.flatten(0, 1))
         features = features.reshape(bsz, frames, *features.shape[1:])
-    f1, f2, f3 = model.encode_window(features, torch.from_numpy(batch['offsets']))
+    condition = model.encode_window(features, torch.from_numpy(batch['offsets']))
     heatmaps = batch['heatmaps']
     x_t = schedule.add_noise(schedule.heatmaps_to_signal(batch['x0_input']), batch['noise'],
                              batch['timesteps'])
@@ -715,7 +715,7 @@ def diffusion_loss(model: Any, schedule: DiffusionSchedule, batch: dict[str, np.
     if zero_heatmap_input:
         model_input = np.zeros_like(model_input)
     pred = model.denoise(torch.from_numpy(model_input), torch.from_numpy(batch['timesteps']),
-                         torch.arange(bsz), f1, f2, f3)
+                         torch.arange(bsz), *condition)
     weights = torch.from_numpy(batch['weights'])[:, :, None, None]
     # scaled so a typical loss reads ~1 (heatmap pixels are mostly 0)
     return ((pred - torch.from_numpy(heatmaps)) ** 2 * weights).mean() * 1000.0
