@@ -13,13 +13,16 @@ Conventions:
       one (K, H, W) map z_i is drawn only for the steps that use noise (eta > 0 and t_next >= 0).
       Every person shares its hypothesis' noise, so a person's result does not depend on which
       other persons are in the batch, and the first hypotheses of a larger run reproduce a
-      run with fewer hypotheses exactly.
+      run with fewer hypotheses exactly. The draws depend only on (seed, hypotheses, shape,
+      number of draws), so :func:`hypothesis_noise` draws them once and caches them.
     * Precision: float32 throughout (noise drawn as float32); the loop's own array work is a
-      visible share of a CPU step, and float32 halves it.
+      visible share of a CPU step, and float32 halves it; the update runs in place
+      (:meth:`DiffusionSchedule.ddim_step_from_heatmaps_`).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 from typing import Protocol
 
@@ -68,6 +71,42 @@ def _check_int(value: int, name: str, low: int, high: int | None = None) -> int:
         bound = f'[{low}, {high}]' if high is not None else f'>= {low}'
         raise ValueError(f'{name} must be {bound}, got {value!r}')
     return result
+
+
+# Cached noise stays small: e.g. 8 steps x 4 hypotheses of 17x64x48 maps are 7 MB.
+NOISE_CACHE_MAX_BYTES = 32 * 1024 * 1024
+
+
+def hypothesis_noise(seed: int, hypotheses: int, shape: tuple[int, ...],
+                     draws: int) -> np.ndarray:
+    """The first ``draws`` standard-normal maps of every hypothesis' generator.
+
+    Hypothesis h's generator is ``np.random.default_rng([seed, h])`` and draw d is its d-th
+    ``standard_normal(shape, float32)`` (d = 0 is x_T), so the maps depend only on these
+    arguments: up to :data:`NOISE_CACHE_MAX_BYTES` they are drawn once and cached instead of at
+    every frame, where the draws cost about as much as the rest of the loop's own array work.
+
+    Returns:
+        (draws, hypotheses, *shape) float32, not writeable.
+    """
+    shape = tuple(int(v) for v in shape)
+    if draws * hypotheses * int(np.prod(shape)) * 4 <= NOISE_CACHE_MAX_BYTES:
+        return _cached_hypothesis_noise(int(seed), int(hypotheses), shape, int(draws))
+    return _draw_hypothesis_noise(seed, hypotheses, shape, draws)
+
+
+def _draw_hypothesis_noise(seed: int, hypotheses: int, shape: tuple[int, ...],
+                           draws: int) -> np.ndarray:
+    noise = np.empty((draws, hypotheses, *shape), dtype=np.float32)
+    for h in range(hypotheses):
+        rng = np.random.default_rng([seed, h])
+        for d in range(draws):
+            noise[d, h] = rng.standard_normal(shape, dtype=np.float32)
+    noise.flags.writeable = False
+    return noise
+
+
+_cached_hypothesis_noise = functools.lru_cache(maxsize=8)(_draw_hypothesis_noise)
 
 
 def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons: int,
@@ -130,18 +169,19 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
         return SampleResult(np.zeros((0, *shape), dtype=np.float32))
 
     rows = persons * num_hyp
-    rngs = [np.random.default_rng([seed, h]) for h in range(num_hyp)]
-    # (Hy, K, H, W)
-    x_t_hyp = np.stack([rng.standard_normal(shape, dtype=np.float32) for rng in rngs])
-    x_t = np.broadcast_to(x_t_hyp, (persons, num_hyp, *shape)).copy()           # (N, Hy, K, H, W)
+    uses_step_noise = eta > 0 or projection_sigma is not None
+    draws = 1 + (sum(1 for _, t_next in pairs if t_next >= 0) if uses_step_noise else 0)
+    noise_draws = hypothesis_noise(seed, num_hyp, shape, draws)              # (D, Hy, K, H, W)
+    x_t = np.broadcast_to(noise_draws[0], (persons, num_hyp, *shape)).copy()     # (N, Hy, K, H, W)
     if prior_heatmaps is not None:
         x0_prior = schedule.heatmaps_to_signal(prior_heatmaps)[:, None]          # (N, 1, K, H, W)
         x_t = schedule.add_noise(np.broadcast_to(x0_prior, x_t.shape), x_t, t_start)
         x_t = x_t.astype(np.float32, copy=False)
     person_index = np.repeat(np.arange(persons, dtype=np.int64), num_hyp)        # (B,)
     x0_heatmaps = np.zeros(x_t.shape, dtype=np.float32)  # replaced at the first step
+    next_draw = 1
     for t, t_next in pairs:
-        model_input = schedule.signal_to_model_input(x_t)
+        model_input = schedule.signal_to_model_input_f32(x_t)
         x0_rows = np.asarray(denoise(model_input.reshape(rows, *shape),
                                      np.full(rows, t, dtype=np.int64), person_index.copy()))
         if x0_rows.shape != (rows, *shape):
@@ -151,16 +191,15 @@ def sample_heatmaps(denoise: DenoiseFn, schedule: DiffusionSchedule, num_persons
         if t_next < 0:
             break
         noise = None
-        if eta > 0 or projection_sigma is not None:
-            z_hyp = np.stack([rng.standard_normal(shape, dtype=np.float32) for rng in rngs])
-            noise = np.broadcast_to(z_hyp, x_t.shape)
+        if uses_step_noise:
+            noise = np.broadcast_to(noise_draws[next_draw], x_t.shape)
+            next_draw += 1
         if projection_sigma is not None:
             projected = project_heatmaps(x0_heatmaps, projection_sigma)
             x_t = schedule.add_noise(schedule.heatmaps_to_signal(projected), noise,
                                      t_next).astype(np.float32, copy=False)
             continue
-        x0_signal = schedule.heatmaps_to_signal(x0_heatmaps)
-        x_t = schedule.ddim_step(x_t, x0_signal, t, t_next, eta, noise)
+        x_t = schedule.ddim_step_from_heatmaps_(x_t, x0_heatmaps, t, t_next, eta, noise)
 
     if num_hyp == 1:
         mean = x0_heatmaps[:, 0].copy()                                           # (N, K, H, W)

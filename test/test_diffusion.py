@@ -280,3 +280,55 @@ def test_ddim_step_keeps_float32():
     schedule = DiffusionSchedule.from_name('cosine', 1000)
     x = np.zeros((2, 2), np.float32)
     assert schedule.ddim_step(x, x, 500, 250, 1.0, x).dtype == np.float32
+
+
+# ------------------------------------------------------------------------------------------------
+# the sampler's in-place hot path equals the plain formulas
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('signal_scale', [2.0, 1.5])
+def test_signal_to_model_input_f32_equals_the_plain_map(signal_scale):
+    schedule = DiffusionSchedule.from_name('cosine', 1000, signal_scale=signal_scale)
+    signal = (np.random.default_rng(7).standard_normal((3, 5, 8, 6)) * 2).astype(np.float32)
+    fast = schedule.signal_to_model_input_f32(signal)
+    plain = schedule.signal_to_model_input(signal)
+    assert fast.dtype == np.float32 and fast is not signal
+    assert fast.min() == 0.0 and fast.max() == 1.0           # the clipping is exercised
+    if signal_scale == 2.0:
+        np.testing.assert_array_equal(fast, plain)
+    else:
+        np.testing.assert_allclose(fast, plain, atol=1e-7)
+
+
+@pytest.mark.parametrize('eta,t,t_next', [(0.0, 800, 600), (1.0, 800, 600), (0.5, 200, 0)])
+def test_ddim_step_from_heatmaps_in_place_equals_ddim_step_on_the_signal(eta, t, t_next):
+    schedule = DiffusionSchedule.from_name('cosine', 1000)
+    rng = np.random.default_rng(11)
+    x_t = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    heatmaps = rng.random((2, 3, 4, 5)).astype(np.float32)
+    z = rng.standard_normal((3, 4, 5)).astype(np.float32)          # broadcast over the rows
+    expected = schedule.ddim_step(x_t.astype(np.float64),
+                                  schedule.heatmaps_to_signal(heatmaps.astype(np.float64)),
+                                  t, t_next, eta, np.broadcast_to(z, x_t.shape))
+    updated = x_t.copy()
+    result = schedule.ddim_step_from_heatmaps_(updated, heatmaps, t, t_next, eta, z)
+    assert result is updated and result.dtype == np.float32
+    np.testing.assert_allclose(result, expected, atol=2e-6)
+    assert np.abs(expected - x_t).max() > 0.1                      # the step moved x_t
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(t_next=-1),                                  # the last step has nothing to update
+    dict(t_next=10),
+    dict(eta=0.5, noise=None),                        # noise missing
+    dict(x_t=np.zeros((2, 2))),                       # float64
+    dict(heatmaps=np.zeros(3, np.float32)),
+])
+def test_ddim_step_from_heatmaps_rejects_bad_arguments(kwargs):
+    schedule = DiffusionSchedule.from_name('cosine', 1000)
+    args = dict(x_t=np.zeros((2, 2), np.float32), heatmaps=np.zeros((2, 2), np.float32), t=10,
+                t_next=5, eta=0.0, noise=None)
+    args.update(kwargs)
+    with pytest.raises(ValueError):
+        schedule.ddim_step_from_heatmaps_(args['x_t'], args['heatmaps'], args['t'],
+                                          args['t_next'], args['eta'], args['noise'])

@@ -212,6 +212,62 @@ def test_determinism_and_seed_dependence():
     assert np.abs(first.heatmaps - other.heatmaps).max() > 1e-3
 
 
+def _reference_sample(denoise, schedule, persons, steps, hypotheses, seed, eta, prior, t_start):
+    """The documented algorithm written plainly (float64, generators drawn step by step)."""
+    rngs = [np.random.default_rng([seed, h]) for h in range(hypotheses)]
+    x_t = np.stack([rng.standard_normal(SHAPE, dtype=np.float32) for rng in rngs]).astype(
+        np.float64)[None].repeat(persons, axis=0)                     # (N, Hy, K, H, W)
+    if prior is not None:
+        x_t = schedule.add_noise(np.broadcast_to(schedule.heatmaps_to_signal(
+            prior.astype(np.float64))[:, None], x_t.shape), x_t, t_start)
+    person_index = np.repeat(np.arange(persons), hypotheses)
+    for t, t_next in schedule.time_pairs(steps, t_start):
+        model_input = schedule.signal_to_model_input(x_t).reshape(-1, *SHAPE)
+        x0 = np.asarray(denoise(model_input.astype(np.float32), np.full(len(person_index), t),
+                                person_index), np.float64).reshape(x_t.shape)
+        if t_next < 0:
+            break
+        z = np.stack([rng.standard_normal(SHAPE, dtype=np.float32) for rng in rngs]) \
+            if eta > 0 else None
+        x_t = schedule.ddim_step(x_t, schedule.heatmaps_to_signal(x0), t, t_next, eta,
+                                 None if z is None else np.broadcast_to(z, x_t.shape))
+    return x0.mean(axis=1)
+
+
+@pytest.mark.parametrize('eta', [0.0, 1.0])
+@pytest.mark.parametrize('start', ['noise', 'prior'])
+def test_fast_loop_equals_the_plain_algorithm(eta, start):
+    # the sampler's in-place float32 arithmetic and cached noise change nothing but rounding
+    schedule = _schedule(1000)
+    prior = _true_heatmaps(2, seed=4) if start == 'prior' else None
+    t_start = 300 if start == 'prior' else None
+    for steps in (1, 2, 5):
+        fast = sample_heatmaps(dummy_denoiser, schedule, 2, SHAPE, steps, hypotheses=3, seed=6,
+                               eta=eta, prior_heatmaps=prior, t_start=t_start)
+        plain = _reference_sample(dummy_denoiser, schedule, 2, steps, 3, 6, eta, prior, t_start)
+        np.testing.assert_allclose(fast.heatmaps, plain, atol=2e-5, err_msg=f'steps={steps}')
+
+
+def test_hypothesis_noise_is_each_generators_draws_in_order_and_cached():
+    noise = sampler.hypothesis_noise(5, 2, SHAPE, 3)
+    assert noise.shape == (3, 2, *SHAPE) and noise.dtype == np.float32
+    assert not noise.flags.writeable          # shared between frames: nobody may change it
+    for h in range(2):
+        rng = np.random.default_rng([5, h])
+        for d in range(3):
+            np.testing.assert_array_equal(noise[d, h], rng.standard_normal(SHAPE, np.float32))
+    assert sampler.hypothesis_noise(5, 2, SHAPE, 3) is noise          # drawn once
+    assert sampler.hypothesis_noise(6, 2, SHAPE, 3) is not noise
+
+
+def test_hypothesis_noise_beyond_the_cache_limit_is_drawn_each_time(monkeypatch):
+    monkeypatch.setattr(sampler, 'NOISE_CACHE_MAX_BYTES', 100)
+    first = sampler.hypothesis_noise(1, 1, SHAPE, 2)
+    second = sampler.hypothesis_noise(1, 1, SHAPE, 2)
+    assert first is not second
+    np.testing.assert_array_equal(first, second)
+
+
 def test_no_persons_skips_the_denoiser():
     oracle = Oracle(np.zeros((0, *SHAPE), np.float32))
     result = sample_heatmaps(oracle, _schedule(), 0, SHAPE, 2, hypotheses=3, seed=0, eta=1.0)
