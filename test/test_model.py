@@ -225,7 +225,8 @@ def test_precomputed_fusion_terms_equal_fusing_the_concatenation():
     for block, d, size in ((denoiser.fuse2, 48, (32, 24)), (denoiser.fuse3, 32, (64, 48))):
         gated, features = torch.randn(3, d, *size), torch.randn(3, d, *size)
         whole = block(torch.cat([gated, features], dim=1), cond)
-        split = _fuse(block, gated, _fusion_condition_term(block, features), cond)
+        split = _fuse(block, gated, _fusion_condition_term(block, features),
+                      *block.norm_affine(cond, 3))
         torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
         assert whole.abs().max() > 0.1
     f1 = torch.randn(3, 64, 16, 12)
@@ -236,3 +237,74 @@ def test_precomputed_fusion_terms_equal_fusing_the_concatenation():
     split = torch.nn.functional.linear(denoiser._tokens(gated1),
                                        denoiser.trans_in.weight[:, :64]) + c1
     torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
+
+
+def _reference_step(denoiser, model_input, t, person_index, f1, f2, f3):
+    """The step as the paper's blocks read, unsplit: FiLM applied after each GroupNorm from
+    the time embedding, fusions of the concatenations, F.interpolate upsampling."""
+    import torch.nn.functional as F
+
+    from diffpose_ros.model.layers import sinusoidal_embedding
+
+    def block(module, x, cond):
+        x = module.norm(module.pointwise(module.depthwise(x)))
+        scale, shift = module.film(cond).chunk(2, dim=1)
+        return module.act(x * (1 + scale[:, :, None, None]) + shift[:, :, None, None])
+
+    def mask(x):
+        return torch.sigmoid(x.amax(dim=1, keepdim=True))
+
+    f1, f2, f3 = f1[person_index], f2[person_index], f3[person_index]
+    temb = denoiser.time_mlp(sinusoidal_embedding(t, denoiser.time_embed_dim))
+    scale, shift = denoiser.time_film(temb).chunk(2, dim=1)
+    x = model_input * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+    cond = denoiser.time_act(temb)
+    x3 = block(denoiser.down3, x, cond)
+    x2 = block(denoiser.down2, x3, cond)
+    x1 = block(denoiser.down1, x2, cond)
+    b, d1, h, w = x1.shape
+    tok_a, tok_b = (v[:, None, :] for v in denoiser.time_tokens(cond).chunk(2, dim=1))
+    refined1 = denoiser.seref(denoiser._tokens(x1) + tok_a).transpose(1, 2).reshape(b, d1, h, w)
+    z1 = denoiser.trans_in(denoiser._tokens(torch.cat([mask(refined1) * f1, f1], dim=1)))
+    z1 = denoiser.out1(denoiser.trans(z1 + tok_b).transpose(1, 2).reshape(b, d1, h, w))
+    z2 = denoiser.out2(block(denoiser.fuse2, torch.cat(
+        [mask(block(denoiser.refine2, x2, cond)) * f2, f2], dim=1), cond))
+    z3 = block(denoiser.fuse3, torch.cat(
+        [mask(block(denoiser.refine3, x3, cond)) * f3, f3], dim=1), cond)
+    size = z3.shape[-2:]
+    fused = (z3 + F.interpolate(z2, size=size, mode='bilinear', align_corners=False)
+             + F.interpolate(z1, size=size, mode='bilinear', align_corners=False))
+    return denoiser.head(fused)
+
+
+def test_step_with_time_terms_equals_the_unsplit_step():
+    """Time terms computed apart (FiLM folded into each norm's affine, once per timestep) and
+    upsampling by matrix products give the unsplit step's x0, for per-row timesteps and for
+    one timestep's terms broadcast over every row (what the ONNX runtime feeds)."""
+    from diffpose_ros.model.denoiser import TIME_TERM_NAMES, LMSFIDenoiser
+    from diffpose_ros.runtime.ort_runtime import TIME_TERM_NAMES as ORT_TIME_TERM_NAMES
+
+    assert ORT_TIME_TERM_NAMES == TIME_TERM_NAMES
+    torch.manual_seed(0)
+    config = ModelConfig()
+    denoiser = LMSFIDenoiser(config).eval()
+    for param in denoiser.parameters():
+        torch.nn.init.normal_(param, std=0.1)
+    persons, rows = 2, 4
+    f1 = torch.randn(persons, 64, 16, 12)
+    f2 = torch.randn(persons, 48, 32, 24)
+    f3 = torch.randn(persons, 32, 64, 48)
+    condition = (f1, f2, f3, *denoiser.condition_terms(f1, f2, f3))
+    model_input = torch.rand(rows, config.num_keypoints, 64, 48)
+    person_index = torch.tensor([0, 1, 0, 1])
+    with torch.inference_mode():
+        for t in (torch.tensor([10, 300, 700, 999]), torch.full((rows,), 150)):
+            want = _reference_step(denoiser, model_input, t, person_index, f1, f2, f3)
+            got = denoiser(model_input, t, person_index, *condition)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+            assert want.std() > 0.05
+        shared = denoiser.time_terms(torch.tensor([150]))
+        assert len(shared) == len(TIME_TERM_NAMES)
+        assert all(len(term) == 1 for term in shared)
+        broadcast = denoiser.forward_timed(model_input, person_index, *condition, *shared)
+        torch.testing.assert_close(broadcast, got, rtol=1e-5, atol=1e-5)

@@ -26,6 +26,7 @@ from diffpose_ros.runtime.ort_runtime import (
     MANIFEST_FILE,
     MODEL_CONFIG_FILE,
     TENSORRT,
+    TIME_TERM_NAMES,
     OnnxModelError,
     OrtRuntime,
     select_providers,
@@ -105,8 +106,14 @@ def test_export_writes_checked_graphs_and_manifest(onnx_dir, net):
         onnx.checker.check_model(str(path), full_check=True)
         assert entry['max_abs_error_vs_torch'] < ABS_TOL
     denoiser = manifest['graphs']['denoiser']
-    assert [i['name'] for i in denoiser['inputs']] == ['model_input', 't', 'person_index',
-                                                       'f1', 'f2', 'f3', 'c1', 'c2', 'c3']
+    assert [i['name'] for i in denoiser['inputs']] == [
+        'model_input', 'person_index', 'f1', 'f2', 'f3', 'c1', 'c2', 'c3', *TIME_TERM_NAMES]
+    time_terms = manifest['graphs']['time_terms']
+    assert [i['name'] for i in time_terms['inputs']] == ['t']
+    assert [o['name'] for o in time_terms['outputs']] == list(TIME_TERM_NAMES)
+    # the denoiser takes one row of time terms (broadcast) as well as B rows
+    assert {tuple(i['shape']) for i in denoiser['inputs'][8:]} >= {('R', 17, 1, 1),
+                                                                  ('R', 1, 64)}
     assert [o['name'] for o in manifest['graphs']['window_encoder']['outputs']] == [
         'f1', 'f2', 'f3', 'c1', 'c2', 'c3']
     assert denoiser['inputs'][0]['shape'] == ['B', 17, 64, 48]
@@ -141,6 +148,15 @@ def test_torch_and_onnxruntime_agree(torch_rt, ort_rt, persons, offsets):
     assert x0_ort.shape == (2 * persons, config.num_keypoints, config.heatmap_height,
                             config.heatmap_width)
     assert _max_err(x0_torch, x0_ort) < ABS_TOL
+    # a sampler's step: one timestep for every row, its terms computed once and cached
+    shared_t = np.full_like(t, t[0])
+    x0_torch = torch_rt.denoise(model_input, shared_t, person_index, cond_torch)
+    for _ in range(2):
+        x0_ort = ort_rt.denoise(model_input, shared_t, person_index,
+                                tuple(c.numpy() for c in cond_torch))
+        assert _max_err(x0_torch, x0_ort) < ABS_TOL
+    assert all(len(term) == 1 for term in ort_rt.time_terms(shared_t))
+    assert int(t[0]) in ort_rt._time_term_cache
 
 
 @pytest.mark.parametrize('persons, offsets', WINDOWS)
@@ -311,7 +327,8 @@ def test_garbage_onnx_with_matching_manifest_names_the_file(model_copy):
         OrtRuntime(model_copy, providers=(CPU,))
 
 
-@pytest.mark.parametrize('missing', ['backbone.onnx', 'window_encoder.onnx', MANIFEST_FILE,
+@pytest.mark.parametrize('missing', ['backbone.onnx', 'window_encoder.onnx', 'time_terms.onnx',
+                                     MANIFEST_FILE,
                                      MODEL_CONFIG_FILE])
 def test_missing_file_is_named(model_copy, missing):
     (model_copy / missing).unlink()

@@ -72,11 +72,30 @@ def _fusion_condition_term(block: SeparableConvBlock, features: torch.Tensor) ->
 
 
 def _fuse(block: SeparableConvBlock, gated: torch.Tensor, condition_term: torch.Tensor,
-          cond: torch.Tensor | None) -> torch.Tensor:
-    """``block(cat([gated, F]), cond)`` given F's precomputed half."""
+          gain: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``block(cat([gated, F]), cond)`` given F's precomputed half and the block's
+    timestep affine."""
     d = gated.shape[1]
     y = F.conv2d(gated, block.depthwise.weight[:d], padding=1, groups=d)
-    return block.finish(F.conv2d(y, block.pointwise.weight[:, :d]) + condition_term, cond)
+    return block.finish_affine(F.conv2d(y, block.pointwise.weight[:, :d]) + condition_term,
+                               gain, bias)
+
+
+def _block(block: SeparableConvBlock, x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor,
+           ) -> torch.Tensor:
+    return block.finish_affine(block.pointwise(block.depthwise(x)), gain, bias)
+
+
+def linear_resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """(size_out, size_in) matrix of 1-D linear interpolation as ``F.interpolate`` does it
+    (align_corners=False): bilinear resizing is separable, ``A_h @ x @ A_w.T``."""
+    basis = torch.eye(size_in, dtype=torch.float64)[None]
+    return F.interpolate(basis, size=size_out, mode='linear', align_corners=False)[0].T.float()
+
+
+def _strided_size(size: int) -> int:
+    """Output size of the 3x3, stride-2, padding-1 convolutions of ``down2`` and ``down1``."""
+    return (size - 1) // 2 + 1
 
 
 def _spatial_mask(heatmap_features: torch.Tensor) -> torch.Tensor:
@@ -84,8 +103,22 @@ def _spatial_mask(heatmap_features: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(heatmap_features.amax(dim=1, keepdim=True))
 
 
+# the blocks whose norm affine carries the timestep FiLM, in TIME_TERM_NAMES order
+FILM_BLOCKS = ('down3', 'down2', 'down1', 'refine2', 'fuse2', 'refine3', 'fuse3')
+# :meth:`LMSFIDenoiser.time_terms`: input FiLM, each block's (gain, bias), the token offsets
+TIME_TERM_NAMES = ('input_gain', 'input_bias',
+                   *(f'{block}_{part}' for block in FILM_BLOCKS for part in ('gain', 'bias')),
+                   'tokens_seref', 'tokens_trans')
+
+
 class LMSFIDenoiser(nn.Module):
-    """One step: (x_t in [0, 1], t, per-row condition pyramid) -> predicted x0 heatmaps."""
+    """One step: (x_t in [0, 1], t, per-row condition pyramid) -> predicted x0 heatmaps.
+
+    Everything computed from t alone (:meth:`time_terms`) is split from the step proper
+    (:meth:`forward_timed`): a sampler visits few distinct timesteps, so the runtime computes
+    their terms once and a step skips the time MLP and the per-block FiLM projections (a third
+    of a step's ONNX nodes).
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -118,6 +151,17 @@ class LMSFIDenoiser(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(d3, d3, 3, padding=1, groups=d3), nn.Conv2d(d3, k, 1))
         nn.init.zeros_(self.time_film[1].weight)
         nn.init.zeros_(self.time_film[1].bias)
+        # the bilinear upsampling of scales 1 and 2 to heatmap size as two small matrix
+        # products: the same numbers as F.interpolate, and a third of its time in ONNX Runtime
+        hm_h, hm_w = config.heatmap_height, config.heatmap_width
+        h2, w2 = _strided_size(hm_h), _strided_size(hm_w)
+        h1, w1 = _strided_size(h2), _strided_size(w2)
+        for name, size_in, size_out in (('resize1_h', h1, hm_h), ('resize1_w', w1, hm_w),
+                                        ('resize2_h', h2, hm_h), ('resize2_w', w2, hm_w)):
+            matrix = linear_resize_matrix(size_in, size_out)
+            if name.endswith('_w'):
+                matrix = matrix.T.contiguous()
+            self.register_buffer(name, matrix, persistent=False)
 
     @staticmethod
     def _tokens(x: torch.Tensor) -> torch.Tensor:
@@ -132,52 +176,69 @@ class LMSFIDenoiser(nn.Module):
         return (c1, _fusion_condition_term(self.fuse2, f2),
                 _fusion_condition_term(self.fuse3, f3))
 
-    def forward(
-        self,
-        model_input: torch.Tensor,
-        t: torch.Tensor,
-        person_index: torch.Tensor,
-        f1: torch.Tensor,
-        f2: torch.Tensor,
-        f3: torch.Tensor,
-        c1: torch.Tensor,
-        c2: torch.Tensor,
-        c3: torch.Tensor,
-    ) -> torch.Tensor:
-        """model_input (B, K, H, W) in [0, 1]; t (B,) int64; person_index (B,) int64 row -> person;
-        f1/f2/f3 (N, d, ...) from ConditionPyramid and c1/c2/c3 from :meth:`condition_terms`.
-        Returns x0 heatmaps (B, K, H, W)."""
-        f1, f2, f3 = f1[person_index], f2[person_index], f3[person_index]
-        c1, c2, c3 = c1[person_index], c2[person_index], c3[person_index]
+    def time_terms(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B,) int64 timesteps -> the step's t-only terms, named by ``TIME_TERM_NAMES``:
+        input FiLM gain and bias (B, K, 1, 1), each FiLM block's norm affine with the FiLM
+        folded in (B, C, 1, 1), and the offsets added to the two Transformers' tokens
+        (B, 1, d1)."""
         dtype = self.time_mlp[0].weight.dtype  # half precision when the network is fp16
         temb = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim, dtype))
         scale, shift = self.time_film(temb).chunk(2, dim=1)
-        x = model_input * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        terms = [(1 + scale)[:, :, None, None], shift[:, :, None, None]]
         cond = self.time_act(temb) if self.time_tokens is not None else None
-        x3 = self.down3(x, cond)
-        x2 = self.down2(x3, cond)
-        x1 = self.down1(x2, cond)
+        for name in FILM_BLOCKS:
+            terms += getattr(self, name).norm_affine(cond, len(t))
+        if self.time_tokens is not None:
+            terms += [v[:, None, :] for v in self.time_tokens(cond).chunk(2, dim=1)]
+        else:
+            zeros = temb.new_zeros(len(t), 1, self.seref.norm1.normalized_shape[0])
+            terms += [zeros, zeros]
+        return tuple(terms)
+
+    def forward(self, model_input: torch.Tensor, t: torch.Tensor, person_index: torch.Tensor,
+                *condition: torch.Tensor) -> torch.Tensor:
+        """model_input (B, K, H, W) in [0, 1]; t (B,) int64; person_index (B,) int64 row -> person;
+        ``condition``: f1/f2/f3 (N, d, ...) from ConditionPyramid and c1/c2/c3 from
+        :meth:`condition_terms`. Returns x0 heatmaps (B, K, H, W)."""
+        return self.forward_timed(model_input, person_index, *condition, *self.time_terms(t))
+
+    def forward_timed(self, model_input: torch.Tensor, person_index: torch.Tensor,
+                      f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor,
+                      c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor,
+                      *time_terms: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` given :meth:`time_terms` (their rows: B, or 1 shared by all rows)."""
+        f1, f2, f3 = f1[person_index], f2[person_index], f3[person_index]
+        c1, c2, c3 = c1[person_index], c2[person_index], c3[person_index]
+        terms = dict(zip(TIME_TERM_NAMES, time_terms, strict=True))
+
+        def affine(block: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return terms[f'{block}_gain'], terms[f'{block}_bias']
+
+        x = model_input * terms['input_gain'] + terms['input_bias']
+        x3 = _block(self.down3, x, *affine('down3'))
+        x2 = _block(self.down2, x3, *affine('down2'))
+        x1 = _block(self.down1, x2, *affine('down1'))
         b, d1, h, w = x1.shape
         # scale 1 (Transformer); the timestep is added to the tokens of both blocks
         tokens1 = self._tokens(x1)
-        tok_a = tok_b = 0.0
-        if self.time_tokens is not None:
-            tok_a, tok_b = (v[:, None, :] for v in self.time_tokens(cond).chunk(2, dim=1))
-        refined1 = self.seref(tokens1 + tok_a).transpose(1, 2).reshape(b, d1, h, w)
+        refined1 = self.seref(tokens1 + terms['tokens_seref']).transpose(1, 2).reshape(
+            b, d1, h, w)
         gated1 = _spatial_mask(refined1) * f1
         # trans_in([gated1 ; f1]) with f1's half (and the bias) precomputed in c1
         z1 = F.linear(self._tokens(gated1), self.trans_in.weight[:, :d1]) + c1
-        z1 = self.out1(self.trans(z1 + tok_b).transpose(1, 2).reshape(b, d1, h, w))
+        z1 = self.out1(self.trans(z1 + terms['tokens_trans']).transpose(1, 2).reshape(
+            b, d1, h, w))
         # scale 2 (convolutional)
-        gated2 = _spatial_mask(self.refine2(x2, cond)) * f2
-        z2 = self.out2(_fuse(self.fuse2, gated2, c2, cond))
+        gated2 = _spatial_mask(_block(self.refine2, x2, *affine('refine2'))) * f2
+        z2 = self.out2(_fuse(self.fuse2, gated2, c2, *affine('fuse2')))
         # scale 3 (convolutional, heatmap resolution)
-        gated3 = _spatial_mask(self.refine3(x3, cond)) * f3
-        z3 = _fuse(self.fuse3, gated3, c3, cond)
-        size = z3.shape[-2:]
-        fused = (
-            z3
-            + F.interpolate(z2, size=size, mode='bilinear', align_corners=False)
-            + F.interpolate(z1, size=size, mode='bilinear', align_corners=False)
-        )
+        gated3 = _spatial_mask(_block(self.refine3, x3, *affine('refine3'))) * f3
+        z3 = _fuse(self.fuse3, gated3, c3, *affine('fuse3'))
+        fused = (z3 + self._upsample(z2, self.resize2_h, self.resize2_w)
+                 + self._upsample(z1, self.resize1_h, self.resize1_w))
         return self.head(fused)
+
+    @staticmethod
+    def _upsample(x: torch.Tensor, rows: torch.Tensor, cols_t: torch.Tensor) -> torch.Tensor:
+        """Bilinear resize (align_corners=False) of (B, C, h, w) by its separable matrices."""
+        return torch.matmul(rows.to(x.dtype), torch.matmul(x, cols_t.to(x.dtype)))

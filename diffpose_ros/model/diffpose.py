@@ -4,7 +4,8 @@ Inference is split into three calls so that work is never repeated (and each is 
 ONNX graph, see ``diffpose_ros.runtime.export``):
   1. ``extract_features``: once per person per frame (cached in the track's ring buffer);
   2. ``encode_window``: once per window (STRL + condition pyramid);
-  3. ``denoise``: once per denoising step, all persons x hypotheses batched.
+  3. ``denoise``: once per denoising step, all persons x hypotheses batched (exported as
+     ``time_terms``, once per distinct timestep, and ``denoise_timed``, the step proper).
 The DDIM loop lives outside the network (``diffpose_ros.sampler``), so steps and hypotheses are
 run-time choices and one loop drives both PyTorch and ONNX Runtime.
 """
@@ -84,3 +85,13 @@ class DiffPoseNet(nn.Module):
                 *condition: torch.Tensor) -> torch.Tensor:
         """One step; ``condition`` is :meth:`encode_window`'s 6 tensors."""
         return self.denoiser(model_input, t, person_index, *condition)
+
+    def time_terms(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The t-only part of a step (``LMSFIDenoiser.time_terms``): once per timestep."""
+        return self.denoiser.time_terms(t)
+
+    def denoise_timed(self, model_input: torch.Tensor, person_index: torch.Tensor,
+                      *condition_and_time_terms: torch.Tensor) -> torch.Tensor:
+        """:meth:`denoise` given :meth:`time_terms`: the 6 condition tensors, then the 18
+        time terms (the exported denoiser graph)."""
+        return self.denoiser.forward_timed(model_input, person_index, *condition_and_time_terms)

@@ -70,11 +70,27 @@ class SeparableConvBlock(nn.Module):
 
     def finish(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Norm, [FiLM], activation of the pointwise conv's output ``x``."""
-        x = self.norm(x)
+        return self.finish_affine(x, *self.norm_affine(cond, len(x)))
+
+    def norm_affine(self, cond: torch.Tensor | None, rows: int,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The norm's affine with the FiLM folded in, (rows, C, 1, 1) gain and bias:
+        ``(n * w + b) * (1 + s) + h = n * (w (1 + s)) + (b (1 + s) + h)``. It depends on the
+        timestep only, so a sampler computes it once per timestep, not once per step."""
+        gain, bias = self.norm.weight[None], self.norm.bias[None]
         if self.film is not None and cond is not None:
             scale, shift = self.film(cond).chunk(2, dim=1)
-            x = x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        return self.act(x)
+            gain, bias = gain * (1 + scale), bias * (1 + scale) + shift
+        else:
+            gain, bias = gain.expand(rows, -1), bias.expand(rows, -1)
+        return gain[:, :, None, None], bias[:, :, None, None]
+
+    def finish_affine(self, x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor,
+                      ) -> torch.Tensor:
+        """Norm without its own affine, then ``gain``/``bias`` from :meth:`norm_affine` (rows
+        of 1 broadcast), activation."""
+        x = F.group_norm(x, self.norm.num_groups, eps=self.norm.eps)
+        return self.act(x * gain + bias)
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int,

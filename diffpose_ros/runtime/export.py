@@ -1,4 +1,4 @@
-"""Export :class:`DiffPoseNet` to three ONNX graphs for :class:`OrtRuntime`.
+"""Export :class:`DiffPoseNet` to four ONNX graphs for :class:`OrtRuntime`.
 
 - ``backbone.onnx``: crops (N, 3, 256, 192) -> features (N, 640, 16, 12), run once per person
   per frame (the features are cached per track);
@@ -6,10 +6,13 @@
   12), f2 (N, d2, 32, 24), f3 (N, d3, 64, 48) and the denoiser's step-independent fusion terms
   c1 (N, 192, d1), c2 (N, d2, 32, 24), c3 (N, d3, 64, 48); backbone + window encoder together
   are the paper's window encoder, split so per-frame features can be cached;
-- ``denoiser.onnx``: one denoising step, model_input (B, K, 64, 48), t (B,) int64,
-  person_index (B,) int64, f1, f2, f3, c1, c2, c3 (N, ...) -> x0 heatmaps (B, K, 64, 48).
+- ``time_terms.onnx``: t (B,) int64 -> the step's 18 t-only terms (``TIME_TERM_NAMES``), run
+  once per distinct timestep;
+- ``denoiser.onnx``: one denoising step, model_input (B, K, 64, 48), person_index (B,) int64,
+  f1, f2, f3, c1, c2, c3 (N, ...) and the time terms (R = B or 1 rows) -> x0 heatmaps
+  (B, K, 64, 48).
 
-N, T and B are dynamic. The legacy TorchScript exporter (``dynamo=False``) is used: the dynamo
+N, T, B and R are dynamic. The legacy TorchScript exporter (``dynamo=False``) is used: the dynamo
 exporter needs ``onnxscript``, which is not a dependency. Every graph is checked with
 ``onnx.checker`` (full check), run in ONNX Runtime (CPU) at shapes other than the traced ones
 and compared with PyTorch, then simplified with onnxslim when the simplified graph gives the
@@ -45,6 +48,7 @@ from diffpose_ros.runtime.ort_runtime import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
     MODEL_CONFIG_FILE,
+    TIME_TERMS,
     WINDOW_ENCODER,
     GraphSpec,
     graph_specs,
@@ -77,9 +81,11 @@ class _Call(nn.Module):
 
 
 def _example_inputs(model: DiffPoseNet, persons: int, offsets: list[int], seed: int,
-                    ) -> dict[str, tuple[torch.Tensor, ...]]:
+                    shared_time: bool = False) -> dict[str, tuple[torch.Tensor, ...]]:
     """Realistic inputs per graph: crops in [0, 1], the backbone's own features, the window
-    encoder's own condition, heatmap-domain model inputs in [0, 1], 2 rows per person."""
+    encoder's own condition, heatmap-domain model inputs in [0, 1], 2 rows per person, and
+    the time terms of per-row timesteps (``shared_time``: one timestep, terms of one row, as
+    the runtime feeds a sampler's step)."""
     cfg = model.config
     gen = torch.Generator().manual_seed(seed)
     frames = len(offsets)
@@ -97,9 +103,13 @@ def _example_inputs(model: DiffPoseNet, persons: int, offsets: list[int], seed: 
                              generator=gen)
     t = torch.randint(0, cfg.diffusion_timesteps, (rows,), generator=gen)
     person_index = torch.arange(persons).repeat_interleave(2)
+    with torch.inference_mode():
+        time_terms = model.time_terms(t[:1] if shared_time else t)
     return {BACKBONE: (crops[:persons].clone(),),
             WINDOW_ENCODER: (window.clone(), offsets_t),
-            DENOISER: (model_input, t, person_index, *(c.clone() for c in condition))}
+            TIME_TERMS: (t,),
+            DENOISER: (model_input, person_index, *(c.clone() for c in condition),
+                       *(v.clone() for v in time_terms))}
 
 
 def _declare_shapes(proto: onnx.ModelProto, spec: GraphSpec) -> None:
@@ -203,7 +213,7 @@ def export_onnx(model: DiffPoseNet, out_dir: str | Path, opset: int = DEFAULT_OP
                 trained: bool = False, weights_sha256: str | None = None,
                 weights_file: str | None = None, graph_code_sha256: str | None = None,
                 slim: bool = True, seed: int = 0) -> Path:
-    """Write the three graphs, ``model_config.json`` and ``manifest.json`` into ``out_dir``.
+    """Write the four graphs, ``model_config.json`` and ``manifest.json`` into ``out_dir``.
 
     Args:
         model: the network (any device/dtype; it is exported as a float32 CPU copy when it is
@@ -236,10 +246,11 @@ def export_onnx(model: DiffPoseNet, out_dir: str | Path, opset: int = DEFAULT_OP
     model.eval()
     specs = graph_specs(model.config)
     methods = {BACKBONE: 'extract_features', WINDOW_ENCODER: 'encode_window',
-               DENOISER: 'denoise'}
+               TIME_TERMS: 'time_terms', DENOISER: 'denoise_timed'}
     # trace at one size, check at another: proves N, T and B are really dynamic
     trace = _example_inputs(model, persons=2, offsets=[-2, -1, 0], seed=seed)
-    check = _example_inputs(model, persons=3, offsets=[-2, -1, 0, 1, 2], seed=seed + 1)
+    check = _example_inputs(model, persons=3, offsets=[-2, -1, 0, 1, 2], seed=seed + 1,
+                            shared_time=True)
     graphs: dict[str, Any] = {}
     try:
         for name, spec in specs.items():

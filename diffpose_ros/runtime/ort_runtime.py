@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: the three exported graphs behind the :class:`PoseRuntime` API.
+"""ONNX Runtime backend: the four exported graphs behind the :class:`PoseRuntime` API.
 
 No torch import: a deployment can run from an exported model directory alone (numpy +
 onnxruntime). The directory (written by ``diffpose_ros.runtime.export``) holds:
@@ -6,7 +6,10 @@ onnxruntime). The directory (written by ``diffpose_ros.runtime.export``) holds:
 - ``backbone.onnx``: crops (N, 3, Hc, Wc) -> features (N, C, h, w);
 - ``window_encoder.onnx``: features (N, T, C, h, w), offsets (N, T) -> the window's condition
   (f1, f2, f3 and the denoiser's step-independent terms c1, c2, c3);
-- ``denoiser.onnx``: one denoising step over B rows -> x0 heatmaps (B, K, H, W);
+- ``time_terms.onnx``: timesteps (B,) -> the step's t-only terms (time MLP, FiLM folded into
+  each norm's affine, token offsets); run once per distinct timestep and cached;
+- ``denoiser.onnx``: one denoising step over B rows, given those terms (rows of 1 broadcast)
+  -> x0 heatmaps (B, K, H, W);
 - ``model_config.json`` (:class:`ModelConfig`) and ``manifest.json`` (versions, sha256 of each
   graph, whether the head was trained).
 
@@ -40,13 +43,23 @@ DEFAULT_PROVIDERS = (CPU,)
 BACKBONE = 'backbone'
 WINDOW_ENCODER = 'window_encoder'
 DENOISER = 'denoiser'
-GRAPH_NAMES = (BACKBONE, WINDOW_ENCODER, DENOISER)
+TIME_TERMS = 'time_terms'
+GRAPH_NAMES = (BACKBONE, WINDOW_ENCODER, DENOISER, TIME_TERMS)
 MODEL_CONFIG_FILE = 'model_config.json'
 MANIFEST_FILE = 'manifest.json'
 # v2: offsets (N, T), 640-channel features, the timestep inside the denoiser's blocks
-MANIFEST_FORMAT = 'diffpose_ros-onnx-v3'
-# the window's condition: the window encoder's outputs, the denoiser's inputs after x_t, t, rows
+# v4: the denoiser's t-only terms in their own graph (time_terms.onnx)
+MANIFEST_FORMAT = 'diffpose_ros-onnx-v4'
+# the window's condition: the window encoder's outputs, the denoiser's inputs after x_t, rows
 CONDITION_NAMES = ('f1', 'f2', 'f3', 'c1', 'c2', 'c3')
+# the denoiser's t-only terms (diffpose_ros.model.denoiser.TIME_TERM_NAMES, no torch import)
+TIME_TERM_NAMES = ('input_gain', 'input_bias',
+                   *(f'{block}_{part}' for block in ('down3', 'down2', 'down1', 'refine2',
+                                                     'fuse2', 'refine3', 'fuse3')
+                     for part in ('gain', 'bias')),
+                   'tokens_seref', 'tokens_trans')
+# cached timesteps' terms before the cache is cleared (a sampler visits a few dozen)
+TIME_TERM_CACHE_MAX = 4096
 EXPORT_COMMAND = ('python -m diffpose_ros.runtime.export --weights <weights.safetensors> '
                   '--out <dir>')
 
@@ -104,12 +117,13 @@ class GraphSpec:
 
 
 def graph_specs(config: ModelConfig) -> dict[str, GraphSpec]:
-    """The I/O contract of the three graphs for a model config.
+    """The I/O contract of the four graphs for a model config.
 
-    Dynamic dims: N persons (crops), T window frames, B denoiser rows (persons x hypotheses).
+    Dynamic dims: N persons (crops), T window frames, B denoiser rows (persons x hypotheses),
+    R rows of the time terms fed to the denoiser (B, or 1 when every row has the same t).
 
     Returns:
-        {graph name: GraphSpec} for 'backbone', 'window_encoder' and 'denoiser'.
+        {graph name: GraphSpec} for 'backbone', 'window_encoder', 'time_terms' and 'denoiser'.
     """
     c, h, w = config.backbone_channels, config.feature_height, config.feature_width
     k, hm_h, hm_w = config.num_keypoints, config.heatmap_height, config.heatmap_width
@@ -121,6 +135,14 @@ def graph_specs(config: ModelConfig) -> dict[str, GraphSpec]:
     c1 = TensorSpec('c1', 'float32', ('N', h * w, d1))
     c2 = TensorSpec('c2', 'float32', ('N', d2, 2 * h, 2 * w))
     c3 = TensorSpec('c3', 'float32', ('N', d3, 4 * h, 4 * w))
+    term_widths = {'input': k, 'down3': d3, 'down2': d2, 'down1': d1, 'refine2': d2,
+                   'fuse2': d2, 'refine3': d3, 'fuse3': d3}
+
+    def time_term(name: str, rows: str) -> TensorSpec:
+        if name.startswith('tokens_'):
+            return TensorSpec(name, 'float32', (rows, 1, d1))
+        return TensorSpec(name, 'float32', (rows, term_widths[name.rsplit('_', 1)[0]], 1, 1))
+
     return {
         BACKBONE: GraphSpec(
             BACKBONE,
@@ -131,12 +153,16 @@ def graph_specs(config: ModelConfig) -> dict[str, GraphSpec]:
             (TensorSpec('features', 'float32', ('N', 'T', c, h, w)),
              TensorSpec('offsets', 'int64', ('N', 'T'))),
             (f1, f2, f3, c1, c2, c3)),
+        TIME_TERMS: GraphSpec(
+            TIME_TERMS,
+            (TensorSpec('t', 'int64', ('B',)),),
+            tuple(time_term(name, 'B') for name in TIME_TERM_NAMES)),
         DENOISER: GraphSpec(
             DENOISER,
             (TensorSpec('model_input', 'float32', ('B', k, hm_h, hm_w)),
-             TensorSpec('t', 'int64', ('B',)),
              TensorSpec('person_index', 'int64', ('B',)),
-             f1, f2, f3, c1, c2, c3),
+             f1, f2, f3, c1, c2, c3,
+             *(time_term(name, 'R') for name in TIME_TERM_NAMES)),
             (TensorSpec('x0', 'float32', ('B', k, hm_h, hm_w)),)),
     }
 
@@ -319,9 +345,12 @@ class OrtRuntime:
         self._backbone = self._sessions[BACKBONE]
         self._window_encoder = self._sessions[WINDOW_ENCODER]
         self._denoiser = self._sessions[DENOISER]
+        self._time_graph = self._sessions[TIME_TERMS]
         self._backbone_outputs = self._specs[BACKBONE].output_names
         self._window_outputs = self._specs[WINDOW_ENCODER].output_names
         self._denoiser_outputs = self._specs[DENOISER].output_names
+        # {timestep: its time terms, each with one row}
+        self._time_term_cache: dict[int, tuple[np.ndarray, ...]] = {}
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -432,8 +461,29 @@ class OrtRuntime:
         window's condition (f1, f2, f3, c1, c2, c3) -> predicted x0 heatmaps (B, K, H, W)
         float32."""
         feed = dict(zip(CONDITION_NAMES, condition, strict=True))
-        feed.update(model_input=_f32(model_input), t=_i64(t), person_index=_i64(person_index))
+        feed.update(zip(TIME_TERM_NAMES, self.time_terms(t), strict=True))
+        feed.update(model_input=_f32(model_input), person_index=_i64(person_index))
         return self._denoiser.run(self._denoiser_outputs, feed)[0]
+
+    def time_terms(self, t: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(B,) timesteps -> the denoiser's t-only terms: rows of 1 when every row has the
+        same t (the sampler's case; they broadcast), else B rows. Each timestep's terms are
+        computed once by ``time_terms.onnx`` and cached."""
+        t = np.asarray(t, np.int64).reshape(-1)
+        steps = np.unique(t)
+        cache = self._time_term_cache
+        missing = [int(v) for v in steps if int(v) not in cache]
+        if missing:
+            if len(cache) + len(missing) > TIME_TERM_CACHE_MAX:
+                cache.clear()
+                missing = [int(v) for v in steps]
+            outputs = self._time_graph.run(None, {'t': np.asarray(missing, np.int64)})
+            for row, step in enumerate(missing):
+                cache[step] = tuple(np.ascontiguousarray(o[row:row + 1]) for o in outputs)
+        if len(steps) == 1:
+            return cache[int(steps[0])]
+        per_row = [cache[int(v)] for v in t]
+        return tuple(np.concatenate(parts) for parts in zip(*per_row))
 
 
 def _f32(array: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ from diffpose_ros.runtime.ort_runtime import (
     BACKBONE,
     DENOISER,
     MANIFEST_FILE,
+    TIME_TERMS,
     WINDOW_ENCODER,
 )
 
@@ -221,7 +222,7 @@ def quantize_graphs(fp32_dir: str | Path, out_dir: str | Path, mode: str,
             section['calibration'] = {
                 'source': f'vtest.avi frames 0-{CALIBRATION_LAST_FRAME} through the float32 '
                           'pipeline', 'crops': int(len(crops))}
-    for graph in (BACKBONE, DENOISER):
+    for graph in (BACKBONE, TIME_TERMS, DENOISER):
         if graph not in graphs:
             shutil.copy2(fp32_dir / f'{graph}.onnx', out_dir / f'{graph}.onnx')
             section[graph] = 'float32'
