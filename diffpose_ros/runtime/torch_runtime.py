@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from diffpose_ros.model.diffpose import DiffPoseNet
+from diffpose_ros.runtime.ort_runtime import TIME_TERM_CACHE_MAX
 
 LOGGER = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class TorchRuntime:
         self.model = model.to(self.device, self.dtype).eval()
         self.model_config = model.config
         self.trained = trained
+        # {timestep: the denoiser's t-only terms, one row}: a sampler visits few timesteps
+        self._time_terms: dict[int, tuple[torch.Tensor, ...]] = {}
 
     @property
     def providers(self) -> list[str]:
@@ -75,10 +78,18 @@ class TorchRuntime:
     def denoise(
         self, model_input: np.ndarray, t: np.ndarray, person_index: np.ndarray, condition: Any
     ) -> np.ndarray:
-        out = self.model.denoise(
-            self._tensor(model_input),
-            self._tensor(t, torch.int64),
-            self._tensor(person_index, torch.int64),
-            *condition,
-        )
-        return self._numpy(out)
+        steps = np.unique(t)
+        if len(steps) != 1:
+            return self._numpy(self.model.denoise(
+                self._tensor(model_input), self._tensor(t, torch.int64),
+                self._tensor(person_index, torch.int64), *condition))
+        step = int(steps[0])
+        terms = self._time_terms.get(step)
+        if terms is None:
+            if len(self._time_terms) >= TIME_TERM_CACHE_MAX:
+                self._time_terms.clear()
+            terms = self.model.time_terms(self._tensor(steps, torch.int64))
+            self._time_terms[step] = terms
+        return self._numpy(self.model.denoise_timed(
+            self._tensor(model_input), self._tensor(person_index, torch.int64), *condition,
+            *terms))
