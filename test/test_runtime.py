@@ -159,6 +159,24 @@ def test_torch_and_onnxruntime_agree(torch_rt, ort_rt, persons, offsets):
     assert int(t[0]) in ort_rt._time_term_cache
 
 
+def test_time_term_cache_is_bounded_and_refilled(ort_rt, monkeypatch):
+    """Past its bound the cache starts over, and a step still gets every timestep's terms."""
+    import diffpose_ros.runtime.ort_runtime as ort_module
+
+    monkeypatch.setattr(ort_module, 'TIME_TERM_CACHE_MAX', 3)
+    ort_rt._time_term_cache.clear()
+    first = ort_rt.time_terms(np.array([5, 5]))
+    ort_rt.time_terms(np.array([1, 2]))
+    assert set(ort_rt._time_term_cache) == {1, 2, 5}
+    mixed = ort_rt.time_terms(np.array([5, 7, 5]))       # 7 overflows: cleared, 5 and 7 redone
+    assert set(ort_rt._time_term_cache) == {5, 7}
+    assert all(len(term) == 3 for term in mixed)
+    for term, once in zip(mixed, first):
+        np.testing.assert_array_equal(term[0], once[0])
+        np.testing.assert_array_equal(term[2], once[0])
+        assert not np.array_equal(term[1], once[0]) or not term.any()
+
+
 @pytest.mark.parametrize('persons, offsets', WINDOWS)
 def test_keypoints_agree_end_to_end(torch_rt, ort_rt, persons, offsets):
     """Each backend runs its own chain (features -> window -> 2-step DDIM, 2 hypotheses);
