@@ -306,5 +306,6 @@ def test_step_with_time_terms_equals_the_unsplit_step():
         shared = denoiser.time_terms(torch.tensor([150]))
         assert len(shared) == len(TIME_TERM_NAMES)
         assert all(len(term) == 1 for term in shared)
-        broadcast = denoiser.forward_timed(model_input, person_index, *condition, *shared)
+        rows = tuple(c[person_index] for c in condition)
+        broadcast = denoiser.forward_timed(model_input, *rows, *shared)
         torch.testing.assert_close(broadcast, got, rtol=1e-5, atol=1e-5)

@@ -107,12 +107,13 @@ def test_export_writes_checked_graphs_and_manifest(onnx_dir, net):
         assert entry['max_abs_error_vs_torch'] < ABS_TOL
     denoiser = manifest['graphs']['denoiser']
     assert [i['name'] for i in denoiser['inputs']] == [
-        'model_input', 'person_index', 'f1', 'f2', 'f3', 'c1', 'c2', 'c3', *TIME_TERM_NAMES]
+        'model_input', 'f1', 'f2', 'f3', 'c1', 'c2', 'c3', *TIME_TERM_NAMES]
+    assert denoiser['inputs'][1]['shape'] == ['B', 64, 16, 12]       # each row's condition
     time_terms = manifest['graphs']['time_terms']
     assert [i['name'] for i in time_terms['inputs']] == ['t']
     assert [o['name'] for o in time_terms['outputs']] == list(TIME_TERM_NAMES)
     # the denoiser takes one row of time terms (broadcast) as well as B rows
-    assert {tuple(i['shape']) for i in denoiser['inputs'][8:]} >= {('R', 17, 1, 1),
+    assert {tuple(i['shape']) for i in denoiser['inputs'][7:]} >= {('R', 17, 1, 1),
                                                                   ('R', 1, 64)}
     assert [o['name'] for o in manifest['graphs']['window_encoder']['outputs']] == [
         'f1', 'f2', 'f3', 'c1', 'c2', 'c3']
@@ -157,6 +158,25 @@ def test_torch_and_onnxruntime_agree(torch_rt, ort_rt, persons, offsets):
         assert _max_err(x0_torch, x0_ort) < ABS_TOL
     assert all(len(term) == 1 for term in ort_rt.time_terms(shared_t))
     assert int(t[0]) in ort_rt._time_term_cache
+
+
+def test_condition_rows_are_selected_once_per_sampler_call(ort_rt):
+    """One hypothesis: the window's arrays are fed as they are; several: the rows are indexed
+    once and reused while the same condition comes back; a new window is indexed anew."""
+    rng = np.random.default_rng(3)
+    condition = tuple(rng.random((2, 4, 3), dtype=np.float32) for _ in range(6))
+    assert all(a is b for a, b in zip(ort_rt.condition_rows(condition, np.arange(2)),
+                                      condition))
+    index = np.array([0, 0, 1, 1])
+    rows = ort_rt.condition_rows(condition, index)
+    np.testing.assert_array_equal(rows[2], condition[2][index])
+    assert ort_rt.condition_rows(condition, index.copy()) is rows
+    other = tuple(c.copy() + 1 for c in condition)
+    again = ort_rt.condition_rows(other, index)
+    assert again is not rows
+    np.testing.assert_array_equal(again[0], other[0][index])
+    swapped = ort_rt.condition_rows(other, np.array([1, 1, 0, 0]))
+    np.testing.assert_array_equal(swapped[5], other[5][[1, 1, 0, 0]])
 
 
 def test_time_term_cache_is_bounded_and_refilled(ort_rt, monkeypatch):

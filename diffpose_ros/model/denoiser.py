@@ -200,15 +200,15 @@ class LMSFIDenoiser(nn.Module):
         """model_input (B, K, H, W) in [0, 1]; t (B,) int64; person_index (B,) int64 row -> person;
         ``condition``: f1/f2/f3 (N, d, ...) from ConditionPyramid and c1/c2/c3 from
         :meth:`condition_terms`. Returns x0 heatmaps (B, K, H, W)."""
-        return self.forward_timed(model_input, person_index, *condition, *self.time_terms(t))
+        rows = tuple(c[person_index] for c in condition)
+        return self.forward_timed(model_input, *rows, *self.time_terms(t))
 
-    def forward_timed(self, model_input: torch.Tensor, person_index: torch.Tensor,
+    def forward_timed(self, model_input: torch.Tensor,
                       f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor,
                       c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor,
                       *time_terms: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` given :meth:`time_terms` (their rows: B, or 1 shared by all rows)."""
-        f1, f2, f3 = f1[person_index], f2[person_index], f3[person_index]
-        c1, c2, c3 = c1[person_index], c2[person_index], c3[person_index]
+        """:meth:`forward` given each row's condition (B, ...; a sampler selects them once per
+        call, not once per step) and :meth:`time_terms` (rows: B, or 1 shared by all rows)."""
         terms = dict(zip(TIME_TERM_NAMES, time_terms, strict=True))
 
         def affine(block: str) -> tuple[torch.Tensor, torch.Tensor]:

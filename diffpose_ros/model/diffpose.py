@@ -90,8 +90,8 @@ class DiffPoseNet(nn.Module):
         """The t-only part of a step (``LMSFIDenoiser.time_terms``): once per timestep."""
         return self.denoiser.time_terms(t)
 
-    def denoise_timed(self, model_input: torch.Tensor, person_index: torch.Tensor,
-                      *condition_and_time_terms: torch.Tensor) -> torch.Tensor:
-        """:meth:`denoise` given :meth:`time_terms`: the 6 condition tensors, then the 18
-        time terms (the exported denoiser graph)."""
-        return self.denoiser.forward_timed(model_input, person_index, *condition_and_time_terms)
+    def denoise_timed(self, model_input: torch.Tensor,
+                      *condition_rows_and_time_terms: torch.Tensor) -> torch.Tensor:
+        """:meth:`denoise` given each row's condition (the 6 tensors indexed by
+        ``person_index``), then the 18 time terms (the exported denoiser graph)."""
+        return self.denoiser.forward_timed(model_input, *condition_rows_and_time_terms)

@@ -8,9 +8,9 @@
   are the paper's window encoder, split so per-frame features can be cached;
 - ``time_terms.onnx``: t (B,) int64 -> the step's 18 t-only terms (``TIME_TERM_NAMES``), run
   once per distinct timestep;
-- ``denoiser.onnx``: one denoising step, model_input (B, K, 64, 48), person_index (B,) int64,
-  f1, f2, f3, c1, c2, c3 (N, ...) and the time terms (R = B or 1 rows) -> x0 heatmaps
-  (B, K, 64, 48).
+- ``denoiser.onnx``: one denoising step, model_input (B, K, 64, 48), each row's f1, f2, f3,
+  c1, c2, c3 (B, ...; the runtime selects them once per sampler call) and the time terms
+  (R = B or 1 rows) -> x0 heatmaps (B, K, 64, 48).
 
 N, T, B and R are dynamic. The legacy TorchScript exporter (``dynamo=False``) is used: the dynamo
 exporter needs ``onnxscript``, which is not a dependency. Every graph is checked with
@@ -108,7 +108,7 @@ def _example_inputs(model: DiffPoseNet, persons: int, offsets: list[int], seed: 
     return {BACKBONE: (crops[:persons].clone(),),
             WINDOW_ENCODER: (window.clone(), offsets_t),
             TIME_TERMS: (t,),
-            DENOISER: (model_input, person_index, *(c.clone() for c in condition),
+            DENOISER: (model_input, *(c[person_index].clone() for c in condition),
                        *(v.clone() for v in time_terms))}
 
 

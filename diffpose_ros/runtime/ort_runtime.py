@@ -8,8 +8,8 @@ onnxruntime). The directory (written by ``diffpose_ros.runtime.export``) holds:
   (f1, f2, f3 and the denoiser's step-independent terms c1, c2, c3);
 - ``time_terms.onnx``: timesteps (B,) -> the step's t-only terms (time MLP, FiLM folded into
   each norm's affine, token offsets); run once per distinct timestep and cached;
-- ``denoiser.onnx``: one denoising step over B rows, given those terms (rows of 1 broadcast)
-  -> x0 heatmaps (B, K, H, W);
+- ``denoiser.onnx``: one denoising step over B rows, given each row's condition and those terms
+  (rows of 1 broadcast) -> x0 heatmaps (B, K, H, W);
 - ``model_config.json`` (:class:`ModelConfig`) and ``manifest.json`` (versions, sha256 of each
   graph, whether the head was trained).
 
@@ -160,8 +160,8 @@ def graph_specs(config: ModelConfig) -> dict[str, GraphSpec]:
         DENOISER: GraphSpec(
             DENOISER,
             (TensorSpec('model_input', 'float32', ('B', k, hm_h, hm_w)),
-             TensorSpec('person_index', 'int64', ('B',)),
-             f1, f2, f3, c1, c2, c3,
+             *(dataclasses.replace(spec, shape=('B', *spec.shape[1:]))
+               for spec in (f1, f2, f3, c1, c2, c3)),
              *(time_term(name, 'R') for name in TIME_TERM_NAMES)),
             (TensorSpec('x0', 'float32', ('B', k, hm_h, hm_w)),)),
     }
@@ -351,6 +351,8 @@ class OrtRuntime:
         self._denoiser_outputs = self._specs[DENOISER].output_names
         # {timestep: its time terms, each with one row}
         self._time_term_cache: dict[int, tuple[np.ndarray, ...]] = {}
+        # (condition, person_index, its rows) of the last sampler call
+        self._condition_rows_cache: tuple[Any, np.ndarray, tuple[np.ndarray, ...]] | None = None
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -460,10 +462,29 @@ class OrtRuntime:
         """model_input (B, K, H, W) in [0, 1], t (B,) int64, person_index (B,) int64, the
         window's condition (f1, f2, f3, c1, c2, c3) -> predicted x0 heatmaps (B, K, H, W)
         float32."""
-        feed = dict(zip(CONDITION_NAMES, condition, strict=True))
+        feed = dict(zip(CONDITION_NAMES, self.condition_rows(condition, person_index),
+                        strict=True))
         feed.update(zip(TIME_TERM_NAMES, self.time_terms(t), strict=True))
-        feed.update(model_input=_f32(model_input), person_index=_i64(person_index))
+        feed['model_input'] = _f32(model_input)
         return self._denoiser.run(self._denoiser_outputs, feed)[0]
+
+    def condition_rows(self, condition: tuple[np.ndarray, ...], person_index: np.ndarray,
+                       ) -> tuple[np.ndarray, ...]:
+        """Each row's condition: the window's arrays themselves when the rows are the persons
+        in order (one hypothesis), else indexed by ``person_index`` once and reused while the
+        same condition object and rows come back (every step of one sampler call)."""
+        person_index = np.asarray(person_index, np.int64)
+        persons = len(condition[0])
+        if len(person_index) == persons and np.array_equal(person_index, np.arange(persons)):
+            return tuple(condition)
+        cached = self._condition_rows_cache
+        # the cache holds the condition object, so its id cannot be reused by another one
+        if cached is not None and cached[0] is condition and np.array_equal(cached[1],
+                                                                           person_index):
+            return cached[2]
+        rows = tuple(np.ascontiguousarray(c[person_index]) for c in condition)
+        self._condition_rows_cache = (condition, person_index.copy(), rows)
+        return rows
 
     def time_terms(self, t: np.ndarray) -> tuple[np.ndarray, ...]:
         """(B,) timesteps -> the denoiser's t-only terms: rows of 1 when every row has the

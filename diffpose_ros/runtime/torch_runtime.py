@@ -90,6 +90,6 @@ class TorchRuntime:
                 self._time_terms.clear()
             terms = self.model.time_terms(self._tensor(steps, torch.int64))
             self._time_terms[step] = terms
+        rows = self._tensor(person_index, torch.int64)
         return self._numpy(self.model.denoise_timed(
-            self._tensor(model_input), self._tensor(person_index, torch.int64), *condition,
-            *terms))
+            self._tensor(model_input), *(c[rows] for c in condition), *terms))
