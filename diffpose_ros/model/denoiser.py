@@ -30,6 +30,9 @@ from torch import nn
 from diffpose_ros.config import ModelConfig
 from diffpose_ros.model.layers import SeparableConvBlock, TransformerBlock, sinusoidal_embedding
 
+# the time terms are part of the exported graphs' contract, defined there (no torch import)
+from diffpose_ros.runtime.ort_runtime import FILM_BLOCKS, TIME_TERM_NAMES
+
 
 def _deconv(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
@@ -81,11 +84,6 @@ def _fuse(block: SeparableConvBlock, gated: torch.Tensor, condition_term: torch.
                                gain, bias)
 
 
-def _block(block: SeparableConvBlock, x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor,
-           ) -> torch.Tensor:
-    return block.finish_affine(block.pointwise(block.depthwise(x)), gain, bias)
-
-
 def linear_resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
     """(size_out, size_in) matrix of 1-D linear interpolation as ``F.interpolate`` does it
     (align_corners=False): bilinear resizing is separable, ``A_h @ x @ A_w.T``."""
@@ -101,14 +99,6 @@ def _strided_size(size: int) -> int:
 def _spatial_mask(heatmap_features: torch.Tensor) -> torch.Tensor:
     """Sq + Sigmoid: max over channels -> (B, 1, h, w) mask in (0, 1)."""
     return torch.sigmoid(heatmap_features.amax(dim=1, keepdim=True))
-
-
-# the blocks whose norm affine carries the timestep FiLM, in TIME_TERM_NAMES order
-FILM_BLOCKS = ('down3', 'down2', 'down1', 'refine2', 'fuse2', 'refine3', 'fuse3')
-# :meth:`LMSFIDenoiser.time_terms`: input FiLM, each block's (gain, bias), the token offsets
-TIME_TERM_NAMES = ('input_gain', 'input_bias',
-                   *(f'{block}_{part}' for block in FILM_BLOCKS for part in ('gain', 'bias')),
-                   'tokens_seref', 'tokens_trans')
 
 
 class LMSFIDenoiser(nn.Module):
@@ -215,9 +205,9 @@ class LMSFIDenoiser(nn.Module):
             return terms[f'{block}_gain'], terms[f'{block}_bias']
 
         x = model_input * terms['input_gain'] + terms['input_bias']
-        x3 = _block(self.down3, x, *affine('down3'))
-        x2 = _block(self.down2, x3, *affine('down2'))
-        x1 = _block(self.down1, x2, *affine('down1'))
+        x3 = self.down3.forward_affine(x, *affine('down3'))
+        x2 = self.down2.forward_affine(x3, *affine('down2'))
+        x1 = self.down1.forward_affine(x2, *affine('down1'))
         b, d1, h, w = x1.shape
         # scale 1 (Transformer); the timestep is added to the tokens of both blocks
         tokens1 = self._tokens(x1)
@@ -229,10 +219,10 @@ class LMSFIDenoiser(nn.Module):
         z1 = self.out1(self.trans(z1 + terms['tokens_trans']).transpose(1, 2).reshape(
             b, d1, h, w))
         # scale 2 (convolutional)
-        gated2 = _spatial_mask(_block(self.refine2, x2, *affine('refine2'))) * f2
+        gated2 = _spatial_mask(self.refine2.forward_affine(x2, *affine('refine2'))) * f2
         z2 = self.out2(_fuse(self.fuse2, gated2, c2, *affine('fuse2')))
         # scale 3 (convolutional, heatmap resolution)
-        gated3 = _spatial_mask(_block(self.refine3, x3, *affine('refine3'))) * f3
+        gated3 = _spatial_mask(self.refine3.forward_affine(x3, *affine('refine3'))) * f3
         z3 = _fuse(self.fuse3, gated3, c3, *affine('fuse3'))
         fused = (z3 + self._upsample(z2, self.resize2_h, self.resize2_w)
                  + self._upsample(z1, self.resize1_h, self.resize1_w))
@@ -241,4 +231,4 @@ class LMSFIDenoiser(nn.Module):
     @staticmethod
     def _upsample(x: torch.Tensor, rows: torch.Tensor, cols_t: torch.Tensor) -> torch.Tensor:
         """Bilinear resize (align_corners=False) of (B, C, h, w) by its separable matrices."""
-        return torch.matmul(rows.to(x.dtype), torch.matmul(x, cols_t.to(x.dtype)))
+        return torch.matmul(rows, torch.matmul(x, cols_t))

@@ -66,11 +66,12 @@ class SeparableConvBlock(nn.Module):
             nn.init.zeros_(self.film.bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.finish(self.pointwise(self.depthwise(x)), cond)
+        return self.forward_affine(x, *self.norm_affine(cond, len(x)))
 
-    def finish(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Norm, [FiLM], activation of the pointwise conv's output ``x``."""
-        return self.finish_affine(x, *self.norm_affine(cond, len(x)))
+    def forward_affine(self, x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor,
+                       ) -> torch.Tensor:
+        """:meth:`forward` given :meth:`norm_affine`'s gain and bias."""
+        return self.finish_affine(self.pointwise(self.depthwise(x)), gain, bias)
 
     def norm_affine(self, cond: torch.Tensor | None, rows: int,
                     ) -> tuple[torch.Tensor, torch.Tensor]:

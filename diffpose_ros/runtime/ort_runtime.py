@@ -52,11 +52,11 @@ MANIFEST_FILE = 'manifest.json'
 MANIFEST_FORMAT = 'diffpose_ros-onnx-v4'
 # the window's condition: the window encoder's outputs, the denoiser's inputs after x_t, rows
 CONDITION_NAMES = ('f1', 'f2', 'f3', 'c1', 'c2', 'c3')
-# the denoiser's t-only terms (diffpose_ros.model.denoiser.TIME_TERM_NAMES, no torch import)
+# the denoiser blocks whose norm affine carries the timestep FiLM (LMSFIDenoiser attributes)
+FILM_BLOCKS = ('down3', 'down2', 'down1', 'refine2', 'fuse2', 'refine3', 'fuse3')
+# LMSFIDenoiser.time_terms, in order: input FiLM, each block's (gain, bias), token offsets
 TIME_TERM_NAMES = ('input_gain', 'input_bias',
-                   *(f'{block}_{part}' for block in ('down3', 'down2', 'down1', 'refine2',
-                                                     'fuse2', 'refine3', 'fuse3')
-                     for part in ('gain', 'bias')),
+                   *(f'{block}_{part}' for block in FILM_BLOCKS for part in ('gain', 'bias')),
                    'tokens_seref', 'tokens_trans')
 # cached timesteps' terms before the cache is cleared (a sampler visits a few dozen)
 TIME_TERM_CACHE_MAX = 4096
