@@ -116,6 +116,7 @@ class UltralyticsPoseDetector:
         self.device = device
         self._predictor_ready = False
         self.torch_threads_in_use = 0   # torch threads at the last inference (0: none yet)
+        self._torch_threads = int(torch_threads)   # 0: whatever the process has
         if device.startswith('cuda'):
             import torch
 
@@ -205,7 +206,11 @@ class UltralyticsPoseDetector:
         # bigger robot. torch keeps the count per thread once a thread has read it, so even a
         # brief change leaks into any thread that reads it meanwhile: make select_device set
         # the process's own count, and restore it if anything else changed it.
-        threads = torch.get_num_threads()
+        # the configured count is enforced in the thread that runs the detector: a worker
+        # thread that read torch's count before the constructor set it keeps its own
+        threads = self._torch_threads or torch.get_num_threads()
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         torch_utils.NUM_THREADS = threads
         results = self._model.predict(
             image_bgr, imgsz=self.imgsz, conf=self.score_threshold, iou=self.iou_threshold,
