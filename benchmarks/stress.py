@@ -468,7 +468,8 @@ def change_state(client: Any, transition: str, node_name: str = NODE_NAME,
 def get_state(client: Any, node_name: str = NODE_NAME) -> str:
     from lifecycle_msgs.srv import GetState
 
-    return client.call(GetState, f'/{node_name}/get_state', GetState.Request()).current_state.label
+    return client.call(GetState, f'/{node_name}/get_state', GetState.Request(),
+                       resend_after_s=15.0).current_state.label
 
 
 def set_parameter(client: Any, name: str, value: str, node_name: str = NODE_NAME) -> Any:

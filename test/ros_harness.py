@@ -78,6 +78,7 @@ class RosClient:
         self.executor.add_node(self.node)
         self.received: dict[str, collections.deque] = {}
         self._lock = threading.Lock()
+        self._clients: dict[tuple[Any, str], Any] = {}
         self._spin = threading.Thread(target=self._spin_forever, daemon=True)
         self._spin.start()
 
@@ -112,20 +113,34 @@ class RosClient:
         log = f'\nnode log:\n{node.log()}' if node is not None else ''
         raise AssertionError(f'timed out after {timeout_s} s waiting for {what}{log}')
 
-    def call(self, srv_type: Any, name: str, request: Any, timeout_s: float = 60.0) -> Any:
-        client = self.node.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout_s):
-                raise AssertionError(f'service {name} not available')
+    def call(self, srv_type: Any, name: str, request: Any, timeout_s: float = 60.0,
+             resend_after_s: float | None = None) -> Any:
+        """One service call; the client is made once per service and kept.
+
+        A client made just before its first request can lose the response: the server may not
+        yet have matched the client's response reader when it answers (rmw drops it; seen once
+        under CI load as a get_state that never answered). Kept clients are matched after their
+        first call, and ``resend_after_s`` re-sends a request that has had no answer by then,
+        for queries that are safe to repeat (get_state, get/list parameters).
+        """
+        with self._lock:
+            client = self._clients.get((srv_type, name))
+            if client is None:
+                client = self._clients[srv_type, name] = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise AssertionError(f'service {name} not available')
+        deadline = time.monotonic() + timeout_s
+        while True:
             future = client.call_async(request)
-            deadline = time.monotonic() + timeout_s
-            while not future.done():
-                if time.monotonic() > deadline:
-                    raise AssertionError(f'service {name} did not answer in {timeout_s} s')
+            resend_at = (time.monotonic() + resend_after_s if resend_after_s
+                         else float('inf'))
+            while not future.done() and time.monotonic() < min(deadline, resend_at):
                 time.sleep(0.01)
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+            if future.done():
+                return future.result()
+            if time.monotonic() >= deadline:
+                raise AssertionError(f'service {name} did not answer in {timeout_s} s')
+            client.remove_pending_request(future)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)

@@ -11,8 +11,10 @@ import pytest
 from diffpose_ros.buffers import FramePeriodEstimator, stamp_offsets
 from diffpose_ros.codec import (
     CropTransform,
+    _warp_features_cv2,
     align_features,
     decode_heatmaps,
+    feature_alignment_matrix,
     project_heatmaps,
     render_prior_heatmaps,
 )
@@ -128,6 +130,52 @@ def test_features_of_a_shifted_crop_are_moved_into_the_key_crop():
     np.testing.assert_array_equal(batch[0], aligned)
     np.testing.assert_array_equal(batch[1], features)
 
+
+
+def _bilinear_reference(features, matrix):
+    """Per-cell bilinear sampling at ``matrix @ (j, i, 1)``, zero outside (a plain loop)."""
+    c, h, w = features.shape
+    out = np.zeros_like(features, dtype=np.float64)
+    for i in range(h):
+        for j in range(w):
+            x, y = matrix @ [j, i, 1.0]
+            x0, y0 = int(np.floor(x)), int(np.floor(y))
+            for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+                for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+                    if 0 <= yy < h and 0 <= xx < w:
+                        out[:, i, j] += wy * wx * features[:, yy, xx]
+    return out
+
+
+def test_box_crop_alignment_is_exact_bilinear_and_matches_cv2_within_its_weight_grid():
+    stride = 16
+    key = CropTransform.from_box([100, 100, 292, 356], crop_hw=(256, 192))
+    # a neighbour crop that is shifted by a fraction of a cell and 4 % larger, partly outside
+    neighbour = CropTransform.from_box([104.3, 91.2, 303.1, 362.5], crop_hw=(256, 192))
+    matrix = feature_alignment_matrix(neighbour, key, stride)
+    assert matrix[0, 1] == 0 and matrix[1, 0] == 0 and not np.isclose(matrix[0, 0], 1)
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(600, 16, 12)).astype(np.float32)
+    aligned = align_features(features, neighbour, key, stride)
+    np.testing.assert_allclose(aligned, _bilinear_reference(features, matrix), atol=1e-5)
+    # OpenCV's warp (used for rotated crops) rounds the weights to 1/32 of a cell
+    np.testing.assert_allclose(aligned, _warp_features_cv2(features, matrix),
+                               atol=np.abs(features).max() / 32)
+    into_batch = np.full((2, *features.shape), np.nan, np.float32)[1]
+    assert align_features(features, neighbour, key, stride, out=into_batch) is into_batch
+    np.testing.assert_array_equal(into_batch, aligned)
+
+
+def test_rotated_crop_alignment_uses_the_general_warp():
+    stride = 16
+    center, size = np.array([200.0, 220.0]), np.array([192.0, 256.0])
+    key = CropTransform.from_center_scale_rotation(center, size, 10.0, (256, 192))
+    neighbour = CropTransform.from_center_scale_rotation(center + 3, size, 0.0, (256, 192))
+    features = np.random.default_rng(4).normal(size=(8, 16, 12)).astype(np.float32)
+    matrix = feature_alignment_matrix(neighbour, key, stride)
+    aligned = align_features(features, neighbour, key, stride)
+    np.testing.assert_allclose(aligned, _bilinear_reference(features, matrix),
+                               atol=np.abs(features).max() / 32)
 
 def test_alignment_follows_the_augmentation_flip():
     stride = 16

@@ -173,7 +173,8 @@ def test_image_qos_is_overridable(client, two_camera_node, cam0):
     from rcl_interfaces.srv import ListParameters
 
     request = ListParameters.Request(prefixes=['qos_overrides'], depth=0)
-    names = client.call(ListParameters, '/diffpose/list_parameters', request).result.names
+    names = client.call(ListParameters, '/diffpose/list_parameters', request,
+                        resend_after_s=15.0).result.names
     # the standard QoS-override parameters exist for every image subscription
     for topic in ('/cam0/image_raw', '/cam1/image_raw'):
         assert f'qos_overrides.{topic}.subscription.reliability' in names, names
@@ -334,7 +335,8 @@ def test_lifecycle_deactivate_and_activate(client, two_camera_node, cam0, vtest_
         return client.call(ChangeState, '/diffpose/change_state', request).success
 
     def state():
-        return client.call(GetState, '/diffpose/get_state', GetState.Request()).current_state.label
+        return client.call(GetState, '/diffpose/get_state', GetState.Request(),
+                           resend_after_s=15.0).current_state.label
 
     assert state() == 'active'
     stamp = BASE_STAMP_NS + 20 * PERIOD_NS
@@ -385,7 +387,8 @@ def test_manual_lifecycle_with_compressed_frames(client, manual_compressed_node,
         return client.call(ChangeState, f'{name}/change_state', request, 120).success
 
     def state():
-        return client.call(GetState, f'{name}/get_state', GetState.Request()).current_state.label
+        return client.call(GetState, f'{name}/get_state', GetState.Request(),
+                           resend_after_s=15.0).current_state.label
 
     assert state() == 'unconfigured'           # autostart off: nothing happens by itself
     assert change(Transition.TRANSITION_CONFIGURE) and state() == 'inactive'
