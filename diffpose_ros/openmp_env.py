@@ -10,6 +10,14 @@ Runtime runs the backbone. A spin count of 30,000 burns ~1-2 ms, keeps the detec
 libgomp reads the variable once, when it is loaded (with torch), so this must run before the
 first ``import torch``; ``diffpose_ros/__init__.py`` calls it. A user's own OMP_WAIT_POLICY or
 GOMP_SPINCOUNT is left as it is.
+
+The same holds for numpy's OpenBLAS: after a matrix product large enough for it to use its
+worker threads, they spin (yielding) for a long while, and the next frame's detector ran ~3x
+slower beside them (142 vs 48 ms, measured 2026-12-06). The node's own numpy products are kept
+small (``codec``), and :func:`bound_blas_threads` makes OpenBLAS single-threaded unless the user
+chose a count: torch and ONNX Runtime own the cores here. OpenBLAS reads it when numpy is first
+imported, so it only takes effect where ``diffpose_ros`` is imported before numpy (the node and
+the CLIs are).
 """
 from __future__ import annotations
 
@@ -24,4 +32,16 @@ def bound_openmp_spin_wait(environ: os._Environ | dict | None = None) -> bool:
     if 'OMP_WAIT_POLICY' in env or 'GOMP_SPINCOUNT' in env:
         return False
     env['GOMP_SPINCOUNT'] = str(GOMP_SPINCOUNT_DEFAULT)
+    return True
+
+
+BLAS_THREADS_DEFAULT = 1
+
+
+def bound_blas_threads(environ: os._Environ | dict | None = None) -> bool:
+    """Set OPENBLAS_NUM_THREADS unless the user chose it. True if it was set."""
+    env = os.environ if environ is None else environ
+    if 'OPENBLAS_NUM_THREADS' in env:
+        return False
+    env['OPENBLAS_NUM_THREADS'] = str(BLAS_THREADS_DEFAULT)
     return True
