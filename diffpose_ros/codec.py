@@ -496,6 +496,7 @@ def project_heatmaps(heatmaps: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 
 
 _CV2_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX: warp wider feature maps in chunks
+_IDENTITY_AFFINE = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def _homogeneous(matrix: np.ndarray) -> np.ndarray:
@@ -554,7 +555,7 @@ def align_features(features: np.ndarray, source: CropTransform, target: CropTran
         when the crops coincide, else a new array.
     """
     matrix = feature_alignment_matrix(source, target, feature_stride)
-    if np.allclose(matrix, [[1, 0, 0], [0, 1, 0]], atol=1e-6):
+    if np.abs(matrix - _IDENTITY_AFFINE).max() <= 1e-6:
         if out is None:
             return features
         out[...] = features
