@@ -15,15 +15,9 @@ from diffpose_ros.openmp_env import (
     bound_openmp_spin_wait,
 )
 
-# In a fresh interpreter: import diffpose_ros, then torch; run parallel matmuls (as the detector
-# does), go idle for 300 ms and report the CPU time every thread burnt meanwhile (schedstat, ns).
-_PROBE = r'''
-import json, os, time
-import diffpose_ros
-import torch
-torch.set_num_threads(2)
-x = torch.randn(1, 16, 160, 160)
-w = torch.randn(16, 16, 3, 3)
+# Appended to each probe: run ``work()``, then sleep 300 ms and count the CPU time every thread
+# of the process burnt meanwhile (schedstat, ms); median of 12 rounds.
+_IDLE_CPU_MS = r'''
 def cpu_ns():
     total = 0
     for tid in os.listdir('/proc/self/task'):
@@ -34,15 +28,29 @@ def cpu_ns():
     return total
 burnt = []
 for _ in range(12):
-    for _ in range(10):
-        torch.nn.functional.conv2d(x, w, padding=1)
+    work()
     before = cpu_ns()
     time.sleep(0.3)
     burnt.append((cpu_ns() - before) / 1e6)
 burnt.sort()
-print(json.dumps({'spincount': os.environ.get('GOMP_SPINCOUNT'),
+print(json.dumps({'env': os.environ.get(REPORTED_VARIABLE),
                   'idle_cpu_ms': burnt[len(burnt) // 2]}))
 '''
+
+# In a fresh interpreter: import diffpose_ros, then torch; parallel convolutions (as the
+# detector runs), then the idle CPU time.
+_PROBE = r'''
+import json, os, time
+import diffpose_ros
+import torch
+torch.set_num_threads(2)
+x = torch.randn(1, 16, 160, 160)
+w = torch.randn(16, 16, 3, 3)
+REPORTED_VARIABLE = 'GOMP_SPINCOUNT'
+def work():
+    for _ in range(10):
+        torch.nn.functional.conv2d(x, w, padding=1)
+''' + _IDLE_CPU_MS
 
 
 def test_spin_bound_is_a_default_the_user_can_override():
@@ -55,22 +63,28 @@ def test_spin_bound_is_a_default_the_user_can_override():
         assert env == chosen
 
 
-def _probe(extra_env: dict[str, str]) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY', 'OMP_NUM_THREADS')}
+def _probe(code: str, args: list[str], drop: tuple[str, ...], extra_env: dict[str, str]
+           ) -> dict:
+    """Run a probe in a fresh interpreter without the variables ``drop``, plus ``extra_env``."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra_env)
-    out = subprocess.run([sys.executable, '-c', _PROBE], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, '-c', code, *args], env=env, capture_output=True,
                          text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _gomp_probe(extra_env: dict[str, str]) -> dict:
+    return _probe(_PROBE, [], ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY', 'OMP_NUM_THREADS'),
+                  extra_env)
 
 
 @pytest.mark.skipif(not os.path.exists('/proc/self/task') or (os.cpu_count() or 1) < 2,
                     reason='needs Linux schedstat and >= 2 cores (no OpenMP worker otherwise)')
 def test_importing_the_package_first_stops_torch_workers_spinning_when_idle():
-    bounded = _probe({})
-    assert bounded['spincount'] == str(GOMP_SPINCOUNT_DEFAULT)
-    libgomp_default = _probe({'GOMP_SPINCOUNT': '300000'})     # libgomp's own default
-    floor = _probe({'OMP_WAIT_POLICY': 'PASSIVE'})              # no spinning at all
+    bounded = _gomp_probe({})
+    assert bounded['env'] == str(GOMP_SPINCOUNT_DEFAULT)
+    libgomp_default = _gomp_probe({'GOMP_SPINCOUNT': '300000'})     # libgomp's own default
+    floor = _gomp_probe({'OMP_WAIT_POLICY': 'PASSIVE'})              # no spinning at all
     spin_default = libgomp_default['idle_cpu_ms'] - floor['idle_cpu_ms']
     spin_bounded = bounded['idle_cpu_ms'] - floor['idle_cpu_ms']
     if spin_default < 4.0:
@@ -87,8 +101,8 @@ def test_blas_thread_bound_is_a_default_the_user_can_override():
     assert bound_blas_threads(env) is False and env == {'OPENBLAS_NUM_THREADS': '4'}
 
 
-# In a fresh interpreter: a workload of numpy products, then 300 ms idle; the CPU time every
-# thread burnt while the process slept (schedstat, ms), median of 12 rounds.
+# In a fresh interpreter: import diffpose_ros, then numpy; a workload of numpy products (argv[1]),
+# then the idle CPU time.
 _BLAS_PROBE = r'''
 import json, os, sys, time
 import diffpose_ros
@@ -100,6 +114,7 @@ features = rng.random((640, 16, 12), np.float32)
 key = codec.CropTransform.from_box([100, 100, 292, 356])
 neighbour = codec.CropTransform.from_box([104.3, 97.2, 299.1, 360.5])
 maps = rng.random((3, 17, 64, 48), np.float32)
+REPORTED_VARIABLE = 'OPENBLAS_NUM_THREADS'
 def big():
     for _ in range(20):
         big_a @ big_b
@@ -107,33 +122,12 @@ def pipeline_codec():
     for _ in range(6):
         codec.align_features(features, neighbour, key, 16)
     codec.decode_heatmaps(maps, 3.0)
-def cpu_ns():
-    total = 0
-    for tid in os.listdir('/proc/self/task'):
-        try:
-            total += int(open(f'/proc/self/task/{tid}/schedstat').read().split()[0])
-        except OSError:
-            pass
-    return total
 work = {'big': big, 'codec': pipeline_codec}[sys.argv[1]]
-burnt = []
-for _ in range(12):
-    work()
-    before = cpu_ns()
-    time.sleep(0.3)
-    burnt.append((cpu_ns() - before) / 1e6)
-burnt.sort()
-print(json.dumps({'threads': os.environ.get('OPENBLAS_NUM_THREADS'),
-                  'idle_cpu_ms': burnt[len(burnt) // 2]}))
-'''
+''' + _IDLE_CPU_MS
 
 
 def _blas_probe(workload: str, extra_env: dict[str, str]) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != 'OPENBLAS_NUM_THREADS'}
-    env.update(extra_env)
-    out = subprocess.run([sys.executable, '-c', _BLAS_PROBE, workload], env=env,
-                         capture_output=True, text=True, timeout=120, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _probe(_BLAS_PROBE, [workload], ('OPENBLAS_NUM_THREADS',), extra_env)
 
 
 @pytest.mark.skipif(not os.path.exists('/proc/self/task') or (os.cpu_count() or 1) < 2,
@@ -144,7 +138,7 @@ def test_no_openblas_workers_spin_after_the_pipelines_numpy_work():
     if spinning['idle_cpu_ms'] < 20.0:
         pytest.skip(f'this OpenBLAS does not spin measurably when idle ({spinning})')
     bounded = _blas_probe('big', {})                  # the package's default: one thread
-    assert bounded['threads'] == str(BLAS_THREADS_DEFAULT)
+    assert bounded['env'] == str(BLAS_THREADS_DEFAULT)
     # the codec's alignment and DARK blur keep their products small even with workers allowed
     # (a (C*h, w) product here once made the next frame's detector ~3x slower)
     codec_work = _blas_probe('codec', two_threads)
