@@ -24,24 +24,26 @@ from __future__ import annotations
 import os
 
 GOMP_SPINCOUNT_DEFAULT = 30_000
+BLAS_THREADS_DEFAULT = 1
+
+
+def _set_unless_chosen(environ: os._Environ | dict | None, variable: str, value: int,
+                       user_choices: tuple[str, ...]) -> bool:
+    """``environ[variable] = value`` unless one of ``user_choices`` is set. True if it was set."""
+    env = os.environ if environ is None else environ
+    if any(name in env for name in user_choices):
+        return False
+    env[variable] = str(value)
+    return True
 
 
 def bound_openmp_spin_wait(environ: os._Environ | dict | None = None) -> bool:
     """Set GOMP_SPINCOUNT unless the user chose an OpenMP wait policy. True if it was set."""
-    env = os.environ if environ is None else environ
-    if 'OMP_WAIT_POLICY' in env or 'GOMP_SPINCOUNT' in env:
-        return False
-    env['GOMP_SPINCOUNT'] = str(GOMP_SPINCOUNT_DEFAULT)
-    return True
-
-
-BLAS_THREADS_DEFAULT = 1
+    return _set_unless_chosen(environ, 'GOMP_SPINCOUNT', GOMP_SPINCOUNT_DEFAULT,
+                              ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT'))
 
 
 def bound_blas_threads(environ: os._Environ | dict | None = None) -> bool:
     """Set OPENBLAS_NUM_THREADS unless the user chose it. True if it was set."""
-    env = os.environ if environ is None else environ
-    if 'OPENBLAS_NUM_THREADS' in env:
-        return False
-    env['OPENBLAS_NUM_THREADS'] = str(BLAS_THREADS_DEFAULT)
-    return True
+    return _set_unless_chosen(environ, 'OPENBLAS_NUM_THREADS', BLAS_THREADS_DEFAULT,
+                              ('OPENBLAS_NUM_THREADS',))
