@@ -40,12 +40,13 @@ stress: setup
 bench-quick: setup
 	$(PY) benchmarks/run_all.py --quick
 
-# Issue 10's recipe: YOLO-only pseudo-labels of vtest.avi 0-599 (~3 min), training on LSPET train
-# + those labels in two stages (the detector runs once over LSPET for its priors, ~13 min, cached
-# in data/priors; stage 1 ~75 min on 2 CPU cores, stage 2 the fine-tune that trusts a sure
-# detector ~40 min; `make train` resumes either), evaluation on LSPET val, dev_gt, the Bonn
-# video and vtest 600-794. LSPET and Bonn are research data expected in ../shared/data (a clear
-# error names what to get otherwise).
+# Issue 10's recipe: YOLO-only pseudo-labels of vtest.avi 0-599 (~2 min), training on LSPET train
+# + those labels in three stages (the detector runs once over LSPET for its priors, ~8 min, cached
+# in data/priors; stage 1 ~60 min on 2 CPU cores, stage 2 the fine-tune that trusts a sure
+# detector ~40 min, stage 3 the 2-block window encoder fine-tuned longer ~40 min; about 2 h 30
+# in all; `make train` resumes any stage), evaluation on LSPET val, dev_gt, the Bonn video and
+# vtest 600-794. LSPET and Bonn are research data expected in ../shared/data (a clear error
+# names what to get otherwise).
 VTEST = $(shell $(PY) -c 'from diffpose_ros.assets import VTEST_VIDEO, asset_path; print(asset_path(VTEST_VIDEO, verify=False))' 2>/dev/null)
 
 teachers: setup
@@ -58,6 +59,7 @@ label: setup
 train: setup
 	$(PY) -m diffpose_ros.cli.train --config config/train_default.yaml
 	$(PY) -m diffpose_ros.cli.train --config config/train_trust_strong.yaml
+	$(PY) -m diffpose_ros.cli.train --config config/train_strl2_long.yaml
 
 evaluate: setup
 	$(PY) -m diffpose_ros.cli.evaluate all --cache --out outputs/eval

@@ -281,25 +281,39 @@ def test_the_shipped_recipe_on_a_few_real_lspet_images(tmp_path):
     assert (tmp_path / 'priors.jsonl').read_text() == before
 
 
-def test_the_shipped_recipe_chains_stage_two_onto_stage_one():
+def test_the_shipped_recipe_chains_three_stages():
     """`make train` = config/train_default.yaml, then config/train_trust_strong.yaml, which
     fine-tunes stage 1's output with sure-and-right priors and confidence that marks wrong
-    joints; both stages read the same data and the fine-tune keeps the model config."""
+    joints, then config/train_strl2_long.yaml, which keeps stage 2's first 2 window-encoder
+    blocks and fine-tunes longer with stage 2's recipe (the shipped head). Every stage reads
+    the same data, and only the window encoder's depth changes."""
+    from diffpose_ros.config import ModelConfig
     from diffpose_ros.model.weights import DEFAULT_WEIGHTS_NAME
 
     config_dir = Path(__file__).resolve().parents[1] / 'config'
     stage1 = TrainConfig.from_yaml(config_dir / 'train_default.yaml')
     stage2 = TrainConfig.from_yaml(config_dir / 'train_trust_strong.yaml')
+    stage3 = TrainConfig.from_yaml(config_dir / 'train_strl2_long.yaml')
     assert stage2.init_weights == f'{stage1.out_dir}/{DEFAULT_WEIGHTS_NAME}'
-    assert stage2.out_dir != stage1.out_dir and stage1.init_weights is None
-    assert [d.path for d in stage2.data] == [d.path for d in stage1.data]
-    assert all(d.exclude_held_out for d in stage2.data if 'lspet' in d.path)
+    assert stage3.init_weights == f'{stage2.out_dir}/{DEFAULT_WEIGHTS_NAME}'
+    assert len({stage1.out_dir, stage2.out_dir, stage3.out_dir}) == 3
+    assert stage1.init_weights is None
+    for later in (stage2, stage3):
+        assert [d.path for d in later.data] == [d.path for d in stage1.data]
+        assert all(d.exclude_held_out for d in later.data if 'lspet' in d.path)
     assert stage2.model == stage1.model
+    depth2 = stage2.model.get('strl_depth', ModelConfig().strl_depth)
+    assert stage3.model == {**stage2.model, 'strl_depth': 2} and depth2 > 2
+    assert stage3.prior == stage2.prior and stage3.iterations > stage2.iterations
     assert stage2.prior.clean_probability == 0.5 and stage2.prior.wrong_joint_error == 1.5
     assert stage2.prior.t_max <= 400 < stage1.prior.t_max
     makefile = (config_dir.parent / 'Makefile').read_text()
     train_rule = makefile[makefile.index('\ntrain:'):makefile.index('\nevaluate:')]
-    assert train_rule.index('train_default.yaml') < train_rule.index('train_trust_strong.yaml')
+    assert (train_rule.index('train_default.yaml') < train_rule.index('train_trust_strong.yaml')
+            < train_rule.index('train_strl2_long.yaml'))
+    shipped = json.loads((config_dir.parent / 'models' / 'diffpose_yolo11n_coco17.json')
+                         .read_text())
+    assert shipped['strl_depth'] == stage3.model['strl_depth']
 
 
 def test_every_recipe_in_config_loads_and_keeps_the_validation_split_out():
