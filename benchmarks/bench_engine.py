@@ -280,6 +280,7 @@ def run_pipeline(opts: dict[str, Any], progress: Any = None) -> dict[str, Any]:
         'detector_imgsz': DETECTOR_IMGSZ,
         'providers': providers,
         'trained': trained,
+        'strl_depth': next(iter(runtimes.values())).model_config.strl_depth,
         'scenes': scenes,
         'cells': results_cells,
         'yolo': yolo_stats,
@@ -390,10 +391,7 @@ def pipeline_markdown(results: dict, images: list[str]) -> str:
         f'Measured {results["date"]} by `benchmarks/run_all.py` (part `pipeline`, '
         f'{results["runtime_s"] / 60:.1f} min) on {machine_line(info)}; execution providers '
         + ', '.join(f'{b}: {", ".join(p)}' for b, p in results['providers'].items())
-        + '; FP32, '
-        + ('trained head' if all(results['trained'].values()) else
-           'random-head weights (cost does not depend on training)')
-        + '. Load average at the start '
+        + f'; FP32, {head_description(results)}. Load average at the start '
         f'{", ".join(str(v) for v in info["load_average"])}.',
         '',
         f'**Method**: `PosePipeline.process(frame, stamp)` (detector YOLO11n-pose at imgsz '
@@ -670,6 +668,8 @@ def run_engine(opts: dict[str, Any], progress: Any = None) -> dict[str, Any]:
         if crops is None:
             crops = real_crops(frame, runtime.model_config, max(opts['persons']))
         results['backends'][backend] = bench_backend(runtime, crops, opts)
+        results.setdefault('trained', {})[backend] = bool(getattr(runtime, 'trained', False))
+        results['strl_depth'] = runtime.model_config.strl_depth
         del runtime
         gc.collect()
     if opts['passes_frames']:
@@ -699,6 +699,16 @@ def plot_engine(results: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
+def head_description(results: dict) -> str:
+    """Which head a part measured: the shipped (trained) one or the seeded random head, and
+    its window encoder's depth (the one architecture choice that moves the cost)."""
+    trained = results.get('trained', {})
+    kind = ('the shipped trained head' if trained and all(trained.values()) else
+            'random-head weights (cost does not depend on training)')
+    depth = results.get('strl_depth')
+    return kind + (f', window encoder of {depth} blocks' if depth else '')
+
+
 def engine_markdown(results: dict, images: list[str]) -> str:
     info = results['machine']
     hyps = results['options']['hypotheses']
@@ -706,8 +716,8 @@ def engine_markdown(results: dict, images: list[str]) -> str:
         ENGINE_SECTION,
         '',
         f'Measured {results["date"]} by `benchmarks/run_all.py` (part `engine`) on '
-        f'{machine_line(info)} (CPU EP), FP32, random-head weights (cost does not depend on '
-        f'training). {results["iterations"]} timed iterations after warm-up; latency in ms. '
+        f'{machine_line(info)} (CPU EP), FP32, {head_description(results)}. '
+        f'{results["iterations"]} timed iterations after warm-up; latency in ms. '
         'The whole pose stage for steps x hypotheses is measured through the pipeline on real '
         'frames (section above).',
         '',
