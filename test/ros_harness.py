@@ -8,6 +8,7 @@ node's outputs with its own rclpy context and a background executor thread.
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import subprocess
 import sys
@@ -21,6 +22,20 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def shutdown_context(rclpy: Any, context: Any) -> None:
+    """Shut an in-process rclpy context down with its nodes' handles already freed.
+
+    A node handle left to the garbage collector is finalised whenever the collector next runs,
+    e.g. in the next test, while that test's participant is discovering: Fast DDS 3.2 can then
+    spin for ever in ``DomainParticipant::set_listener`` (participant destruction) while a
+    discovery callback waits on the participant's mutex (seen once in CI on 2026-12-06).
+    Collecting here, before and after the shutdown, destroys them while no other participant
+    of this process is alive."""
+    gc.collect()
+    rclpy.try_shutdown(context=context)
+    gc.collect()
 
 
 def write_params(path: Path, overrides: dict[str, Any], node_name: str = 'diffpose') -> Path:
@@ -145,7 +160,7 @@ class RosClient:
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
+        shutdown_context(self.rclpy, self.context)
         self._spin.join(timeout=5)
 
 

@@ -24,6 +24,7 @@ from ros_harness import (
     RosClient,
     diagnostics_values,
     image_msg,
+    shutdown_context,
     stamp_ns,
     write_params,
 )
@@ -249,4 +250,4 @@ def test_deactivate_discards_the_results_of_a_worker_that_outlived_its_join(
         node.trigger_cleanup()
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        shutdown_context(rclpy, context)

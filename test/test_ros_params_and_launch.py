@@ -317,8 +317,10 @@ def ros_context(monkeypatch):
         return context
 
     yield make
+    from ros_harness import shutdown_context
+
     for context in contexts:
-        rclpy.shutdown(context=context)
+        shutdown_context(rclpy, context)
 
 
 def _make_node(kind, context):

@@ -546,7 +546,9 @@ def test_destroy_node_stops_the_worker_first():
         node.destroy_node()
         assert not worker.is_alive()
     finally:
-        rclpy.try_shutdown(context=context)
+        from ros_harness import shutdown_context
+
+        shutdown_context(rclpy, context)
 
 
 def test_diagnostics_report_one_snapshot_of_the_bad_input_counts():
@@ -578,7 +580,9 @@ def test_diagnostics_report_one_snapshot_of_the_bad_input_counts():
         status = node._camera_status(camera, time.monotonic())
         node.destroy_node()
     finally:
-        rclpy.try_shutdown(context=context)
+        from ros_harness import shutdown_context
+
+        shutdown_context(rclpy, context)
     counts = {kv.key: int(kv.value) for kv in status.values if kv.key.startswith('bad_input')}
     per_kind = {k: v for k, v in counts.items() if k != 'bad_input_total'}
     assert len(per_kind) == len(BAD_INPUT_KINDS)
