@@ -41,12 +41,12 @@ bench-quick: setup
 	$(PY) benchmarks/run_all.py --quick
 
 # Issue 10's recipe: YOLO-only pseudo-labels of vtest.avi 0-599 (~2 min), training on LSPET train
-# + those labels in three stages (the detector runs once over LSPET for its priors, ~8 min, cached
-# in data/priors; stage 1 ~60 min on 2 CPU cores, stage 2 the fine-tune that trusts a sure
-# detector ~40 min, stage 3 the 2-block window encoder fine-tuned longer ~40 min; about 2 h 30
-# in all; `make train` resumes any stage), evaluation on LSPET val, dev_gt, the Bonn video and
-# vtest 600-794. LSPET and Bonn are research data expected in ../shared/data (a clear error
-# names what to get otherwise).
+# + those labels in three stages on two threads (the detector runs once over LSPET for its
+# priors, ~8 min, cached in data/priors; stage 1 ~55 min, stage 2 the fine-tune that trusts a
+# sure detector ~25 min, stage 3 the 2-block window encoder fine-tuned longer ~40 min: about
+# 2 h 10 in all, estimated from each stage's measured rate; `make train` resumes any stage),
+# evaluation on LSPET val, dev_gt, the Bonn video and vtest 600-794. LSPET and Bonn are research
+# data expected in ../shared/data (a clear error names what to get otherwise).
 VTEST = $(shell $(PY) -c 'from diffpose_ros.assets import VTEST_VIDEO, asset_path; print(asset_path(VTEST_VIDEO, verify=False))' 2>/dev/null)
 
 teachers: setup
