@@ -78,15 +78,17 @@ def run(args: argparse.Namespace) -> dict:
             if result is not None:
                 pose[name, steps].append(sum(result.timings_ms.get(s, 0.0) for s in POSE_STAGES))
     yolo = e2e['yolo', 0]
+    yolo_stats = stats(yolo)
     report = {'date': time.strftime('%Y-%m-%d %H:%M'), 'machine': machine_info(),
               'persons': args.persons, 'rounds': args.rounds, 'runtime': args.runtime,
-              'yolo_ms': stats(yolo), 'heads': {}}
+              'yolo_ms': yolo_stats, 'heads': {}}
     for name, path in heads.items():
+        pipeline1 = stats(e2e[name, 1])
         pose1, pose2 = stats(pose[name, 1]), stats(pose[name, 2])
         report['heads'][name] = {
             'weights': str(path),
-            'pipeline_ms_1_step': stats(e2e[name, 1]),
-            'pipeline_over_yolo_p50': ratio(stats(e2e[name, 1])['p50'], stats(yolo)['p50']),
+            'pipeline_ms_1_step': pipeline1,
+            'pipeline_over_yolo_p50': ratio(pipeline1['p50'], yolo_stats['p50']),
             'pipeline_over_yolo_paired': paired_ratio(e2e[name, 1], yolo),
             'pose_stage_ms_1_step': pose1,
             'pose_stage_ms_2_steps': pose2,

@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from ros_harness import shutdown_context
 
 from diffpose_ros.ros.image_conversion import (
     BAD_INPUT_KINDS,
@@ -546,8 +547,6 @@ def test_destroy_node_stops_the_worker_first():
         node.destroy_node()
         assert not worker.is_alive()
     finally:
-        from ros_harness import shutdown_context
-
         shutdown_context(rclpy, context)
 
 
@@ -580,8 +579,6 @@ def test_diagnostics_report_one_snapshot_of_the_bad_input_counts():
         status = node._camera_status(camera, time.monotonic())
         node.destroy_node()
     finally:
-        from ros_harness import shutdown_context
-
         shutdown_context(rclpy, context)
     counts = {kv.key: int(kv.value) for kv in status.values if kv.key.startswith('bad_input')}
     per_kind = {k: v for k, v in counts.items() if k != 'bad_input_total'}
