@@ -160,6 +160,46 @@ def test_flip_swaps_left_and_right_labels(tmp_path):
     assert flipped[5, 0] < flipped[6, 0] or plain[5, 0] < plain[6, 0]
 
 
+def test_a_pasted_person_covers_part_of_the_crop_and_keeps_the_label(tmp_path):
+    """The crowd augmentation composites another labelled person beside and partly over the
+    first; the target (the first person) is unchanged, and the variant is reproducible."""
+    config = TrainConfig(data=(DataSource(str(write_coco_fixture(tmp_path, 3))),),
+                         batch_size=1, feature_cache_variants=2, paste_person_variants=2,
+                         paste_person_probability=0.5)
+    sampler = WindowSampler(config, config.model_config())
+    ref = sampler.refs[0]
+    seq = sampler.sequences[ref.sequence]
+    plain_aug = sampler.variant_augmentation(0, ref.sequence, ref.track_id)
+    pasted_aug = sampler.variant_augmentation(2, ref.sequence, ref.track_id)
+    flipped_pasted = sampler.variant_augmentation(3, ref.sequence, ref.track_id)
+    assert plain_aug.paste is None and pasted_aug.paste is not None
+    assert not pasted_aug.flip and flipped_pasted.flip
+    assert (pasted_aug.paste.sequence, pasted_aug.paste.track_id) != (ref.sequence,
+                                                                     ref.track_id)
+    assert pasted_aug == sampler.variant_augmentation(2, ref.sequence, ref.track_id)
+    plain = sampler.crop(seq, ref.frame, ref.frame, ref.track_id, plain_aug).astype(int)
+    pasted = sampler.crop(seq, ref.frame, ref.frame, ref.track_id, pasted_aug).astype(int)
+    changed = np.abs(pasted - plain).max(axis=2) > 8
+    crop_w = plain.shape[1]
+    # the pasted person lands beside the first: the changed pixels' centre is off-centre by
+    # the drawn shift, and they cover part of the crop, not all of it
+    assert 0.03 < changed.mean() < 0.6
+    centre_x = np.nonzero(changed)[1].mean() / crop_w - 0.5
+    assert np.sign(centre_x) == np.sign(pasted_aug.paste.shift[0])
+    for a, b in ((plain_aug, pasted_aug),):
+        xy_a, w_a = sampler.target(ref, a)
+        xy_b, w_b = sampler.target(ref, b)
+        np.testing.assert_allclose(xy_a, xy_b)
+        np.testing.assert_allclose(w_a, w_b)
+    # a share of the windows reads a paste variant, the rest the regular ones
+    rng = np.random.default_rng(0)
+    drawn = np.array([sampler.draw_variant(rng, 4) for _ in range(2000)])
+    assert set(drawn) == {0, 1, 2, 3}
+    assert 0.45 < (drawn >= 2).mean() < 0.55
+    with pytest.raises(ValueError, match='paste_person_probability'):
+        TrainConfig(data=config.data, paste_person_probability=0.3)
+
+
 def test_learning_rate_warms_up_then_decays():
     config = TrainConfig(data=(DataSource('x'),), iterations=100, warmup_iterations=10,
                          learning_rate=1e-3, min_learning_rate_fraction=0.1)

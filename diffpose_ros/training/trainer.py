@@ -177,6 +177,12 @@ class TrainConfig:
     # from stamps (dropped frames) are seen in training
     variable_spacing_probability: float = 0.3
     max_frame_gap: int = 2
+    # a second person pasted into the crop, partly over the labelled one (the crowded case the
+    # photos lack: docs/model.md section 9, Bonn): this many extra cached variants carry one
+    # (0: plain + paste, 1: flipped + paste, ...), drawn for this share of the windows; the
+    # label, the prior and the target stay the first person's
+    paste_person_variants: int = 0
+    paste_person_probability: float = 0.0
     augment: AugmentConfig = AugmentConfig()
     prior: PriorConfig = PriorConfig()
     model: dict = dataclasses.field(default_factory=dict)  # ModelConfig overrides
@@ -194,6 +200,12 @@ class TrainConfig:
             (self.causal_window_size >= 1 and self.centered_window_size % 2 == 1,
              'window sizes must be >= 1 and the centred one odd'),
             (self.checkpoint_every >= 1 and self.log_every >= 1, 'intervals must be >= 1'),
+            (self.paste_person_variants >= 0, 'paste_person_variants must be >= 0'),
+            (0 <= self.paste_person_probability <= 1,
+             'paste_person_probability must be in [0, 1]'),
+            (self.paste_person_probability == 0 or self.paste_person_variants > 0
+             or self.feature_cache_variants == 0,
+             'paste_person_probability > 0 needs paste_person_variants > 0 with a feature cache'),
         ]
         for ok, message in checks:
             if not ok:
@@ -270,6 +282,20 @@ def learning_rate_at(config: TrainConfig, iteration: int) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
+class PastedPerson:
+    """Another labelled person, cropped as the pipeline crops it, then scaled by ``scale`` and
+    moved by ``shift`` (share of the crop size) over the crop inside an elliptical, feathered
+    mask of its box: a second person partly in front of the first."""
+
+    sequence: int
+    frame: int
+    track_id: int
+    flip: bool
+    scale: float
+    shift: tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
 class Augmentation:
     flip: bool = False
     scale: float = 1.0
@@ -277,6 +303,16 @@ class Augmentation:
     shift: tuple[float, float] = (0.0, 0.0)  # share of the crop region size
     gain: float = 1.0
     bias: float = 0.0
+    paste: PastedPerson | None = None
+
+
+# where a pasted person lands: its centre |dx| in this share of the crop width from the crop's
+# centre (beside and partly over the first person, never on top of it), a little up or down,
+# at this size relative to the first
+PASTE_SHIFT_X = (0.12, 0.45)
+PASTE_SHIFT_Y = 0.12
+PASTE_SCALE = (0.8, 1.15)
+PASTE_FEATHER_PX = 7
 
 
 class WindowSampler:
@@ -360,13 +396,65 @@ class WindowSampler:
 
     def variant_augmentation(self, variant: int, ref_sequence: int, track_id: int,
                              ) -> Augmentation:
-        """Cached-feature variant: 0 plain, 1 flipped, others random per (track, variant)."""
+        """Cached-feature variant: 0 plain, 1 flipped, others random per (track, variant);
+        from ``feature_cache_variants`` on, the paste variants: base variant j plus a pasted
+        person."""
+        regular = self.config.feature_cache_variants
+        if variant >= regular:
+            j = variant - regular
+            base = self._regular_variant(j, ref_sequence, track_id)
+            rng = np.random.default_rng([self.config.seed, 7927, j, ref_sequence, track_id])
+            return dataclasses.replace(base, paste=self.draw_paste(rng, ref_sequence, track_id))
+        return self._regular_variant(variant, ref_sequence, track_id)
+
+    def _regular_variant(self, variant: int, ref_sequence: int, track_id: int,
+                         ) -> Augmentation:
         if variant == 0:
             return Augmentation()
         if variant == 1:
             return Augmentation(flip=True)
         return self.draw_augmentation(np.random.default_rng(
             [self.config.seed, 7919, variant, ref_sequence, track_id]))
+
+    def draw_paste(self, rng: np.random.Generator, ref_sequence: int,
+                   track_id: int) -> PastedPerson:
+        """A random other labelled person and where it lands."""
+        while True:
+            other = self.refs[int(rng.integers(len(self.refs)))]
+            if (other.sequence, other.track_id) != (ref_sequence, track_id) or \
+                    len(self.refs) == 1:
+                break
+        dx = rng.uniform(*PASTE_SHIFT_X) * (1 if rng.random() < 0.5 else -1)
+        return PastedPerson(
+            sequence=other.sequence, frame=other.frame, track_id=other.track_id,
+            flip=bool(rng.random() < 0.5), scale=float(rng.uniform(*PASTE_SCALE)),
+            shift=(float(dx), float(rng.uniform(-PASTE_SHIFT_Y, PASTE_SHIFT_Y))))
+
+    def paste_person(self, crop: np.ndarray, paste: PastedPerson) -> np.ndarray:
+        """``crop`` with ``paste``'s person composited over it."""
+        seq = self.sequences[paste.sequence]
+        transform = self.transform_for(seq, paste.frame, paste.track_id,
+                                       Augmentation(flip=paste.flip))
+        other = transform.warp(self._image(seq.image_paths[paste.frame]))
+        person = seq.people[paste.frame][paste.track_id]
+        box = person.prior_box_xyxy if person.prior_box_xyxy is not None else person.box_xyxy
+        corners = transform.image_to_crop(np.asarray([box[:2], box[2:]], np.float64))
+        crop_h, crop_w = self.crop_hw
+        mask = np.zeros((crop_h, crop_w), np.float32)
+        center = corners.mean(axis=0)
+        axes = np.abs(corners[1] - corners[0]) / 2
+        cv2.ellipse(mask, (int(round(center[0])), int(round(center[1]))),
+                    (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))),
+                    0, 0, 360, 1.0, -1)
+        mask = cv2.GaussianBlur(mask, (0, 0), PASTE_FEATHER_PX)
+        # scale about the crop centre, then shift
+        s = paste.scale
+        move = np.array([[s, 0, (1 - s) * crop_w / 2 + paste.shift[0] * crop_w],
+                         [0, s, (1 - s) * crop_h / 2 + paste.shift[1] * crop_h]])
+        other = cv2.warpAffine(other, move, (crop_w, crop_h), flags=cv2.INTER_LINEAR)
+        mask = cv2.warpAffine(mask, move, (crop_w, crop_h), flags=cv2.INTER_LINEAR)[..., None]
+        blended = crop.astype(np.float32) * (1 - mask) + other.astype(np.float32) * mask
+        return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
     def transform_for(self, seq: Sequence, box_pos: int, track_id: int,
                       aug: Augmentation) -> CropTransform:
@@ -383,6 +471,8 @@ class WindowSampler:
              aug: Augmentation) -> np.ndarray:
         crop = self.transform_for(seq, box_pos, track_id, aug).warp(
             self._image(seq.image_paths[image_pos]))
+        if aug.paste is not None:
+            crop = self.paste_person(crop, aug.paste)
         if aug.gain != 1.0 or aug.bias != 0.0:
             crop = cv2.convertScaleAbs(crop, alpha=aug.gain, beta=aug.bias)
         return crop
@@ -528,6 +618,10 @@ class WindowSampler:
         transforms: list[CropTransform] = []
         for b, ref in enumerate(refs):
             aug = self.draw_augmentation(rng)
+            if self.config.paste_person_probability > 0 and \
+                    rng.random() < self.config.paste_person_probability:
+                aug = dataclasses.replace(aug, paste=self.draw_paste(rng, ref.sequence,
+                                                                     ref.track_id))
             seq, batch_offsets[b], frames = self._window(rng, ref, offsets)
             # online crops all use the key frame's box: aligned by construction
             for t, (image_pos, _) in enumerate(frames):
@@ -552,7 +646,7 @@ class WindowSampler:
         transforms: list[CropTransform] = []
         stride = self.model_config.feature_stride
         for b, ref in enumerate(refs):
-            variant = int(rng.integers(cache.variants))
+            variant = self.draw_variant(rng, cache.variants)
             aug = self.variant_augmentation(variant, ref.sequence, ref.track_id)
             seq, batch_offsets[b], frames = self._window(rng, ref, offsets)
             key_transform = self.key_transform(ref, aug)
@@ -571,6 +665,15 @@ class WindowSampler:
         feats = np.stack(features).astype(np.float32)
         return {'features': feats, 'offsets': batch_offsets, 'weights': weights.astype(np.float32),
                 **self.model_input(rng, refs, augs, transforms, keypoints_hm, weights)}
+
+    def draw_variant(self, rng: np.random.Generator, variants: int) -> int:
+        """A cached variant: a paste variant for ``paste_person_probability`` of the windows."""
+        pastes = self.config.paste_person_variants
+        if pastes == 0:  # the older recipes' random stream
+            return int(rng.integers(variants))
+        if rng.random() < self.config.paste_person_probability:
+            return variants - pastes + int(rng.integers(pastes))
+        return int(rng.integers(variants - pastes))
 
     def window_keys(self) -> list[tuple[int, int, int, int]]:
         """Every (sequence, image frame, box frame, track) any training window can read."""
@@ -913,7 +1016,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True,
     stop = config.iterations if stop_after is None else min(stop_after, config.iterations)
     cache = None
     if config.feature_cache_variants > 0 and start < stop:
-        cache = FeatureCache(sampler, model, config.feature_cache_variants, progress=progress)
+        cache = FeatureCache(sampler, model,
+                             config.feature_cache_variants + config.paste_person_variants,
+                             progress=progress)
         LOGGER.info('feature cache: %d crops x %d variants, %.2f GB', len(cache.index),
                     cache.variants, cache.nbytes / 1e9)
     if config.torch_threads > 0:
