@@ -60,7 +60,8 @@ class NodeProcess:
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # stop() closes it; the file stays readable
+            self._log.flush()
         return self.log_path.read_text()[-6000:]
 
     def alive(self) -> bool:

@@ -422,3 +422,53 @@ def test_manual_lifecycle_with_compressed_frames(client, manual_compressed_node,
     assert len(msg.persons) >= 2
     assert change(Transition.TRANSITION_DEACTIVATE)
     assert change(Transition.TRANSITION_CLEANUP) and state() == 'unconfigured'
+
+
+class _FakeRclpy:
+    """rclpy's module API as main() uses it; spin() stops the way a SIGINT can."""
+
+    def __init__(self, shut_down_before_raising: bool):
+        self.shut_down_before_raising = shut_down_before_raising
+        self.context_ok = False
+        self.calls: list[str] = []
+
+    def init(self, args=None):
+        self.context_ok = True
+
+    def ok(self):
+        return self.context_ok
+
+    def spin(self, node):
+        if self.shut_down_before_raising:
+            self.context_ok = False  # the SIGINT handler shut the context down first
+        raise RuntimeError('failed to initialize wait set: the given context is not valid')
+
+    def try_shutdown(self):
+        self.calls.append('try_shutdown')
+        self.context_ok = False
+
+
+class _StubNode:
+    destroyed = False
+
+    def destroy_node(self):
+        _StubNode.destroyed = True
+
+
+@pytest.mark.parametrize('shut_down_first', [True, False])
+def test_main_treats_an_error_after_shutdown_as_a_clean_stop(monkeypatch, shut_down_first):
+    """A SIGINT can invalidate the context while the executor builds its next wait set: rclpy
+    raises RCLError there, not ExternalShutdownException. main() exits 0 then, and still
+    raises an error that comes while the context is alive; it cleans up either way."""
+    import diffpose_ros.ros.node as node_module
+
+    fake = _FakeRclpy(shut_down_first)
+    monkeypatch.setattr(node_module, 'rclpy', fake)
+    monkeypatch.setattr(node_module, 'DiffPoseNode', _StubNode)
+    _StubNode.destroyed = False
+    if shut_down_first:
+        assert node_module.main([]) == 0
+    else:
+        with pytest.raises(RuntimeError, match='context is not valid'):
+            node_module.main([])
+    assert _StubNode.destroyed and fake.calls == ['try_shutdown']

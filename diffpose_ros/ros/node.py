@@ -1016,6 +1016,12 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # SIGINT can shut the context down while the executor builds its next wait set; rclpy
+        # then raises RCLError ("the given context is not valid") instead of
+        # ExternalShutdownException (seen in CI, Kilted). That is a clean stop too.
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
