@@ -313,6 +313,12 @@ PASTE_SHIFT_X = (0.12, 0.45)
 PASTE_SHIFT_Y = 0.12
 PASTE_SCALE = (0.8, 1.15)
 PASTE_FEATHER_PX = 7
+PASTE_MAX_DRAWS = 100
+
+
+def _crop_box(person: PersonLabel) -> np.ndarray:
+    """The box a person is cropped with: the detector's (as the pipeline crops) if known."""
+    return person.prior_box_xyxy if person.prior_box_xyxy is not None else person.box_xyxy
 
 
 class WindowSampler:
@@ -419,10 +425,9 @@ class WindowSampler:
     def draw_paste(self, rng: np.random.Generator, ref_sequence: int,
                    track_id: int) -> PastedPerson:
         """A random other labelled person and where it lands."""
-        while True:
+        for _ in range(PASTE_MAX_DRAWS):  # bounded: a single-track source has no other person
             other = self.refs[int(rng.integers(len(self.refs)))]
-            if (other.sequence, other.track_id) != (ref_sequence, track_id) or \
-                    len(self.refs) == 1:
+            if (other.sequence, other.track_id) != (ref_sequence, track_id):
                 break
         dx = rng.uniform(*PASTE_SHIFT_X) * (1 if rng.random() < 0.5 else -1)
         return PastedPerson(
@@ -436,8 +441,7 @@ class WindowSampler:
         transform = self.transform_for(seq, paste.frame, paste.track_id,
                                        Augmentation(flip=paste.flip))
         other = transform.warp(self._image(seq.image_paths[paste.frame]))
-        person = seq.people[paste.frame][paste.track_id]
-        box = person.prior_box_xyxy if person.prior_box_xyxy is not None else person.box_xyxy
+        box = _crop_box(seq.people[paste.frame][paste.track_id])
         corners = transform.image_to_crop(np.asarray([box[:2], box[2:]], np.float64))
         crop_h, crop_w = self.crop_hw
         mask = np.zeros((crop_h, crop_w), np.float32)
@@ -460,8 +464,7 @@ class WindowSampler:
                       aug: Augmentation) -> CropTransform:
         """The crop of a person-frame: the detector's box (as the pipeline crops) if known."""
         crop_h, crop_w = self.crop_hw
-        person = seq.people[box_pos][track_id]
-        box = person.prior_box_xyxy if person.prior_box_xyxy is not None else person.box_xyxy
+        box = _crop_box(seq.people[box_pos][track_id])
         center, size = box_to_center_size(box, crop_w / crop_h, self.model_config.box_enlarge)
         return CropTransform.from_center_scale_rotation(
             center + np.asarray(aug.shift) * size, size * aug.scale, aug.rotation_deg,
